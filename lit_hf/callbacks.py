@@ -1,0 +1,69 @@
+"""Callbacks every run gets: the results file for validate/test, and learning rate plus throughput while training."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class ResultsWriter(L.Callback):
+    """Writes the final metrics of every `validate` and `test` run to `results.json` in the run's log directory.
+
+    Keys are the logged names (`"val/ppl"`); an existing file is never overwritten (`results-1.json` then).
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
+            self._write(trainer, "validate")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "test")
+
+    def _write(self, trainer: L.Trainer, stage: str) -> None:
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call: every rank gets here
+        metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}
+        self._save(log_dir, metrics, stage)
+
+    @rank_zero_only
+    def _save(self, log_dir: Path, metrics: dict[str, Any], stage: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path, n = log_dir / "results.json", 0
+        while path.exists():
+            n += 1
+            path = log_dir / f"results-{n}.json"
+        path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        print(f"{stage} results written to {path}")
+
+
+class TrainMonitor(L.Callback):
+    """Logs `train/lr` every step and `train/tokens_per_sec`, `train/samples_per_sec` averaged over the epoch.
+
+    Tokens are non-padding input tokens (`attention_mask` ones, else all of `input_ids`), counted on this process
+    and multiplied by the number of processes. The first batch of an epoch starts the clock.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start: float | None = None
+        self._tokens = self._samples = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.optimizers:
+            pl_module.log("train/lr", trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if self._start is None:
+            self._start = time.perf_counter()
+            return
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        self._tokens += int(mask.sum()) if mask is not None else ids.numel()
+        self._samples += ids.size(0)
+        elapsed = time.perf_counter() - self._start
+        scale = trainer.world_size / elapsed
+        pl_module.log("train/tokens_per_sec", self._tokens * scale, on_step=True, on_epoch=False)
+        pl_module.log("train/samples_per_sec", self._samples * scale, on_step=True, on_epoch=False)

@@ -1,0 +1,58 @@
+"""A processed-dataset cache keyed by everything that shapes the result, written once per node, read on every rank."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import DatasetDict
+from datasets.fingerprint import Hasher
+from transformers import PreTrainedTokenizerBase
+
+
+def file_identity(path: str) -> list[Any]:
+    """Path, size and modification time: changes whenever the file does, without reading it."""
+    stat = os.stat(path)
+    return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+
+
+def tree_identity(path: str) -> list[Any]:
+    """`file_identity` of every file under a directory (a dataset saved with `save_to_disk`)."""
+    root = Path(path)
+    return [file_identity(str(p)) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the vocabulary, merges, normalisation and special tokens: what decides the token ids."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = backend.to_str() if backend is not None else Hasher.hash(tokenizer.get_vocab())
+    return Hasher.hash([type(tokenizer).__name__, spec, tokenizer.all_special_tokens, tokenizer.padding_side])
+
+
+def cache_path(cache_dir: str | None, family: str, key: dict[str, Any]) -> Path:
+    """`<cache_dir or the datasets cache>/lit_hf/<family>-<hash of key>`; the key is also saved beside it."""
+    root = Path(cache_dir) if cache_dir else Path(datasets.config.HF_DATASETS_CACHE)
+    digest = Hasher.hash(json.dumps(key, sort_keys=True, default=str))
+    return root / "lit_hf" / f"{family}-{digest}"
+
+
+def save_atomically(processed: DatasetDict, path: Path, key: dict[str, Any]) -> None:
+    """Write to a temporary sibling, then rename: readers never see a half-written cache."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    processed.save_to_disk(str(tmp))
+    (tmp / "lit_hf_key.json").write_text(json.dumps(key, indent=2, sort_keys=True, default=str))
+    if path.exists():  # overwrite_cache: move the old one aside first
+        old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(path)
+    except OSError:  # another node on a shared filesystem finished first; its result is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_cached(path: Path) -> bool:
+    return (path / "lit_hf_key.json").exists()

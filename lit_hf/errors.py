@@ -1,0 +1,15 @@
+"""The one exception type for user mistakes: the CLI prints its message and exits 2, no traceback."""
+
+
+class LitHFError(Exception):
+    """A problem with the user's input or environment, with a message that names it and the way out."""
+
+
+class ConfigError(LitHFError, ValueError):
+    """Options that contradict each other or are out of range; raised by constructors, naming the options."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message: enough to say what went wrong without a traceback."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

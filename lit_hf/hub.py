@@ -1,0 +1,72 @@
+"""Hub access that fails within seconds when offline, with one message naming the model or dataset and the way out."""
+
+import functools
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import datasets
+import huggingface_hub.constants
+
+from lit_hf.errors import LitHFError, first_line
+
+T = TypeVar("T")
+
+WAY_OUT = (
+    "Pass a local directory instead, pre-fill the cache where the network is available "
+    "(`hf download {name}` with HF_HOME pointing at the cache), or point HF_ENDPOINT at a reachable mirror."
+)
+
+
+def is_offline() -> bool:
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the endpoint; the hub libraries would otherwise retry for half a minute."""
+    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def use_offline_mode_if_unreachable() -> None:
+    """Switch this process (and its children) to offline mode when the hub cannot be reached, so cached files load."""
+    if is_offline() or hub_reachable():
+        return
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def is_local(name_or_path: str) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def from_hub(load: Callable[..., T], name_or_path: str, what: str, **kwargs: object) -> T:
+    """Calls a `from_pretrained`-style loader and turns network and missing-file failures into one clear error."""
+    if not is_local(name_or_path):
+        if "/" in name_or_path and name_or_path.startswith((".", "/", "~")):
+            raise LitHFError(f"The {what} directory {name_or_path!r} does not exist.")
+        use_offline_mode_if_unreachable()
+    try:
+        return load(name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise LitHFError(_explain(name_or_path, what, err)) from err
+
+
+def _explain(name_or_path: str, what: str, err: Exception) -> str:
+    if is_local(name_or_path):
+        return f"Could not load the {what} from the local directory {name_or_path!r}: {first_line(err)}"
+    where = "offline mode is on" if is_offline() else "the Hugging Face Hub could not be reached"
+    if isinstance(err, OSError) and ("connect" in str(err) or "offline" in str(err).lower() or is_offline()):
+        return f"Could not load the {what} {name_or_path!r}: {where} and it is not in the cache. " + WAY_OUT.format(
+            name=name_or_path
+        )
+    return f"Could not load the {what} {name_or_path!r}: {first_line(err)}"

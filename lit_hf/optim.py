@@ -1,0 +1,53 @@
+"""AdamW with decoupled decay on matrices only, and a `transformers.get_scheduler` schedule stepped per batch."""
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+from lit_hf.errors import ConfigError
+
+SchedulerType = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+]
+
+
+def check_warmup(warmup_ratio: float, warmup_steps: int) -> None:
+    """Raises when both warmup options are set or either is out of range."""
+    if warmup_ratio and warmup_steps:
+        raise ConfigError("Set either warmup_ratio or warmup_steps, not both.")
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ConfigError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}.")
+    if warmup_steps < 0:
+        raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Biases and norm weights (all parameters with fewer than 2 dimensions) get no weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def adamw_with_schedule(
+    model: nn.Module,
+    *,
+    total_steps: int,
+    learning_rate: float,
+    weight_decay: float,
+    adam_epsilon: float,
+    warmup_ratio: float,
+    warmup_steps: int,
+    lr_scheduler_type: SchedulerType,
+) -> dict[str, Any]:
+    """The dict `LightningModule.configure_optimizers` returns, with the scheduler stepped every optimizer step."""
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=learning_rate, eps=adam_epsilon)
+    warmup = warmup_steps or math.ceil(warmup_ratio * total_steps)  # as transformers.TrainingArguments rounds it
+    scheduler = get_scheduler(
+        lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

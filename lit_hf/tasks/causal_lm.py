@@ -1,0 +1,168 @@
+"""Causal language modeling: any AutoModelForCausalLM, reporting exact perplexity and next-token accuracy."""
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from lit_hf.data.language_modeling import max_positions
+from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.hub import from_hub
+from lit_hf.metrics import NextTokenNLL
+from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
+
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+def load_causal_lm(
+    model_name_or_path: str,
+    *,
+    config_name: str | None,
+    revision: str | None,
+    cache_dir: str | None,
+    trust_remote_code: bool,
+    dtype: DType | None,
+    from_scratch: bool,
+    config_overrides: str | None,
+) -> PreTrainedModel:
+    """Pretrained weights, or (from_scratch) random weights for the named config with `config_overrides` applied."""
+    hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+    if not from_scratch:
+        if config_name:
+            config = from_hub(AutoConfig.from_pretrained, config_name, "model config", **hub)
+            hub["config"] = config
+        return from_hub(AutoModelForCausalLM.from_pretrained, model_name_or_path, "model", dtype=dtype, **hub)
+    config = from_hub(AutoConfig.from_pretrained, config_name or model_name_or_path, "model config", **hub)
+    if config_overrides:
+        try:
+            config.update_from_string(config_overrides)  # "n_embd=64,n_layer=2"
+        except ValueError as err:
+            raise ConfigError(f"config_overrides {config_overrides!r}: {err}") from err
+    torch_dtype = None if dtype in (None, "auto") else getattr(torch, dtype)
+    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, dtype=torch_dtype)
+
+
+class CausalLMTask(L.LightningModule):
+    """Next-token prediction on batches of `input_ids` and `labels` (the model shifts labels left by one).
+
+    Logs `train/loss` every step; `val/loss`, `val/ppl` and `val/accuracy` (next-token) once per validation
+    epoch, and the same under `test/`. Perplexity is exp(total NLL / predicted tokens) over the whole split,
+    summed in float64 and reduced across processes once at epoch end.
+
+    Args:
+        model_name_or_path: Hub id or local directory for `AutoModelForCausalLM.from_pretrained`.
+        config_name: Config to use instead of the model's own (a hub id or directory).
+        tokenizer_name: Tokenizer to use instead of the model's own; the data module follows it.
+        revision: Hub branch, tag or commit of the model.
+        cache_dir: Where downloaded models are stored (default: the Hugging Face cache).
+        trust_remote_code: Allow model code from the hub. Only for repositories you trust.
+        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
+        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
+        config_overrides: With from_scratch: comma-separated overrides, e.g. "n_embd=64,n_layer=2,n_head=2".
+        learning_rate: Peak AdamW learning rate, reached at the end of warmup.
+        weight_decay: Decoupled weight decay for matrices; biases and norm weights get none.
+        adam_epsilon: AdamW epsilon.
+        warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
+        warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
+        lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "openai-community/gpt2",
+        config_name: str | None = None,
+        tokenizer_name: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        trust_remote_code: bool = False,
+        dtype: DType | None = None,
+        from_scratch: bool = False,
+        config_overrides: str | None = None,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.0,
+        adam_epsilon: float = 1e-8,
+        warmup_ratio: float = 0.0,
+        warmup_steps: int = 0,
+        lr_scheduler_type: SchedulerType = "linear",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_warmup(warmup_ratio, warmup_steps)
+        if config_overrides and not from_scratch:
+            raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
+        self.model = load_causal_lm(
+            model_name_or_path,
+            config_name=config_name,
+            revision=revision,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            from_scratch=from_scratch,
+            config_overrides=config_overrides,
+        )
+        tokenizer = from_hub(
+            AutoTokenizer.from_pretrained,
+            tokenizer_name or model_name_or_path,
+            "tokenizer",
+            revision=revision,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+        )
+        if len(tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
+            self.model.resize_token_embeddings(len(tokenizer))  # only grow: shrinking would drop trained rows
+        self.max_positions = max_positions(self.model.config)
+        self.val_nll = NextTokenNLL()
+        self.test_nll = NextTokenNLL()
+
+    def forward(self, **batch: Tensor) -> Any:
+        return self.model(**batch)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        self._check_length(batch)
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._update(self.val_nll, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_nll, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._update(self.test_nll, batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_nll, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        return adamw_with_schedule(
+            self.model,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            learning_rate=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            adam_epsilon=hp.adam_epsilon,
+            warmup_ratio=hp.warmup_ratio,
+            warmup_steps=hp.warmup_steps,
+            lr_scheduler_type=hp.lr_scheduler_type,
+        )
+
+    def _update(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
+        self._check_length(batch)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}  # the metric computes the loss, not the model
+        metric.update(self.model(**inputs).logits, batch["labels"])
+
+    def _log_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
+        values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
+        self.log_dict({f"{prefix}/{name}": value.float() for name, value in values.items()}, prog_bar=True)
+        metric.reset()
+
+    def _check_length(self, batch: dict[str, Tensor]) -> None:
+        length = batch["input_ids"].shape[1]
+        if self.max_positions is not None and length > self.max_positions:
+            raise LitHFError(
+                f"Blocks of {length} tokens exceed the model's {self.max_positions} positions; lower --data.block_size."
+            )

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real data in ../shared/data and tiny models built from configs with real tokenizers."""
+
+import os
+from pathlib import Path
+
+import pytest
+from transformers import (
+    BloomConfig,
+    BloomForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
+    OPTConfig,
+    OPTForCausalLM,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data, or $LIT_HF_TEST_DATA. Missing data fails under CI and skips elsewhere."""
+    path = Path(os.environ.get("LIT_HF_TEST_DATA", REPO.parent / "shared" / "data"))
+    if not (path / "SOURCES.md").exists():
+        message = f"test data not found at {path}; set LIT_HF_TEST_DATA"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(data_dir: Path) -> GPT2Tokenizer:
+    return GPT2Tokenizer.from_pretrained(data_dir / "tokenizers" / "gpt2")
+
+
+def tiny_causal_lm(kind: str, vocab_size: int, positions: int = 128):  # noqa: ANN201
+    """A 2-layer, 32-wide model of the given family with random weights (seeded)."""
+    import torch
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=positions))
+    if kind == "opt":
+        config = OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=positions,
+            word_embed_proj_dim=32,
+        )
+        return OPTForCausalLM(config)
+    if kind == "bloom":
+        return BloomForCausalLM(BloomConfig(vocab_size=vocab_size, hidden_size=32, n_layer=2, n_head=2))
+    raise ValueError(kind)
+
+
+@pytest.fixture(scope="session")
+def causal_lm_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer: GPT2Tokenizer):  # noqa: ANN201
+    """Factory: kind -> a saved model directory (weights, config, GPT-2 tokenizer), loaded as users would."""
+    made: dict[str, Path] = {}
+
+    def make(kind: str = "gpt2") -> Path:
+        if kind not in made:
+            path = tmp_path_factory.mktemp(f"tiny-{kind}")
+            tiny_causal_lm(kind, len(gpt2_tokenizer)).save_pretrained(path)
+            gpt2_tokenizer.save_pretrained(path)
+            made[kind] = path
+        return made[kind]
+
+    return make
