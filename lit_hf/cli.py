@@ -41,9 +41,23 @@ def main(args: list[str] | None = None) -> None:
         LitHFCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
+            auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
             trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor()]},
             args=args,
         )
-    except LitHFError as err:
-        print(f"lit_hf: error: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"lit_hf: error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def user_error(err: BaseException) -> LitHFError | None:
+    """The LitHFError behind `err`, if any: jsonargparse re-raises constructor errors as a plain ValueError."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, LitHFError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -19,9 +19,9 @@ def file_identity(path: str) -> list[Any]:
 
 
 def tree_identity(path: str) -> list[Any]:
-    """`file_identity` of every file under a directory (a dataset saved with `save_to_disk`)."""
-    root = Path(path)
-    return [file_identity(str(p)) for p in sorted(root.rglob("*")) if p.is_file()]
+    """`file_identity` of the files of a dataset saved with `save_to_disk`, not the `cache-*` files `map` adds."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith("cache-"))
+    return [file_identity(str(p)) for p in files]
 
 
 def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -65,7 +65,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
         dataset_name: Hub dataset id, e.g. `Salesforce/wikitext`. Local files win when both are given.
         dataset_config_name: Hub dataset configuration, e.g. `wikitext-2-raw-v1`.
-        train_file: Local training text (.txt, .csv, .tsv, .json, .jsonl or .parquet).
+        train_file: Local training data: .csv, .tsv, .json, .jsonl, .parquet, or plain text (any other ending).
         validation_file: Local validation file, same types.
         test_file: Local test file, same types.
         dataset_path: A DatasetDict written by `save_to_disk`.
@@ -130,7 +130,9 @@ class LanguageModelingDataModule(L.LightningDataModule):
                 continue
             raw = raw if raw is not None else self._load_raw()
             if split not in raw:
-                raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+                if split == self._splits()[0] and self.trainer is not None:  # optional: validation during fit
+                    raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+                continue
             blocks = self._tokenize_and_group(raw[split], split, tokenizer, block_size)
             save_atomically(DatasetDict({split: blocks}), path, self._cache_key(split, tokenizer, block_size))
 
@@ -138,7 +140,10 @@ class LanguageModelingDataModule(L.LightningDataModule):
         self.tokenizer = self._load_tokenizer()
         block_size = self._block_size(self.tokenizer)
         for split in STAGE_SPLITS.get(stage, ()):
-            blocks = load_from_disk(str(self._cache_path(split, self.tokenizer, block_size)))[split]
+            path = self._cache_path(split, self.tokenizer, block_size)
+            if not is_cached(path):  # a split the data does not have (prepare_data said so if it was needed)
+                continue
+            blocks = load_from_disk(str(path))[split]
             limit = self.hparams.max_train_samples if split == "train" else self.hparams.max_eval_samples
             if limit is not None:
                 blocks = blocks.select(range(min(limit, len(blocks))))
@@ -154,8 +159,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
@@ -175,14 +180,15 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def _files(self) -> dict[str, str]:
         hp = self.hparams
-        return check_files({"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file})
+        files = {"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file}
+        return check_files(files, default="text")
 
     def _load_raw(self) -> DatasetDict:
         hp = self.hparams
         if hp.dataset_path:
             raw = load_saved(hp.dataset_path)
         elif self._files():
-            raw = load_files(self._files(), hp.data_cache_dir, keep_linebreaks=hp.keep_linebreaks)
+            raw = load_files(self._files(), hp.data_cache_dir, default="text", keep_linebreaks=hp.keep_linebreaks)
         else:
             raw = load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
         return carve_validation(raw, hp.validation_split_percentage)

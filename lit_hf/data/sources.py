@@ -14,32 +14,38 @@ from lit_hf.hub import use_offline_mode_if_unreachable
 LOADERS = {".txt": "text", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def check_files(files: dict[str, str | None]) -> dict[str, str]:
+def loader_for(path: str, default: str | None = None) -> str | None:
+    """The builder for a file: by its ending, else `default` (language modeling reads any other file as text)."""
+    return LOADERS.get(Path(path).suffix.lower(), default)
+
+
+def check_files(files: dict[str, str | None], default: str | None = None) -> dict[str, str]:
     """The given files by split name; a missing file or an unknown ending is an error naming the option."""
     given = {split: path for split, path in files.items() if path}
     for split, path in given.items():
         if not os.path.isfile(path):
             raise LitHFError(f"{split}_file {path!r} does not exist.")
-        if Path(path).suffix.lower() not in LOADERS:
+        if loader_for(path, default) is None:
             raise LitHFError(f"{split}_file {path!r}: unsupported file type; use one of {', '.join(LOADERS)}.")
     return given
 
 
-def load_files(files: dict[str, str], cache_dir: str | None, **text_options: Any) -> DatasetDict:
-    """One split per file; each file read by the builder its ending names (`.tsv` as tab-separated csv)."""
+def load_files(
+    files: dict[str, str], cache_dir: str | None, default: str | None = None, **text_options: Any
+) -> DatasetDict:
+    """One split per file, read by the builder its ending names (`.tsv` as tab-separated csv)."""
     splits = {}
     for split, path in files.items():
-        suffix = Path(path).suffix.lower()
-        options: dict[str, Any] = dict(text_options) if LOADERS[suffix] == "text" else {}
-        if suffix == ".tsv":
+        loader = loader_for(path, default)
+        options: dict[str, Any] = dict(text_options) if loader == "text" else {}
+        if Path(path).suffix.lower() == ".tsv":
             options["delimiter"] = "\t"
         try:
             splits[split] = datasets.load_dataset(
-                LOADERS[suffix], data_files={split: path}, split=split, cache_dir=cache_dir, **options
+                loader, data_files={split: path}, split=split, cache_dir=cache_dir, **options
             )
         except Exception as err:  # the builders raise many types for one cause: the file does not parse
-            reason = first_line(err)
-            raise LitHFError(f"{split}_file {path!r} could not be read as {LOADERS[suffix]}: {reason}") from err
+            raise LitHFError(f"{split}_file {path!r} could not be read as {loader}: {first_line(err)}") from err
     return DatasetDict(splits)
 
 

@@ -112,6 +112,7 @@ class CausalLMTask(L.LightningModule):
         )
         if len(tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
             self.model.resize_token_embeddings(len(tokenizer))  # only grow: shrinking would drop trained rows
+        self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         self.max_positions = max_positions(self.model.config)
         self.val_nll = NextTokenNLL()
         self.test_nll = NextTokenNLL()
@@ -157,7 +158,7 @@ class CausalLMTask(L.LightningModule):
 
     def _log_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
         values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
-        self.log_dict({f"{prefix}/{name}": value.float() for name, value in values.items()}, prog_bar=True)
+        self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
         metric.reset()
 
     def _check_length(self, batch: dict[str, Tensor]) -> None:

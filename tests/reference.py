@@ -1,0 +1,38 @@
+"""Independent computations the tests hold lit_hf against: plain Python and a plain `transformers` forward."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM
+
+
+def reference_blocks(path: Path, tokenizer, block_size: int) -> np.ndarray:  # noqa: ANN001
+    """Every line (with its line break) tokenized, all concatenated, cut into blocks, the remainder dropped."""
+    ids: list[int] = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        ids.extend(tokenizer(line)["input_ids"])
+    n = len(ids) // block_size
+    return np.array(ids[: n * block_size]).reshape(n, block_size)
+
+
+@torch.no_grad()
+def reference_perplexity(model_dir: Path, blocks: np.ndarray) -> dict[str, float]:
+    """Sum of -log p(next token) in float64 over every block, one block at a time."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    nll, correct, count = 0.0, 0, 0
+    for block in torch.from_numpy(blocks).long():
+        logits = model(input_ids=block[None]).logits[0, :-1].double()
+        logp = logits.log_softmax(-1).gather(-1, block[1:, None])
+        nll -= logp.sum().item()
+        correct += (logits.argmax(-1) == block[1:]).sum().item()
+        count += len(block) - 1
+    return {"loss": nll / count, "ppl": math.exp(nll / count), "accuracy": correct / count}
+
+
+def read_results(root: Path) -> dict[str, float]:
+    """The one results.json written under `root`."""
+    (path,) = root.rglob("results.json")
+    return json.loads(path.read_text())

@@ -1,0 +1,113 @@
+"""The causal-LM task: perplexity against a plain forward pass, training, checkpoints, optimizer and loading."""
+
+import pytest
+from reference import read_results, reference_blocks, reference_perplexity
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoTokenizer
+
+from lit_hf.cli import main
+from lit_hf.errors import ConfigError
+from lit_hf.optim import param_groups
+from lit_hf.tasks import CausalLMTask
+
+VALIDATE = [
+    "--model=lit_hf.tasks.CausalLMTask",
+    "--data=lit_hf.data.LanguageModelingDataModule",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def run(subcommand: str, tmp_path, *args: str) -> None:  # noqa: ANN001
+    main(
+        [
+            subcommand,
+            *VALIDATE,
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.data_cache_dir={tmp_path / 'cache'}",
+            *args,
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "bloom"])
+def test_validate_perplexity_equals_plain_forward(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, kind):
+    valid = data_dir / "wikitext" / "wikitext-2" / "valid.txt"
+    model_dir = causal_lm_dir(kind)
+    run(
+        "validate",
+        tmp_path,
+        f"--model.model_name_or_path={model_dir}",
+        f"--data.validation_file={valid}",
+        "--data.block_size=64",
+        "--data.max_eval_samples=31",
+        "--data.eval_batch_size=4",
+    )
+    got = read_results(tmp_path)
+    want = reference_perplexity(model_dir, reference_blocks(valid, gpt2_tokenizer, 64)[:31])
+    assert got["val/ppl"] == pytest.approx(want["ppl"], rel=1e-6)
+    assert got["val/loss"] == pytest.approx(want["loss"], rel=1e-6)
+    assert got["val/accuracy"] == pytest.approx(want["accuracy"], rel=1e-6)
+
+
+def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, causal_lm_dir):
+    model_dir = causal_lm_dir("gpt2")
+    data = [
+        f"--model.model_name_or_path={model_dir}",
+        f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+        "--data.block_size=64",
+        "--data.batch_size=8",
+        "--data.validation_split_percentage=20",
+    ]
+    run("validate", tmp_path / "before", *data)
+    before = read_results(tmp_path / "before")["val/ppl"]
+    run(
+        "fit",
+        tmp_path / "fit",
+        *data,
+        "--model.learning_rate=3e-3",
+        "--trainer.max_epochs=2",
+        "--trainer.num_sanity_val_steps=0",
+    )
+    (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
+    run("validate", tmp_path / "after", *data, f"--ckpt_path={ckpt}")
+    after = read_results(tmp_path / "after")["val/ppl"]
+    assert after < before / 5, (before, after)
+    assert after == pytest.approx(last_scalar(tmp_path / "fit", "val/ppl"), rel=1e-6)  # the weights came back
+
+
+def last_scalar(root, tag: str) -> float:  # noqa: ANN001
+    (run_dir,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return events.Scalars(tag)[-1].value
+
+
+def test_from_scratch_with_overrides_and_embedding_resize(causal_lm_dir, tmp_path):
+    model_dir = causal_lm_dir("gpt2")
+    task = CausalLMTask(str(model_dir), from_scratch=True, config_overrides="n_layer=1,n_embd=16")
+    assert task.model.config.n_layer == 1 and task.model.config.n_embd == 16
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.add_tokens(["<new-1>", "<new-2>"])
+    tokenizer.save_pretrained(tmp_path / "bigger")
+    grown = CausalLMTask(str(model_dir), tokenizer_name=str(tmp_path / "bigger"))
+    assert grown.model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    same = CausalLMTask(str(model_dir))
+    assert same.model.get_input_embeddings().weight.shape[0] == len(tokenizer) - 2
+
+
+def test_no_weight_decay_on_biases_and_norms(causal_lm_dir):
+    model = CausalLMTask(str(causal_lm_dir("gpt2"))).model
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("bias" in names[id(p)] or ".ln_" in names[id(p)] for p in no_decay["params"])
+    assert not any("bias" in names[id(p)] or ".ln_" in names[id(p)] for p in decay["params"])
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_constructor_rejects_contradictions(causal_lm_dir):
+    with pytest.raises(ConfigError, match="warmup_ratio or warmup_steps"):
+        CausalLMTask(str(causal_lm_dir("gpt2")), warmup_ratio=0.1, warmup_steps=10)
+    with pytest.raises(ConfigError, match="from_scratch"):
+        CausalLMTask(str(causal_lm_dir("gpt2")), config_overrides="n_layer=1")

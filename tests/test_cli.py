@@ -1,0 +1,149 @@
+"""The command line: help, every shipped config, and one clear line (exit 2) for each user mistake."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lit_hf.cli import LitHFCLI, main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml"))
+OVERLAYS = sorted((REPO / "configs" / "overlays").glob("*.yaml"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lit_hf", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_help_lists_subcommands_and_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("fit", "validate", "test", "predict"))
+    with pytest.raises(SystemExit):
+        main(["fit", "--model=lit_hf.tasks.CausalLMTask", "--model.help=lit_hf.tasks.CausalLMTask"])
+    assert "--model.config_overrides" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", f"--config={config}", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: lit_hf." in printed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_overlays_compose(overlay, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={REPO / 'configs/gpt2_wikitext.yaml'}", f"--config={overlay}", "--print_config"])
+    assert "accelerator: cpu" in capsys.readouterr().out
+
+
+def test_tokenizer_follows_model_unless_named(causal_lm_dir, tmp_path):
+    model_dir = str(causal_lm_dir("gpt2"))
+    base = [
+        "--model=lit_hf.tasks.CausalLMTask",
+        f"--model.model_name_or_path={model_dir}",
+        "--data=lit_hf.data.LanguageModelingDataModule",
+        "--data.validation_file=x.txt",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    linked = LitHFCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=base)
+    assert linked.datamodule.hparams.tokenizer_name_or_path == model_dir
+    assert linked.datamodule.hparams.config_name_or_path == model_dir
+    (tmp_path / "tok").mkdir()
+    named = LitHFCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=[*base, f"--model.tokenizer_name={model_dir}", f"--model.config_name={model_dir}/"],
+    )
+    assert named.datamodule.hparams.config_name_or_path == model_dir + "/"
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lit_hf: error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0]
+
+
+CLM = [
+    "validate",
+    "--model=lit_hf.tasks.CausalLMTask",
+    "--data=lit_hf.data.LanguageModelingDataModule",
+    "--trainer.accelerator=cpu",
+]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}],
+    ids=["offline-mode", "hub-unreachable"],
+)
+def test_unreachable_hub_model_fails_fast(tmp_path, env):
+    (tmp_path / "v.txt").write_text("hello world\n")
+    env = {**env, "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    start = time.perf_counter()
+    result = cli(
+        *CLM, "--model.model_name_or_path=openai-community/gpt2", f"--data.validation_file={tmp_path}/v.txt", env=env
+    )
+    assert time.perf_counter() - start < 30
+    assert_one_line_error(result, "'openai-community/gpt2'", "not in the cache", "local directory", "HF_ENDPOINT")
+
+
+def test_unreachable_hub_dataset_fails_fast(tmp_path, causal_lm_dir):
+    result = cli(
+        *CLM,
+        f"--model.model_name_or_path={causal_lm_dir('gpt2')}",
+        "--data.dataset_name=Salesforce/wikitext",
+        "--data.dataset_config_name=wikitext-2-raw-v1",
+        f"--data.data_cache_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}",
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )
+    assert_one_line_error(result, "'Salesforce/wikitext'", "train_file", "HF_ENDPOINT")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--data.validation_file=/no/such/file.txt"], ["validation_file '/no/such/file.txt' does not exist"]),
+        (["--data.validation_file=VALID", "--data.text_column=body"], ["no column 'body'"]),
+        (["--data.validation_file=EMPTY"], ["empty"]),
+        (["--data.validation_file=VALID", "--data.block_size=4096"], ["exceeds the model's 128 positions"]),
+        (["--data.validation_file=VALID", "--model.warmup_ratio=0.1", "--model.warmup_steps=5"], ["warmup_steps"]),
+    ],
+    ids=["missing-file", "no-column", "empty-split", "block-too-long", "both-warmups"],
+)
+def test_user_mistakes_give_one_line(tmp_path, data_dir, causal_lm_dir, args, needles):
+    (tmp_path / "empty.txt").write_text("")
+    swap = {"VALID": str(data_dir / "wikitext/wiki_00"), "EMPTY": str(tmp_path / "empty.txt")}
+    args = [a.split("=")[0] + "=" + swap.get(a.split("=")[1], a.split("=")[1]) for a in args]
+    model_dir = causal_lm_dir("gpt2")
+    result = cli(
+        *CLM,
+        f"--model.model_name_or_path={model_dir}",
+        f"--model.config_name={model_dir}",
+        *args,
+        f"--data.data_cache_dir={tmp_path / 'cache'}",
+        f"--trainer.default_root_dir={tmp_path}",
+    )
+    assert_one_line_error(result, *needles)
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("results.json"))

@@ -1,0 +1,75 @@
+"""Exact evaluation on several processes: DDP on CPU (gloo) must give the metrics of one process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from reference import read_results
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: ANN001
+    """Runs the CLI in a fresh process: Lightning starts the other ranks by re-running this command line."""
+    command = [
+        sys.executable,
+        "-m",
+        "lit_hf",
+        subcommand,
+        "--model=lit_hf.tasks.CausalLMTask",
+        "--data=lit_hf.data.LanguageModelingDataModule",
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        "--trainer.strategy=ddp",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def last_scalars(root) -> dict[str, float]:  # noqa: ANN001
+    (run_dir,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("val/")}
+
+
+def test_validate_on_three_processes_equals_one(tmp_path, data_dir, causal_lm_dir):
+    args = [
+        f"--model.model_name_or_path={causal_lm_dir('gpt2')}",
+        f"--data.data_cache_dir={tmp_path / 'cache'}",
+        f"--data.validation_file={data_dir / 'wikitext/wikitext-2/valid.txt'}",
+        "--data.block_size=64",
+        "--data.max_eval_samples=40",
+        "--data.eval_batch_size=4",
+    ]  # 40 blocks: 14 + 13 + 13
+    launch("validate", 1, tmp_path / "one", *args)
+    launch("validate", 3, tmp_path / "three", *args)
+    one, three = read_results(tmp_path / "one"), read_results(tmp_path / "three")
+    assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(three)
+    for key in one:
+        assert three[key] == pytest.approx(one[key], rel=1e-6), key
+
+
+def test_validation_inside_fit_on_two_processes_equals_one(tmp_path, data_dir, causal_lm_dir):
+    args = [
+        f"--model.model_name_or_path={causal_lm_dir('opt')}",
+        f"--data.data_cache_dir={tmp_path / 'cache'}",
+        f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+        "--data.block_size=64",
+        "--data.validation_split_percentage=10",
+        "--data.eval_batch_size=4",
+        "--model.learning_rate=0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.num_sanity_val_steps=0",
+    ]
+    launch("fit", 1, tmp_path / "one", *args)  # learning rate 0: the weights stay, so both validate one model
+    launch("fit", 2, tmp_path / "two", *args)
+    one, two = last_scalars(tmp_path / "one"), last_scalars(tmp_path / "two")
+    assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(two)
+    for key in one:
+        assert two[key] == pytest.approx(one[key], rel=1e-6), key
