@@ -31,9 +31,10 @@ class NextTokenNLL(Metric):
         flat = flat if flat.dtype == torch.float32 else flat.float()
         keep = targets != self.ignore_index
         nll = F.cross_entropy(flat, targets, ignore_index=self.ignore_index, reduction="none")
-        self.nll += nll.double().sum()
-        self.correct += ((flat.argmax(-1) == targets) & keep).sum().double()
-        self.tokens += keep.sum().double()
+        # Out-of-place: states made under trainer.validate's inference mode cannot be updated in place later.
+        self.nll = self.nll + nll.double().sum()
+        self.correct = self.correct + ((flat.argmax(-1) == targets) & keep).sum().double()
+        self.tokens = self.tokens + keep.sum().double()
 
     def compute(self) -> dict[str, Tensor]:
         loss = self.nll / self.tokens

@@ -1,10 +1,17 @@
 """Shared fixtures: the real data in ../shared/data and tiny models built from configs with real tokenizers."""
 
 import os
+import tempfile
 from pathlib import Path
 
-import pytest
-from transformers import (
+# Before transformers/datasets are imported: they read these once. A private cache keeps runs independent.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="lit_hf-test-datasets-"))
+
+import pytest  # noqa: E402
+from transformers import (  # noqa: E402
     BloomConfig,
     BloomForCausalLM,
     GPT2Config,
@@ -13,10 +20,6 @@ from transformers import (
     OPTConfig,
     OPTForCausalLM,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 
