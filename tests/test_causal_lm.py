@@ -30,24 +30,25 @@ def run(subcommand: str, tmp_path, *args: str) -> None:  # noqa: ANN001
     )
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "opt", "bloom"])
-def test_validate_perplexity_equals_plain_forward(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, kind):
-    valid = data_dir / "wikitext" / "wikitext-2" / "valid.txt"
+@pytest.mark.parametrize(("kind", "stage"), [("gpt2", "validate"), ("opt", "validate"), ("bloom", "test")])
+def test_perplexity_equals_plain_forward(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, kind, stage):
+    text = data_dir / "wikitext" / "wikitext-2" / "valid.txt"
     model_dir = causal_lm_dir(kind)
+    split, prefix = ("validation", "val") if stage == "validate" else ("test", "test")
     run(
-        "validate",
+        stage,
         tmp_path,
         f"--model.model_name_or_path={model_dir}",
-        f"--data.validation_file={valid}",
+        f"--data.{split}_file={text}",
         "--data.block_size=64",
         "--data.max_eval_samples=31",
         "--data.eval_batch_size=4",
     )
     got = read_results(tmp_path)
-    want = reference_perplexity(model_dir, reference_blocks(valid, gpt2_tokenizer, 64)[:31])
-    assert got["val/ppl"] == pytest.approx(want["ppl"], rel=1e-6)
-    assert got["val/loss"] == pytest.approx(want["loss"], rel=1e-6)
-    assert got["val/accuracy"] == pytest.approx(want["accuracy"], rel=1e-6)
+    want = reference_perplexity(model_dir, reference_blocks(text, gpt2_tokenizer, 64)[:31])
+    assert set(got) == {f"{prefix}/ppl", f"{prefix}/loss", f"{prefix}/accuracy"}
+    for name in ("ppl", "loss", "accuracy"):
+        assert got[f"{prefix}/{name}"] == pytest.approx(want[name], rel=1e-6), name
 
 
 def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, causal_lm_dir):
