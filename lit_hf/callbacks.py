@@ -67,3 +67,26 @@ class TrainMonitor(L.Callback):
         scale = trainer.world_size / elapsed
         pl_module.log("train/tokens_per_sec", self._tokens * scale, on_step=True, on_epoch=False)
         pl_module.log("train/samples_per_sec", self._samples * scale, on_step=True, on_epoch=False)
+
+
+class SavePretrained(L.Callback):
+    """At the end of `fit`, saves the trained model (and the data module's tokenizer) with `save_pretrained`.
+
+    The directory `<log dir>/huggingface` then loads back with `AutoModelFor*.from_pretrained`. The weights are
+    gathered through the strategy first, so sharded (FSDP) runs save whole tensors.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = getattr(pl_module, "model", None)
+        if model is None or not hasattr(model, "save_pretrained"):
+            return
+        target = Path(trainer.log_dir or trainer.default_root_dir) / "huggingface"  # collective: all ranks
+        state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
+        if trainer.is_global_zero:
+            weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+            model.save_pretrained(target, state_dict=weights)
+            tokenizer = getattr(trainer.datamodule, "tokenizer", None)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(target)
+            print(f"transformers model saved to {target}")
+        trainer.strategy.barrier()

@@ -4,7 +4,7 @@ import sys
 
 from lightning.pytorch.cli import LightningCLI
 
-from lit_hf.callbacks import ResultsWriter, TrainMonitor
+from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.errors import LitHFError
 
 
@@ -42,7 +42,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor()]},
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), SavePretrained()]},
             args=args,
         )
     except Exception as err:

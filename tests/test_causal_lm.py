@@ -1,5 +1,6 @@
 """The causal-LM task: perplexity against a plain forward pass, training, checkpoints, optimizer and loading."""
 
+import numpy as np
 import pytest
 from reference import read_results, reference_blocks, reference_perplexity
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -75,6 +76,18 @@ def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, ca
     after = read_results(tmp_path / "after")["val/ppl"]
     assert after < before / 5, (before, after)
     assert after == pytest.approx(last_scalar(tmp_path / "fit", "val/ppl"), rel=1e-6)  # the weights came back
+    (exported,) = (tmp_path / "fit").rglob("huggingface")  # and load into plain transformers
+    blocks = np.stack(read_validation_blocks(tmp_path / "after"))
+    assert reference_perplexity(exported, blocks)["ppl"] == pytest.approx(after, rel=1e-6)
+    assert AutoTokenizer.from_pretrained(exported)("Hello")["input_ids"] == [15496]
+
+
+def read_validation_blocks(root) -> list:  # noqa: ANN001
+    """The validation blocks lit_hf cached for that run (the split carved from train), as arrays."""
+    from datasets import load_from_disk
+
+    (key,) = [p.parent for p in (root / "cache").rglob("lit_hf_key.json") if '"validation"' in p.read_text()]
+    return load_from_disk(str(key))["validation"].with_format("numpy")["input_ids"]
 
 
 def last_scalar(root, tag: str) -> float:  # noqa: ANN001
