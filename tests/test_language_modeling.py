@@ -91,6 +91,15 @@ def test_csv_json_and_saved_sources(tmp_path, causal_lm_dir):
     assert len(lengths) == 1 and lengths.pop() > 50
 
 
+def test_dataset_name_path_through_load_dataset(tmp_path, data_dir, causal_lm_dir):
+    """`dataset_name` goes through `datasets.load_dataset`, as a hub id would; here a local dataset folder."""
+    folder = tmp_path / "my_corpus"
+    folder.mkdir()
+    (folder / "train.txt").write_text((data_dir / "wikitext/wiki_00").read_text())
+    dm = prepared(make_dm(tmp_path, causal_lm_dir("gpt2"), dataset_name=str(folder), block_size=64))
+    assert len(dm.datasets["train"]) > 10 * len(dm.datasets["validation"]) > 0  # 5 % carved for validation
+
+
 def test_validate_needs_only_its_split(tmp_path, data_dir, causal_lm_dir):
     from types import SimpleNamespace
 
