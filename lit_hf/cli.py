@@ -2,6 +2,7 @@
 
 import sys
 
+from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
@@ -14,6 +15,14 @@ def tokenizer_of(model_name_or_path: str, tokenizer_name: str | None) -> str:
 
 def config_of(model_name_or_path: str, config_name: str | None) -> str:
     return config_name or model_name_or_path
+
+
+def label_names_of(data: LightningDataModule) -> list[str] | None:
+    return getattr(data, "label_names", None)  # data modules without labels (language modeling) link nothing
+
+
+def regression_of(data: LightningDataModule) -> bool:
+    return getattr(data, "regression", False)
 
 
 class LitHFCLI(LightningCLI):
@@ -33,6 +42,10 @@ class LitHFCLI(LightningCLI):
         )
         for name in ("revision", "trust_remote_code"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
+        # Classification: the data decides the labels and the task (metrics); the model never asks the data module.
+        parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")
+        parser.link_arguments("data", "model.init_args.label_names", compute_fn=label_names_of, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.regression", compute_fn=regression_of, apply_on="instantiate")
 
 
 def main(args: list[str] | None = None) -> None:
