@@ -78,3 +78,59 @@ def causal_lm_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer: GPT2
         return made[kind]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(data_dir: Path):  # noqa: ANN201
+    from transformers import BertTokenizer
+
+    return BertTokenizer.from_pretrained(data_dir / "tokenizers" / "bert-base-uncased")
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer, gpt2_tokenizer):  # noqa: ANN001, ANN201
+    """Factory: (kind, num_labels) -> a saved tiny model directory with its tokenizer, loaded as users would.
+
+    num_labels=None saves the bare encoder (like a pretrained base model: no head); a number saves a
+    classification head of that size with seeded weights (like a fine-tuned checkpoint).
+    """
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertModel,
+        GPT2ForSequenceClassification,
+        GPT2Model,
+    )
+
+    made: dict[tuple[str, int | None], Path] = {}
+
+    def make(kind: str = "bert", num_labels: int | None = None) -> Path:
+        import torch
+
+        if (kind, num_labels) not in made:
+            torch.manual_seed(0)
+            tokenizer = bert_tokenizer if kind == "bert" else gpt2_tokenizer
+            if kind == "bert":
+                config = BertConfig(
+                    vocab_size=len(tokenizer),
+                    hidden_size=32,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    intermediate_size=64,
+                    max_position_embeddings=128,
+                )
+                head, bare = BertForSequenceClassification, BertModel
+            else:
+                config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+                config.pad_token_id = tokenizer.eos_token_id
+                head, bare = GPT2ForSequenceClassification, GPT2Model
+            if num_labels is not None:
+                config.num_labels = num_labels
+            model = bare(config) if num_labels is None else head(config)
+            path = tmp_path_factory.mktemp(f"tiny-{kind}-cls")
+            model.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+            made[(kind, num_labels)] = path
+        return made[(kind, num_labels)]
+
+    return make

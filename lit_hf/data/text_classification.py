@@ -240,17 +240,23 @@ class TextClassificationDataModule(L.LightningDataModule):
         return dataset.select_columns([c for c in MODEL_INPUTS if c in dataset.column_names])
 
     def _splits(self, stage: str | None = None) -> list[str]:
-        """The splits a trainer entry point reads; without one, those of the running trainer (or all)."""
+        """The splits a trainer entry point reads; without one, those of the running trainer, else all there are."""
         if stage is None and self.trainer is not None:
             fn = self.trainer.state.fn
             stage = getattr(fn, "value", fn)
-        validation, test = split_names(self.task, "validation"), split_names(self.task, "test")
-        if self.hparams.task_name == "ax":
-            return test if stage in (None, "predict") else []
-        if self.task is None and not self.hparams.validation_file:
+        train, validation, test = ["train"], split_names(self.task, "validation"), split_names(self.task, "test")
+        if self.hparams.task_name == "ax":  # the diagnostic set has only a test file
+            train, validation = [], []
+        if self._files() and "validation" not in self._files():  # validation is optional for your own files
             validation = []
-        by_stage = {"fit": ["train", *validation], "validate": validation, "test": test, "predict": test}
-        return by_stage.get(stage, ["train", *validation, *test]) if stage else ["train", *validation, *test]
+        by_stage = {"fit": train + validation, "validate": validation, "test": test, "predict": test}
+        if stage in by_stage:
+            return by_stage[stage]
+        if self._files():
+            return [s for s in train + validation + test if s in self._files()]
+        if self.hparams.data_dir:
+            return [s for s in train + validation + test if glue_file(self.hparams.data_dir, self.task, s).is_file()]
+        return train + validation + test
 
     def _files(self) -> dict[str, str]:
         hp = self.hparams
@@ -375,7 +381,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         if files:
             return ["files", file_identity(files[split]) if split in files else None]
         if hp.data_dir:
-            return ["glue_dir", hp.task_name, file_identity(str(glue_file(hp.data_dir, self.task, split)))]
+            path = glue_file(hp.data_dir, self.task, split)
+            return ["glue_dir", hp.task_name, file_identity(str(path)) if path.is_file() else None]
         return ["hub", "nyu-mll/glue", hp.task_name]
 
     def _cache_key(self, split: str, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
