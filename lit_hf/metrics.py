@@ -1,9 +1,11 @@
-"""Token-level metrics torchmetrics lacks in exact form: summed NLL and next-token accuracy in float64 states."""
+"""Metrics torchmetrics lacks in exact form: token-level NLL and accuracy in float64 states, scipy's Spearman."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import Metric, SpearmanCorrCoef
+from torchmetrics.functional.regression.spearman import _rank_data
+from torchmetrics.utilities import dim_zero_cat
 
 
 class NextTokenNLL(Metric):
@@ -39,3 +41,16 @@ class NextTokenNLL(Metric):
     def compute(self) -> dict[str, Tensor]:
         loss = self.nll / self.tokens
         return {"loss": loss, "ppl": loss.exp(), "accuracy": self.correct / self.tokens}
+
+
+class ExactSpearman(SpearmanCorrCoef):
+    """Spearman's rho as scipy computes it: the Pearson correlation of average ranks, in float64, with no epsilon.
+
+    (torchmetrics' own adds 1e-6 to the denominator and ranks in the input dtype.) Takes 1-D float predictions
+    and targets; all of them are kept and gathered from every process before ranking.
+    """
+
+    def compute(self) -> Tensor:
+        preds, target = (_rank_data(dim_zero_cat(x)).double() for x in (self.preds, self.target))  # exact halves
+        dp, dt = preds - preds.mean(), target - target.mean()
+        return (dp * dt).sum() / ((dp * dp).sum().sqrt() * (dt * dt).sum().sqrt())

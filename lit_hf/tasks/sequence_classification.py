@@ -11,12 +11,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
-from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics.regression import PearsonCorrCoef
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from lit_hf.data.glue import GLUE_TASKS, split_names
 from lit_hf.errors import LitHFError
 from lit_hf.hub import from_hub
+from lit_hf.metrics import ExactSpearman
 from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
 from lit_hf.tasks.causal_lm import DType
 
@@ -28,7 +29,7 @@ def make_metric(name: str, num_labels: int) -> Metric:
         "f1": BinaryF1Score,  # of the positive class (id 1: equivalent / duplicate), as GLUE scores MRPC and QQP
         "matthews": lambda: MatthewsCorrCoef(task="multiclass", num_classes=max(num_labels, 2)),
         "pearson": PearsonCorrCoef,
-        "spearman": SpearmanCorrCoef,
+        "spearman": ExactSpearman,
         "loss": MeanMetric,
     }[name]()
     return metric.set_dtype(torch.float64)
