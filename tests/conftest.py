@@ -124,8 +124,8 @@ def classifier_dir(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer, gpt
                 config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
                 config.pad_token_id = tokenizer.eos_token_id
                 head, bare = GPT2ForSequenceClassification, GPT2Model
-            if num_labels is not None:
-                config.num_labels = num_labels
+            if num_labels is not None:  # a "fine-tuned" head: wide weights, so predictions differ between inputs
+                config.num_labels, config.initializer_range = num_labels, 0.5
             model = bare(config) if num_labels is None else head(config)
             path = tmp_path_factory.mktemp(f"tiny-{kind}-cls")
             model.save_pretrained(path)

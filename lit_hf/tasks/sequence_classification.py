@@ -92,6 +92,7 @@ class SequenceClassificationTask(L.LightningModule):
         cache_dir: Where downloaded models are stored (default: the Hugging Face cache).
         trust_remote_code: Allow model code from the hub. Only for repositories you trust.
         dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
+        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         label_names: Class names in id order. Linked from the data module; None keeps the checkpoint's own.
         regression: One output trained with mean squared error (STS-B). Linked from the data module.
         glue_task: GLUE task whose metrics to report. Linked from `--data.task_name`; None: accuracy, or
@@ -114,6 +115,7 @@ class SequenceClassificationTask(L.LightningModule):
         cache_dir: str | None = None,
         trust_remote_code: bool = False,
         dtype: DType | None = None,
+        from_scratch: bool = False,
         label_names: list[str] | None = None,
         regression: bool = False,
         glue_task: str | None = None,
@@ -138,15 +140,21 @@ class SequenceClassificationTask(L.LightningModule):
             config.pad_token_id = tokenizer.eos_token_id
         elif config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id
-        self.model = from_hub(
-            AutoModelForSequenceClassification.from_pretrained,
-            model_name_or_path,
-            "model",
-            config=config,
-            dtype=dtype,
-            ignore_mismatched_sizes=ignore_mismatched_sizes,
-            **hub,
-        )
+        if from_scratch:
+            torch_dtype = None if dtype in (None, "auto") else getattr(torch, dtype)
+            self.model = AutoModelForSequenceClassification.from_config(
+                config, trust_remote_code=trust_remote_code, dtype=torch_dtype
+            )
+        else:
+            self.model = from_hub(
+                AutoModelForSequenceClassification.from_pretrained,
+                model_name_or_path,
+                "model",
+                config=config,
+                dtype=dtype,
+                ignore_mismatched_sizes=ignore_mismatched_sizes,
+                **hub,
+            )
         if len(tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
             self.model.resize_token_embeddings(len(tokenizer))
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
