@@ -346,20 +346,23 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     @functools.cache  # noqa: B019 (one data module per run; the label column is read once)
     def _file_labels(self) -> tuple[list[str] | None, bool]:
-        """Sorted label values of the first given file (train, else validation, else test); floats: regression."""
-        files = self._files()
-        raw = load_files(dict([next(iter(files.items()))]), self.hparams.data_cache_dir)
-        split = next(iter(raw))
+        """Sorted label values of the first given file with labels (train, validation, test); floats: regression.
+
+        A test file alone without labels (prediction with a fine-tuned model) gives None: the model's own labels.
+        """
         column = self.hparams.label_column
-        if column not in raw[split].column_names:
-            raise LitHFError(
-                f"{split}_file has no label column {column!r} (columns: {', '.join(raw[split].column_names)}); "
-                "set --data.label_column."
-            )
-        if raw[split].features[column].dtype in ("float32", "float64"):
-            return None, True
-        values = raw[split].unique(column)
-        return [str(v) for v in sorted(values)], False
+        for split, path in self._files().items():
+            data = load_files({split: path}, self.hparams.data_cache_dir)[split]
+            if column in data.column_names:
+                if data.features[column].dtype in ("float32", "float64"):
+                    return None, True
+                return [str(v) for v in sorted(data.unique(column))], False
+            if split != "test":
+                raise LitHFError(
+                    f"{split}_file has no label column {column!r} (columns: {', '.join(data.column_names)}); "
+                    "set --data.label_column."
+                )
+        return None, False
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
         hp = self.hparams
