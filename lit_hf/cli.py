@@ -1,8 +1,9 @@
 """`python -m lit_hf fit|validate|test|predict --config ...`: LightningCLI with the tokenizer linked to the model."""
 
+import importlib
+import inspect
 import sys
 
-from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
@@ -17,12 +18,9 @@ def config_of(model_name_or_path: str, config_name: str | None) -> str:
     return config_name or model_name_or_path
 
 
-def label_names_of(data: LightningDataModule) -> list[str] | None:
-    return getattr(data, "label_names", None)  # data modules without labels (language modeling) link nothing
-
-
-def regression_of(data: LightningDataModule) -> bool:
-    return getattr(data, "regression", False)
+def class_of(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 class LitHFCLI(LightningCLI):
@@ -42,10 +40,22 @@ class LitHFCLI(LightningCLI):
         )
         for name in ("revision", "trust_remote_code"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
-        # Classification: the data decides the labels and the task (metrics); the model never asks the data module.
-        parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")
-        parser.link_arguments("data", "model.init_args.label_names", compute_fn=label_names_of, apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.regression", compute_fn=regression_of, apply_on="instantiate")
+        parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
+
+    def before_instantiate_classes(self) -> None:
+        """A classifier's labels come from its data module: they join the task's arguments before it is built.
+
+        (Not a `link_arguments(..., apply_on="instantiate")`: that would hand `label_names` to tasks without it,
+        e.g. a causal LM restored with `--ckpt_path`.) The data module's constructor does no I/O; `label_names`
+        reads the label column of the user's files, once.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        task = class_of(config.model.class_path)
+        if "label_names" not in inspect.signature(task).parameters:
+            return
+        data = class_of(config.data.class_path)(**config.data.init_args.as_dict())
+        config.model.init_args.label_names = getattr(data, "label_names", None)
+        config.model.init_args.regression = getattr(data, "regression", False)
 
 
 def main(args: list[str] | None = None) -> None:
