@@ -219,3 +219,52 @@ def test_three_class_accuracy_and_regression_metrics_equal_scipy():
         for p, t in batches(scores, gold):
             metric.update(p, t)
         assert float(metric.compute()) == pytest.approx(reference(scores, gold)[0], abs=1e-9)
+
+
+def hub_glue(task: str) -> "DatasetDict":  # noqa: F821
+    """What `load_dataset("nyu-mll/glue", task)` returns: hub column names, ClassLabel ids, -1 on test."""
+    from datasets import Dataset, DatasetDict
+
+    rows = {"premise": ["a cat sat", "dogs run fast", "it rains"], "hypothesis": ["a cat", "dogs sleep", "wet"]}
+    splits = {"validation_matched": [0, 2, 1], "validation_mismatched": [1, 1, 0]}
+    splits |= {"test_matched": [-1] * 3, "test_mismatched": [-1] * 3}
+    if task == "ax":
+        splits = {"test": [-1] * 3}
+    return DatasetDict(
+        {s: Dataset.from_dict({**rows, "label": labels, "idx": [0, 1, 2]}) for s, labels in splits.items()}
+    )
+
+
+def test_hub_source_keeps_ids_and_drops_the_test_placeholder(tmp_path, classifier_dir, monkeypatch):
+    import lit_hf.data.text_classification as tc
+
+    for task in ("mnli", "ax"):
+        monkeypatch.setattr(tc, "load_hub", lambda name, config, revision, cache, task=task: hub_glue(task))
+        dm = TextClassificationDataModule(
+            tokenizer_name_or_path=str(classifier_dir("bert")), task_name=task, data_cache_dir=str(tmp_path / task)
+        )
+        assert dm.label_names == ["entailment", "neutral", "contradiction"]
+        stages = {"mnli": ("validate", "predict"), "ax": ("predict",)}[task]
+        for stage in stages:
+            dm.trainer = SimpleNamespace(state=SimpleNamespace(fn=stage))
+            dm.prepare_data()
+            dm.setup(stage)
+        if task == "mnli":
+            assert dm.datasets["validation_matched"]["labels"] == [0, 2, 1]
+            assert len(dm.val_dataloader()) == 2
+        test = dm.datasets["test_matched" if task == "mnli" else "test"]
+        assert "labels" not in test.column_names and test["idx"] == [0, 1, 2]
+
+
+def test_pad_to_max_length_and_the_diagnostic_layout(tmp_path, classifier_dir):
+    (tmp_path / "diagnostic").mkdir()
+    (tmp_path / "diagnostic" / "diagnostic.tsv").write_text("index\tsentence1\tsentence2\n0\tA b.\tC.\n1\tD e f.\tG.\n")
+    dm = TextClassificationDataModule(
+        tokenizer_name_or_path=str(classifier_dir("bert")), task_name="ax", data_dir=str(tmp_path),
+        data_cache_dir=str(tmp_path / "cache"), max_seq_length=16, pad_to_max_length=True,
+    )  # fmt: skip
+    dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="predict"), precision="32-true")
+    dm.prepare_data()
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()[0]))
+    assert batch["input_ids"].shape == (2, 16) and batch["idx"].tolist() == [0, 1]

@@ -249,6 +249,9 @@ class TextClassificationDataModule(L.LightningDataModule):
             train, validation = [], []
         if self._files() and "validation" not in self._files():  # validation is optional for your own files
             validation = []
+        if self.hparams.data_dir and len(validation) > 1:  # MNLI: score the dev files there are (error if none)
+            there = [s for s in validation if glue_file(self.hparams.data_dir, self.task, s).is_file()]
+            validation = there or validation
         by_stage = {"fit": train + validation, "validate": validation, "test": test, "predict": test}
         if stage in by_stage:
             return by_stage[stage]
