@@ -2,80 +2,24 @@
 
 import functools
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import pyarrow.compute as pc
-import torch
 from datasets import Dataset, DatasetDict, load_from_disk
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, glue_file, read_glue_tsv, split_names
 from lit_hf.data.language_modeling import max_positions
 from lit_hf.data.sampling import eval_dataloader
 from lit_hf.data.sources import check_files, load_files, load_hub
+from lit_hf.data.text_inputs import LengthGroupedSampler, Truncation, encode_labels, label_table, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
 
-Truncation = Literal["longest_first", "only_first", "only_second", "do_not_truncate"]
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
-
-
-def tokenize_pairs(
-    batch: dict[str, list],
-    *,
-    tokenizer: PreTrainedTokenizerBase,
-    text_column: str,
-    text_pair_column: str | None,
-    max_length: int,
-    truncation: Truncation,
-    padding: bool,
-) -> dict[str, list]:
-    """Token ids of each text (or text pair), cut to `max_length`; padded here only with pad_to_max_length."""
-    pairs = batch[text_pair_column] if text_pair_column else None
-    return tokenizer(
-        batch[text_column],
-        pairs,
-        max_length=max_length,
-        truncation=False if truncation == "do_not_truncate" else truncation,
-        padding="max_length" if padding else False,
-    )
-
-
-def encode_labels(batch: dict[str, list], *, label_column: str, label_to_id: dict[str, int] | None) -> dict[str, list]:
-    """Class ids from label values as written (`"entailment"`, `"1"`, `1`); floats for regression (no table)."""
-    values = batch[label_column]
-    if label_to_id is None:
-        return {"labels": [float(v) for v in values]}
-    return {"labels": [label_to_id[str(v)] for v in values]}
-
-
-def label_table(names: list[str], numbered: bool) -> dict[str, int]:
-    """Name -> id; GLUE files write some labels as their id ("0", "1"), so `numbered` also maps those."""
-    table = {name: i for i, name in enumerate(names)}
-    return table | {str(i): i for i in range(len(names))} if numbered else table
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Shuffled training order in which each batch holds examples of similar length (less padding).
-
-    The order depends only on the seed and how many times it was iterated, so every process draws the same one
-    (Lightning shards it across processes).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0) -> None:
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
-
-    def __iter__(self):  # noqa: ANN204
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-    def __len__(self) -> int:
-        return len(self.lengths)
 
 
 class TextClassificationDataModule(L.LightningDataModule):

@@ -14,8 +14,8 @@ from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, Multicl
 from torchmetrics.regression import PearsonCorrCoef
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
-from lit_hf.data.glue import GLUE_TASKS, split_names
-from lit_hf.errors import LitHFError
+from lit_hf.data.glue import GLUE_TASKS, GlueTaskName, split_names
+from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
 from lit_hf.metrics import ExactSpearman
 from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
@@ -118,7 +118,7 @@ class SequenceClassificationTask(L.LightningModule):
         from_scratch: bool = False,
         label_names: list[str] | None = None,
         regression: bool = False,
-        glue_task: str | None = None,
+        glue_task: GlueTaskName | None = None,
         ignore_mismatched_sizes: bool = False,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.0,
@@ -131,7 +131,7 @@ class SequenceClassificationTask(L.LightningModule):
         self.save_hyperparameters()
         check_warmup(warmup_ratio, warmup_steps)
         if glue_task is not None and glue_task not in GLUE_TASKS:
-            raise LitHFError(f"Unknown glue_task {glue_task!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
+            raise ConfigError(f"Unknown glue_task {glue_task!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
         config = from_hub(AutoConfig.from_pretrained, config_name or model_name_or_path, "model config", **hub)
         order = configure_labels(config, label_names, regression, ignore_mismatched_sizes)
