@@ -221,3 +221,29 @@ def test_offline_quickstart_runs_from_the_repository(tmp_path, monkeypatch):
         "--trainer.val_check_interval=1.0", f"--data.data_cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     assert list(tmp_path.rglob("huggingface/config.json"))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "bloom"])
+def test_decoder_only_heads_pad_with_eos(causal_lm_dir, kind):
+    """A batch padded with EOS gives each text the logits it gets alone (the head reads the last real token)."""
+    from lit_hf.tasks import SequenceClassificationTask
+
+    task = SequenceClassificationTask(str(causal_lm_dir(kind)), label_names=["no", "yes"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(causal_lm_dir(kind))
+    assert tokenizer.pad_token is None and task.model.config.pad_token_id == tokenizer.eos_token_id
+    tokenizer.pad_token = tokenizer.eos_token  # what the data module does
+    texts = ["one", "two words here", "three and more words", "four"]
+    with torch.no_grad():
+        _, batched = task(**tokenizer(texts, padding=True, return_tensors="pt"))
+        alone = torch.cat([task(**tokenizer([t], return_tensors="pt"))[1] for t in texts])
+    assert batched.shape == (4, 2)
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_new_head_on_a_checkpoint_of_another_size(classifier_dir):
+    from lit_hf.tasks import SequenceClassificationTask
+
+    labels = ["entailment", "neutral", "contradiction"]
+    task = SequenceClassificationTask(str(classifier_dir("bert", 2)), label_names=labels, ignore_mismatched_sizes=True)
+    assert task.model.config.num_labels == 3 and task.model.classifier.weight.shape[0] == 3
+    assert task.model.config.id2label == dict(enumerate(labels))
