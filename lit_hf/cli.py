@@ -34,6 +34,13 @@ class LitHFCLI(LightningCLI):
         for name in ("revision", "trust_remote_code"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
 
+    def before_instantiate_classes(self) -> None:
+        """Generation length follows the data's target length unless the task sets its own (`max_new_tokens`)."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        model, data = config.model.init_args, config.data.init_args
+        if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
+            model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
+
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `lit-hf` and `python -m lit_hf`; user mistakes end with one line and exit status 2."""

@@ -1,5 +1,6 @@
 """Data modules: one LightningDataModule per task family."""
 
 from lit_hf.data.language_modeling import LanguageModelingDataModule
+from lit_hf.data.translation import TranslationDataModule
 
-__all__ = ["LanguageModelingDataModule"]
+__all__ = ["LanguageModelingDataModule", "TranslationDataModule"]

@@ -1,5 +1,6 @@
 """Task modules: one LightningModule per task family."""
 
 from lit_hf.tasks.causal_lm import CausalLMTask
+from lit_hf.tasks.translation import TranslationTask
 
-__all__ = ["CausalLMTask"]
+__all__ = ["CausalLMTask", "TranslationTask"]
