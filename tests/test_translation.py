@@ -287,6 +287,16 @@ def test_constructor_errors(t5_dir: Path) -> None:
         TranslationTask(str(t5_dir), forced_bos_token="ro_RO")
 
 
+def test_t5_config_without_decoder_start_decodes_from_pad(t5_tokenizer: T5Tokenizer, tmp_path: Path) -> None:
+    config = T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=len(t5_tokenizer))
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    t5_tokenizer.save_pretrained(tmp_path)
+    task = TranslationTask(str(tmp_path), max_new_tokens=3)
+    assert task.model.config.decoder_start_token_id == t5_tokenizer.pad_token_id == 0
+    ids = task.tokenizer(["Hello"], return_tensors="pt")
+    assert len(task._generate(dict(ids))[0]) == 1
+
+
 def test_t5_in_float16_warns(t5_dir: Path) -> None:
     task = TranslationTask(str(t5_dir))
     task._trainer = type("FakeTrainer", (), {"precision": "16-mixed"})()

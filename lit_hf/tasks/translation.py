@@ -20,7 +20,7 @@ from lit_hf.models import DType, load_model
 from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
-FP16_UNSAFE = ("t5", "mt5", "umt5")  # activations overflow float16 (T5 was trained in bfloat16)
+T5_FAMILY = ("t5", "mt5", "umt5")  # in float16 their activations overflow (T5 was trained in bfloat16)
 
 
 class EvalMetrics(torch.nn.Module):
@@ -124,6 +124,7 @@ class TranslationTask(L.LightningModule):
         )
         if len(self.tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
             self.model.resize_token_embeddings(len(self.tokenizer))  # only grow: shrinking would drop trained rows
+        self._check_decoder_start()
         self.generate_kwargs = self._generate_kwargs()
         self.val_metrics = EvalMetrics(bleu_tokenize)
         self.test_metrics = EvalMetrics(bleu_tokenize)
@@ -134,7 +135,7 @@ class TranslationTask(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision) if self._trainer is not None else ""
-        if precision.startswith("16") and self.model.config.model_type in FP16_UNSAFE:
+        if precision.startswith("16") and self.model.config.model_type in T5_FAMILY:
             rank_zero_warn(
                 f"{self.model.config.model_type} in float16 ({precision}) overflows to NaN; "
                 "use --trainer.precision=bf16-mixed (or 32-true where bfloat16 is unsupported)."
@@ -238,6 +239,17 @@ class TranslationTask(L.LightningModule):
         if list(ordered) != list(range(len(ordered))):
             rank_zero_warn(f"Only {len(ordered)} examples were generated (limit_*_batches?); written in order.")
         return list(ordered.values())
+
+    def _check_decoder_start(self) -> None:
+        """T5 decodes from the pad token; a `T5Config()` made in transformers 5 leaves decoder_start_token_id out."""
+        config = self.model.config
+        if getattr(config, "decoder_start_token_id", None) is not None:
+            return
+        if config.model_type not in T5_FAMILY:
+            name = self.hparams.model_name_or_path
+            raise LitHFError(f"The config of {name!r} has no decoder_start_token_id; set it in config.json.")
+        config.decoder_start_token_id = config.pad_token_id
+        self.model.generation_config.decoder_start_token_id = config.pad_token_id
 
     def _generate_kwargs(self) -> dict[str, Any]:
         hp = self.hparams
