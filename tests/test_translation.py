@@ -156,6 +156,30 @@ def test_prefix_derived_for_t5_only_and_explicit_value_wins(t5_dir: Path, tmp_pa
     assert prefix(None, None) == ""  # no config, no T5: no prefix
 
 
+def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import datasets
+
+    from lit_hf.data import translation
+
+    raw = datasets.load_dataset("json", data_files={"validation": str(sample_file)}, cache_dir=str(tmp_path / "hf"))
+    raw.save_to_disk(str(tmp_path / "saved"))
+    options = dict(config_name_or_path=str(t5_dir), data_cache_dir=str(tmp_path / "cache"))
+    saved = TranslationDataModule(str(t5_dir), "en", "ro", dataset_path=str(tmp_path / "saved"), **options)
+    saved.prepare_data()
+    saved.setup("validate")
+    assert saved.datasets["validation"]["target_text"] == [pair["ro"] for pair in pairs_of(sample_file)]
+
+    monkeypatch.setattr(saved, "_tokenize", lambda *args: pytest.fail("tokenized again despite the cache"))
+    saved.prepare_data()  # same source, tokenizer and options: the cache answers
+
+    asked = []
+    monkeypatch.setattr(translation, "load_hub", lambda *args: asked.append(args) or raw)
+    hub_options = dict(dataset_name="wmt/wmt16", dataset_config_name="ro-en", **options)
+    hub = TranslationDataModule(str(t5_dir), "en", "ro", **hub_options)
+    hub.prepare_data()
+    assert asked[0][:2] == ("wmt/wmt16", "ro-en")
+
+
 # --- end to end through the CLI --------------------------------------------------------------------------------
 
 

@@ -19,9 +19,12 @@ def file_identity(path: str) -> list[Any]:
 
 
 def tree_identity(path: str) -> list[Any]:
-    """`file_identity` of every file under a directory (a dataset saved with `save_to_disk`)."""
+    """`file_identity` of every file under a directory (a dataset saved with `save_to_disk`).
+
+    `Dataset.map` writes its own `cache-*.arrow` files beside a saved dataset's files; they are not the data.
+    """
     root = Path(path)
-    return [file_identity(str(p)) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [file_identity(str(p)) for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith("cache-")]
 
 
 def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:

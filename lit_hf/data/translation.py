@@ -86,6 +86,11 @@ def collate_pairs(examples: list[dict[str, Any]], *, pad_token_id: int, label_pa
     return batch
 
 
+def source_split(raw: DatasetDict, split: str) -> str:
+    """The raw split that feeds `split`: `predict` reads the test split unless a predict_file was given."""
+    return "test" if split == "predict" and "predict" not in raw else split
+
+
 def t5_prefix(source_lang: str, target_lang: str) -> str:
     """T5's task prefix, e.g. "translate English to Romanian: "."""
     names = [LANGUAGE_NAMES.get(lang.split("_")[0]) for lang in (source_lang, target_lang)]
@@ -202,8 +207,9 @@ class TranslationDataModule(L.LightningDataModule):
             if is_cached(path) and not self.hparams.overwrite_cache:
                 continue
             raw = raw if raw is not None else self._load_raw()
-            if split == "validation" and self._splits()[0] == "train" and split not in raw:
-                continue  # fit without validation data
+            optional = self.trainer is None or (split == "validation" and self._splits()[0] == "train")
+            if optional and source_split(raw, split) not in raw:
+                continue  # fit without validation data, or a split this data lacks when used outside a trainer
             pairs = self._tokenize(self._raw_split(raw, split), split, tokenizer, prefix, max_source)
             save_atomically(DatasetDict({split: pairs}), path, self._cache_key(split, tokenizer, prefix, max_source))
 
@@ -211,8 +217,8 @@ class TranslationDataModule(L.LightningDataModule):
         self.tokenizer, prefix, max_source = self._settings(notify=False)
         for split in STAGE_SPLITS.get(stage, ()):
             path = self._cache_path(split, self.tokenizer, prefix, max_source)
-            if split == "validation" and stage == "fit" and not is_cached(path):
-                continue  # the data has no validation split; prepare_data made sure only fit gets here
+            if not is_cached(path):
+                continue  # a split the data lacks; prepare_data raised if this stage needs it
             pairs = load_from_disk(str(path))[split]
             hp = self.hparams
             limit = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}.get(split, hp.max_eval_samples)
@@ -280,7 +286,7 @@ class TranslationDataModule(L.LightningDataModule):
         raise LitHFError("No data source gives the splits this run needs; set train_file/validation_file/test_file.")
 
     def _raw_split(self, raw: DatasetDict, split: str) -> Dataset:
-        name = "test" if split == "predict" and "predict" not in raw else split
+        name = source_split(raw, split)
         if name not in raw:
             option = "predict_file" if split == "predict" else f"{split}_file"
             raise LitHFError(f"The data has no {name} split (it has: {', '.join(raw) or 'none'}); set --data.{option}.")
