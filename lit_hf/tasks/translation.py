@@ -68,7 +68,7 @@ class TranslationTask(L.LightningModule):
         num_beams: Beam width for generation. Default: the model's generation config.
         max_new_tokens: Longest generated translation in tokens. Default: the data's val_max_target_length
             (linked by the CLI), else the model's generation config.
-        forced_bos_token: Token forced first in every translation, e.g. `ro_RO` for mBART-50 or `ro` for M2M100.
+        forced_bos_token: Token forced first in every translation, e.g. `ro_RO` for mBART-50 or `__ro__` for M2M100.
         bleu_tokenize: SacreBLEU tokenizer for `bleu` ("13a" as sacrebleu's default; "zh", "ja-mecab" etc.).
         learning_rate: Peak AdamW learning rate, reached at the end of warmup.
         weight_decay: Decoupled weight decay for matrices; biases and norm weights get none.
