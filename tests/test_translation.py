@@ -180,6 +180,15 @@ def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_
     assert asked[0][:2] == ("wmt/wmt16", "ro-en")
 
 
+def test_fit_splits_share_one_cache_key_after_tokenizing(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
+    """Tokenizing with truncation changes the fast tokenizer's state; the cache key must not follow it."""
+    files = dict(train_file=str(sample_file), validation_file=str(sample_file), max_source_length=32)
+    data = TranslationDataModule(str(t5_dir), "en", "ro", data_cache_dir=str(tmp_path), **files)
+    data.prepare_data()
+    data.setup("fit")
+    assert len(data.datasets["train"]) == len(data.datasets["validation"]) == 10
+
+
 # --- end to end through the CLI --------------------------------------------------------------------------------
 
 

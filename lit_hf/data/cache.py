@@ -19,18 +19,17 @@ def file_identity(path: str) -> list[Any]:
 
 
 def tree_identity(path: str) -> list[Any]:
-    """`file_identity` of every file under a directory (a dataset saved with `save_to_disk`).
-
-    `Dataset.map` writes its own `cache-*.arrow` files beside a saved dataset's files; they are not the data.
-    """
-    root = Path(path)
-    return [file_identity(str(p)) for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith("cache-")]
+    """`file_identity` of the files of a dataset saved with `save_to_disk`, not the `cache-*` files `map` adds."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith("cache-"))
+    return [file_identity(str(p)) for p in files]
 
 
 def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
     """Hash of the vocabulary, merges, normalisation and special tokens: what decides the token ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    spec = backend.to_str() if backend is not None else Hasher.hash(tokenizer.get_vocab())
+    spec = json.loads(backend.to_str()) if backend is not None else Hasher.hash(tokenizer.get_vocab())
+    if isinstance(spec, dict):  # a call with truncation or padding leaves them in the backend: not part of identity
+        spec = {k: v for k, v in spec.items() if k not in ("truncation", "padding")}
     return Hasher.hash([type(tokenizer).__name__, spec, tokenizer.all_special_tokens, tokenizer.padding_side])
 
 
