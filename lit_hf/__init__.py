@@ -1,8 +1,8 @@
 """lit_hf: fine-tune and evaluate Hugging Face transformers with PyTorch Lightning."""
 
-from lit_hf.data import GlueDataModule, LanguageModelingDataModule, TextClassificationDataModule
+from lit_hf.data import GlueDataModule, LanguageModelingDataModule, TextClassificationDataModule, TranslationDataModule
 from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.tasks import CausalLMTask, SequenceClassificationTask
+from lit_hf.tasks import CausalLMTask, SequenceClassificationTask, TranslationTask
 
 __version__ = "0.1.0"
 __all__ = [
@@ -13,5 +13,7 @@ __all__ = [
     "LitHFError",
     "SequenceClassificationTask",
     "TextClassificationDataModule",
+    "TranslationDataModule",
+    "TranslationTask",
     "__version__",
 ]

@@ -43,19 +43,21 @@ class LitHFCLI(LightningCLI):
         parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
 
     def before_instantiate_classes(self) -> None:
-        """A classifier's labels come from its data module: they join the task's arguments before it is built.
+        """Values the data decides join the task's arguments before the task is built.
 
-        (Not a `link_arguments(..., apply_on="instantiate")`: that would hand `label_names` to tasks without it,
-        e.g. a causal LM restored with `--ckpt_path`.) The data module's constructor does no I/O; `label_names`
-        reads the label column of the user's files, once.
+        A classifier's labels come from its data module (not a `link_arguments(..., apply_on="instantiate")`:
+        that would hand `label_names` to tasks without it, e.g. a causal LM restored with `--ckpt_path`); the data
+        module's constructor does no I/O and `label_names` reads the label column of the user's files, once.
+        Generation length follows the data's target length unless the task sets `max_new_tokens`.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
-        task = class_of(config.model.class_path)
-        if "label_names" not in inspect.signature(task).parameters:
-            return
-        data = class_of(config.data.class_path)(**config.data.init_args.as_dict())
-        config.model.init_args.label_names = getattr(data, "label_names", None)
-        config.model.init_args.regression = getattr(data, "regression", False)
+        model, data = config.model.init_args, config.data.init_args
+        if "label_names" in inspect.signature(class_of(config.model.class_path)).parameters:
+            module = class_of(config.data.class_path)(**data.as_dict())
+            model.label_names = getattr(module, "label_names", None)
+            model.regression = getattr(module, "regression", False)
+        if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
+            model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
 
 
 def main(args: list[str] | None = None) -> None:

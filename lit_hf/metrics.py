@@ -1,7 +1,10 @@
-"""Metrics torchmetrics lacks in exact form: token-level NLL and accuracy in float64 states, scipy's Spearman."""
+"""Metrics torchmetrics lacks in exact form: token NLL and accuracy, scipy's Spearman, corpus SacreBLEU and chrF."""
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from sacrebleu.metrics import BLEU, CHRF
 from torch import Tensor
 from torchmetrics import Metric, SpearmanCorrCoef
 from torchmetrics.functional.regression.spearman import _rank_data
@@ -12,23 +15,26 @@ class NextTokenNLL(Metric):
     """Sums the next-token negative log-likelihood and correct argmax predictions over all predicted tokens.
 
     `update(logits, labels)` takes (batch, seq_len, vocab) logits and (batch, seq_len) labels with -100 where no
-    prediction counts; position t predicts label t + 1. `compute()` returns total NLL / tokens (the loss),
-    exp of it (perplexity) and the accuracy. States are float64 sums, so the result does not depend on how
-    the set is split into batches or processes.
+    prediction counts; position t predicts label t + 1 (`shift=True`, decoder-only models) or label t
+    (`shift=False`, encoder-decoder models, whose decoder inputs are the labels shifted right). `compute()`
+    returns total NLL / tokens (the loss), exp of it (perplexity) and the accuracy. States are float64 sums, so
+    the result does not depend on how the set is split into batches or processes.
     """
 
     full_state_update = False
 
-    def __init__(self, ignore_index: int = -100) -> None:
+    def __init__(self, ignore_index: int = -100, shift: bool = True) -> None:
         super().__init__()
         self.ignore_index = ignore_index
+        self.shift = shift
         self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("correct", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("tokens", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, labels: Tensor) -> None:
         # Shift the labels, not the logits: viewing (batch * seq_len, vocab) copies nothing.
-        targets = F.pad(labels[:, 1:], (0, 1), value=self.ignore_index).flatten()  # (batch * seq_len,)
+        targets = F.pad(labels[:, 1:], (0, 1), value=self.ignore_index) if self.shift else labels
+        targets = targets.flatten()  # (batch * seq_len,)
         flat = logits.flatten(0, 1)
         flat = flat if flat.dtype == torch.float32 else flat.float()
         keep = targets != self.ignore_index
@@ -54,3 +60,36 @@ class ExactSpearman(SpearmanCorrCoef):
         preds, target = (_rank_data(dim_zero_cat(x)).double() for x in (self.preds, self.target))  # exact halves
         dp, dt = preds - preds.mean(), target - target.mean()
         return (dp * dt).sum() / ((dp * dp).sum().sqrt() * (dt * dt).sum().sqrt())
+
+
+BleuTokenize = Literal["13a", "intl", "char", "none", "zh", "ja-mecab", "ko-mecab", "flores101", "flores200"]
+
+
+class CorpusSacreBLEU(Metric):
+    """Corpus BLEU or chrF exactly as `sacrebleu.corpus_bleu` / `corpus_chrf` compute it, on 1 or N processes.
+
+    `update(hypotheses, references)` takes one reference string per hypothesis. The state is sacrebleu's own
+    sufficient statistics (n-gram match and total counts, lengths) summed as int64, which is how sacrebleu
+    aggregates a corpus, so the score does not depend on batching, order or the number of processes.
+    `compute()` returns the score on sacrebleu's 0-100 scale.
+    """
+
+    full_state_update = False
+
+    def __init__(self, kind: Literal["bleu", "chrf"] = "bleu", tokenize: BleuTokenize = "13a") -> None:
+        super().__init__()
+        self.scorer = BLEU(tokenize=tokenize) if kind == "bleu" else CHRF()
+        size = len(self.scorer._extract_corpus_statistics(["a"], [["a"]])[0])  # 10 for BLEU-4, 18 for chrF
+        self.add_state("stats", torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, hypotheses: list[str], references: list[str]) -> None:
+        if len(hypotheses) != len(references):
+            raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+        if hypotheses:
+            stats = self.scorer._extract_corpus_statistics(hypotheses, [references])  # one row per sentence
+            self.stats = self.stats + torch.tensor(stats, dtype=torch.int64).sum(0).to(self.stats.device)
+
+    def compute(self) -> Tensor:
+        if not self.stats.any():  # nothing scored: sacrebleu would divide by a zero length
+            return torch.zeros((), dtype=torch.float64)
+        return torch.tensor(self.scorer._compute_score_from_stats(self.stats.tolist()).score, dtype=torch.float64)

@@ -2,5 +2,6 @@
 
 from lit_hf.data.language_modeling import LanguageModelingDataModule
 from lit_hf.data.text_classification import GlueDataModule, TextClassificationDataModule
+from lit_hf.data.translation import TranslationDataModule
 
-__all__ = ["GlueDataModule", "LanguageModelingDataModule", "TextClassificationDataModule"]
+__all__ = ["GlueDataModule", "LanguageModelingDataModule", "TextClassificationDataModule", "TranslationDataModule"]

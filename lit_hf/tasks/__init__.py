@@ -2,5 +2,6 @@
 
 from lit_hf.tasks.causal_lm import CausalLMTask
 from lit_hf.tasks.sequence_classification import SequenceClassificationTask
+from lit_hf.tasks.translation import TranslationTask
 
-__all__ = ["CausalLMTask", "SequenceClassificationTask"]
+__all__ = ["CausalLMTask", "SequenceClassificationTask", "TranslationTask"]

@@ -1,47 +1,17 @@
 """Causal language modeling: any AutoModelForCausalLM, reporting exact perplexity and next-token accuracy."""
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
-import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_hf.data.language_modeling import max_positions
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
 from lit_hf.metrics import NextTokenNLL
+from lit_hf.models import DType, load_model
 from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
-
-DType = Literal["auto", "float32", "float16", "bfloat16"]
-
-
-def load_causal_lm(
-    model_name_or_path: str,
-    *,
-    config_name: str | None,
-    revision: str | None,
-    cache_dir: str | None,
-    trust_remote_code: bool,
-    dtype: DType | None,
-    from_scratch: bool,
-    config_overrides: str | None,
-) -> PreTrainedModel:
-    """Pretrained weights, or (from_scratch) random weights for the named config with `config_overrides` applied."""
-    hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
-    if not from_scratch:
-        if config_name:
-            config = from_hub(AutoConfig.from_pretrained, config_name, "model config", **hub)
-            hub["config"] = config
-        return from_hub(AutoModelForCausalLM.from_pretrained, model_name_or_path, "model", dtype=dtype, **hub)
-    config = from_hub(AutoConfig.from_pretrained, config_name or model_name_or_path, "model config", **hub)
-    if config_overrides:
-        try:
-            config.update_from_string(config_overrides)  # "n_embd=64,n_layer=2"
-        except ValueError as err:
-            raise ConfigError(f"config_overrides {config_overrides!r}: {err}") from err
-    torch_dtype = None if dtype in (None, "auto") else getattr(torch, dtype)
-    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, dtype=torch_dtype)
 
 
 class CausalLMTask(L.LightningModule):
@@ -92,7 +62,8 @@ class CausalLMTask(L.LightningModule):
         check_warmup(warmup_ratio, warmup_steps)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
-        self.model = load_causal_lm(
+        self.model = load_model(
+            AutoModelForCausalLM,
             model_name_or_path,
             config_name=config_name,
             revision=revision,

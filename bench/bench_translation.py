@@ -1,0 +1,164 @@
+"""Generation speed at evaluation: lit_hf `validate` against `transformers.Seq2SeqTrainer.predict`, same model and data.
+
+    python bench/bench_translation.py            # trains the quickstart's byte-level T5 for about a minute first
+    python bench/bench_translation.py --model-dir DIR --pairs 400 --batch-size 32 --max-new-tokens 128
+
+Both sides get the same tokenized sources, batch size, greedy decoding (or --num-beams) and maximum length, on
+the CPU in one process. lit_hf cuts batches from examples sorted by source length and decodes each batch at once;
+Seq2SeqTrainer generates in dataset order and keeps the padded outputs until the end. Evaluation items join one
+to --max-join (3) of the quickstart's sentence pairs, so lengths vary; the model learned single sentences, so
+joined items often run to --max-new-tokens (the report counts them). `--max-join 1 --train-epochs 8` measures a
+model that ends its translations. Needs `accelerate` (the `bench` extra) for Seq2SeqTrainer.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import sacrebleu
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+from lit_hf.cli import main as lit_hf_main
+from lit_hf.data import TranslationDataModule
+from lit_hf.tasks import TranslationTask
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart_translation.yaml"
+PAIRS = REPO / "configs" / "quickstart" / "en-de-phrases"
+
+
+def train_model(workdir: Path, epochs: int) -> Path:
+    """The quickstart's fit, shortened; returns a `save_pretrained` directory of the trained model."""
+    root = workdir / "train"
+    args = [f"--trainer.max_epochs={epochs}", f"--trainer.default_root_dir={root}"]
+    args += ["--model.predict_with_generate=false", "--trainer.enable_progress_bar=false"]
+    lit_hf_main(["fit", "--config", str(QUICKSTART), *args])
+    checkpoint = next(root.rglob("*.ckpt"))
+    task = TranslationTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    out = workdir / "model"
+    task.model.save_pretrained(out)
+    task.tokenizer.save_pretrained(out)
+    return out
+
+
+def eval_pairs(count: int, path: Path, max_join: int) -> list[tuple[str, str]]:
+    """`count` items of 1 to `max_join` consecutive quickstart pairs (train split) joined by spaces, as a tsv."""
+    rows = [line.split("\t") for line in (PAIRS / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    rng, items, i = random.Random(0), [], 0
+    while len(items) < count:
+        k = rng.randint(1, max_join)
+        chunk = [rows[(i + j) % len(rows)] for j in range(k)]
+        items.append((" ".join(en for en, _ in chunk), " ".join(de for _, de in chunk)))
+        i += k
+    path.write_text("en\tde\n" + "".join(f"{en}\t{de}\n" for en, de in items), encoding="utf-8")
+    return items
+
+
+def run_lit_hf(model_dir: Path, file: Path, workdir: Path, args: argparse.Namespace) -> tuple[float, list[str]]:
+    task = TranslationTask(str(model_dir), num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    data = TranslationDataModule(
+        str(model_dir),
+        "en",
+        "de",
+        config_name_or_path=str(model_dir),
+        validation_file=str(file),
+        source_prefix="",
+        max_source_length=256,
+        max_target_length=args.max_new_tokens,
+        eval_batch_size=args.batch_size,
+        data_cache_dir=str(workdir.parent / "cache"),  # shared by all runs: tokenized once, untimed
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=str(workdir / "lit")
+    )
+    start = time.perf_counter()
+    trainer.validate(task, datamodule=data, verbose=False)
+    seconds = time.perf_counter() - start
+    return seconds, (workdir / "lit" / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
+
+
+def run_hf(
+    model_dir: Path, items: list[tuple[str, str]], workdir: Path, args: argparse.Namespace
+) -> tuple[float, list[str]]:
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    encoded = tokenizer([en for en, _ in items], text_target=[de for _, de in items], max_length=256, truncation=True)
+    dataset = Dataset.from_dict(dict(encoded))
+    training_args = Seq2SeqTrainingArguments(
+        output_dir=str(workdir / "hf"),
+        per_device_eval_batch_size=args.batch_size,
+        predict_with_generate=True,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model, args=training_args, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model)
+    )
+    start = time.perf_counter()
+    output = trainer.predict(dataset, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    predictions = np.where(output.predictions != -100, output.predictions, tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(predictions, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    seconds = time.perf_counter() - start
+    return seconds, [text.strip() for text in texts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, help="a trained seq2seq model directory (default: train one)")
+    parser.add_argument("--train-epochs", type=int, default=5)
+    parser.add_argument("--max-join", type=int, default=3, help="1: single sentences, which the model learned to end")
+    parser.add_argument("--pairs", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per side; the fastest counts")
+    args = parser.parse_args()
+    os.chdir(REPO)  # the quickstart config's paths are relative to the repository
+    workdir = Path(tempfile.mkdtemp(prefix="bench-translation-"))
+    model_dir = args.model_dir or train_model(workdir, args.train_epochs)
+    file = workdir / "pairs.tsv"
+    items = eval_pairs(args.pairs, file, args.max_join)
+    run_lit_hf(model_dir, file, workdir / "warm", args)  # tokenizes into the cache, warms up the kernels
+    lit, hf = [], []
+    for n in range(args.repeats):
+        lit.append(run_lit_hf(model_dir, file, workdir / f"lit{n}", args))
+        hf.append(run_hf(model_dir, items, workdir / f"hf{n}", args))
+    (lit_seconds, lit_texts), (hf_seconds, hf_texts) = min(lit), min(hf)
+    mean_words = sum(len(t.split()) for t in lit_texts) / len(lit_texts)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    unfinished = sum(len(ids) > args.max_new_tokens for ids in tokenizer(lit_texts)["input_ids"])  # never ended
+    report = {
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "pairs": len(items),
+        "batch_size": args.batch_size,
+        "num_beams": args.num_beams,
+        "max_new_tokens": args.max_new_tokens,
+        "mean_hypothesis_words": round(mean_words, 1),
+        "hypotheses_cut_at_max_new_tokens": unfinished,
+        "bleu": round(sacrebleu.corpus_bleu(lit_texts, [[de for _, de in items]]).score, 2),
+        "lit_hf_sentences_per_s": round(len(items) / lit_seconds, 1),
+        "seq2seq_trainer_sentences_per_s": round(len(items) / hf_seconds, 1),
+        "speedup": round(hf_seconds / lit_seconds, 2),
+        "identical_outputs": lit_texts == hf_texts,
+        "differing_outputs": sum(a != b for a, b in zip(lit_texts, hf_texts, strict=True)),
+    }
+    print(json.dumps(report, indent=2))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
