@@ -1,6 +1,6 @@
 """Loading a model for a task: pretrained weights, or random weights for a config (training from scratch)."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import AutoConfig, PreTrainedModel
@@ -39,3 +39,26 @@ def load_model(
             raise ConfigError(f"config_overrides {config_overrides!r}: {err}") from err
     torch_dtype = None if dtype in (None, "auto") else getattr(torch, dtype)
     return auto_class.from_config(config, trust_remote_code=trust_remote_code, dtype=torch_dtype)
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest input the model's position embeddings allow, or None (ALiBi, rotary without a stated limit)."""
+    for name in ("max_position_embeddings", "n_positions", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def position_limit(config_name_or_path: str | None, *, revision: str | None, trust_remote_code: bool) -> int | None:
+    """`max_positions` of the named model config; None when no config is named (a data module used on its own)."""
+    if not config_name_or_path:
+        return None
+    config = from_hub(
+        AutoConfig.from_pretrained,
+        config_name_or_path,
+        "model config",
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+    )
+    return max_positions(config)

@@ -11,13 +11,14 @@ import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from torch import Tensor
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity, tree_identity
 from lit_hf.data.sampling import eval_dataloader
 from lit_hf.data.sources import carve_validation, check_files, load_files, load_hub, load_saved
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
+from lit_hf.models import position_limit
 
 # Which splits each trainer entry point reads.
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
@@ -40,15 +41,6 @@ def collate_blocks(examples: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
     """Blocks share one length, so no padding; labels are the inputs (the model shifts them)."""
     input_ids = torch.from_numpy(np.stack([ex["input_ids"] for ex in examples])).long()  # (batch, block_size)
     return {"input_ids": input_ids, "labels": input_ids}
-
-
-def max_positions(config: Any) -> int | None:
-    """The longest input the model's position embeddings allow, or None (ALiBi, rotary without a stated limit)."""
-    for name in ("max_position_embeddings", "n_positions", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class LanguageModelingDataModule(L.LightningDataModule):
@@ -258,16 +250,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def _block_size(self, tokenizer: PreTrainedTokenizerBase) -> int:
         hp = self.hparams
-        limit = None
-        if hp.config_name_or_path:
-            config = from_hub(
-                AutoConfig.from_pretrained,
-                hp.config_name_or_path,
-                "model config",
-                revision=hp.revision,
-                trust_remote_code=hp.trust_remote_code,
-            )
-            limit = max_positions(config)
+        limit = position_limit(hp.config_name_or_path, revision=hp.revision, trust_remote_code=hp.trust_remote_code)
         if hp.block_size is None:
             return min(1024, tokenizer.model_max_length, limit or 1024)
         if limit is not None and hp.block_size > limit:

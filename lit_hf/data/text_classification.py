@@ -8,16 +8,16 @@ import lightning as L
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, glue_file, read_glue_tsv, split_names
-from lit_hf.data.language_modeling import max_positions
 from lit_hf.data.sampling import eval_dataloader
 from lit_hf.data.sources import check_files, load_files, load_hub
 from lit_hf.data.text_inputs import LengthGroupedSampler, Truncation, encode_labels, label_table, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
+from lit_hf.models import position_limit
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -314,16 +314,8 @@ class TextClassificationDataModule(L.LightningDataModule):
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
         hp = self.hparams
         limit = min(hp.max_seq_length, tokenizer.model_max_length)
-        if hp.config_name_or_path:
-            config = from_hub(
-                AutoConfig.from_pretrained,
-                hp.config_name_or_path,
-                "model config",
-                revision=hp.revision,
-                trust_remote_code=hp.trust_remote_code,
-            )
-            limit = min(limit, max_positions(config) or limit)
-        return limit
+        model = position_limit(hp.config_name_or_path, revision=hp.revision, trust_remote_code=hp.trust_remote_code)
+        return min(limit, model or limit)
 
     def _source_identity(self, split: str) -> Any:
         hp = self.hparams

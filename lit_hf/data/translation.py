@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity, tree_identity
-from lit_hf.data.language_modeling import max_positions
 from lit_hf.data.sampling import eval_dataloader
 from lit_hf.data.sources import check_files, load_files, load_hub, load_saved
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
+from lit_hf.models import max_positions
 
 # Which splits each trainer entry point reads; `predict` comes from predict_file, else the data's test split.
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}

@@ -6,11 +6,10 @@ import lightning as L
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_hf.data.language_modeling import max_positions
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
 from lit_hf.metrics import NextTokenNLL
-from lit_hf.models import DType, load_model
+from lit_hf.models import DType, load_model, max_positions
 from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
 
 
