@@ -209,6 +209,25 @@ def test_validate_writes_ordered_predictions_and_bleu_equals_sacrebleu(
     assert "max_new_tokens: 12" in (sorted_run / "config.yaml").read_text()  # linked to the target length
 
 
+@torch.no_grad()
+def test_loss_and_hypotheses_equal_plain_transformers(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
+    """One sentence at a time through `transformers`: HF's own loss, token-weighted, and greedy `generate`."""
+    main(validate_args(t5_dir, sample_file, tmp_path))
+    run = run_dir(tmp_path)
+    model = T5ForConditionalGeneration.from_pretrained(t5_dir).eval()
+    tokenizer = T5Tokenizer.from_pretrained(t5_dir)
+    nll, tokens, hyps = 0.0, 0, []
+    for pair in pairs_of(sample_file):
+        inputs = tokenizer("translate English to Romanian: " + pair["en"], return_tensors="pt")
+        labels = tokenizer(text_target=pair["ro"], max_length=12, truncation=True, return_tensors="pt").input_ids
+        nll += model(**inputs, labels=labels).loss.item() * labels.numel()  # HF's loss is the mean over the labels
+        tokens += labels.numel()
+        generated = model.generate(**inputs, max_new_tokens=12)
+        hyps.append(tokenizer.decode(generated[0], skip_special_tokens=True, clean_up_tokenization_spaces=False))
+    assert json.loads((run / "results.json").read_text())["val/loss"] == pytest.approx(nll / tokens, rel=1e-5)
+    assert (run / "val_predictions.txt").read_text(encoding="utf-8").splitlines() == [h.strip() for h in hyps]
+
+
 def test_validate_on_3_processes_equals_1_with_nonzero_bleu(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
     """References made from the model's own outputs (edited), so BLEU is neither 0 nor 100; 10 pairs, 3 ranks."""
     main(validate_args(t5_dir, sample_file, tmp_path / "seed"))
