@@ -1,21 +1,22 @@
 """Generation speed at evaluation: lit_hf `validate` against `transformers.Seq2SeqTrainer.predict`, same model and data.
 
-    python bench/bench_translation.py            # trains the quickstart's byte-level T5 for about a minute first
-    python bench/bench_translation.py --model-dir DIR --pairs 400 --batch-size 32 --max-new-tokens 128
+    python bench/bench_translation.py            # trains the quickstart's byte-level T5 for about two minutes first
+    python bench/bench_translation.py --model-dir DIR --pairs 400 --batch-size 32 --max-new-tokens 160
 
 Both sides get the same tokenized sources, batch size, greedy decoding (or --num-beams) and maximum length, on
-the CPU in one process. lit_hf cuts batches from examples sorted by source length and decodes each batch at once;
-Seq2SeqTrainer generates in dataset order and keeps the padded outputs until the end. Evaluation items join one
-to --max-join (3) of the quickstart's sentence pairs, so lengths vary; the model learned single sentences, so
-joined items often run to --max-new-tokens (the report counts them). `--max-join 1 --train-epochs 8` measures a
-model that ends its translations. Needs `accelerate` (the `bench` extra) for Seq2SeqTrainer.
+the CPU in one process, and both compute the loss besides generating. lit_hf cuts batches from examples sorted by
+source length, runs the encoder once for loss and generation, and decodes each batch at once; Seq2SeqTrainer
+generates in dataset order and keeps the padded outputs until the end. Items join one to --max-join (3) of the
+quickstart's sentence pairs, so lengths vary: the model is trained on such items (train split) so that it ends its
+translations, and measured on items made from the validation split, which it never saw. The report counts the
+hypotheses that ran to --max-new-tokens instead of ending. Needs `accelerate` (the `bench` extra) for
+Seq2SeqTrainer.
 """
 
 import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import sacrebleu
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 from lit_hf.cli import main as lit_hf_main
 from lit_hf.data import TranslationDataModule
@@ -36,12 +37,16 @@ QUICKSTART = REPO / "configs" / "quickstart_translation.yaml"
 PAIRS = REPO / "configs" / "quickstart" / "en-de-phrases"
 
 
-def train_model(workdir: Path, epochs: int) -> Path:
-    """The quickstart's fit, shortened; returns a `save_pretrained` directory of the trained model."""
+def train_model(workdir: Path, epochs: int, max_join: int) -> Path:
+    """The quickstart's fit on joined training items; returns a `save_pretrained` directory of the trained model."""
     root = workdir / "train"
+    train, validation = workdir / "train.tsv", workdir / "train-validation.tsv"
+    write_pairs(train, joined_pairs("train", 2400, max_join, seed=1))
+    write_pairs(validation, joined_pairs("validation", 100, max_join, seed=2))
     args = [f"--trainer.max_epochs={epochs}", f"--trainer.default_root_dir={root}"]
-    args += ["--model.predict_with_generate=false", "--trainer.enable_progress_bar=false"]
-    lit_hf_main(["fit", "--config", str(QUICKSTART), *args])
+    args += [f"--data.train_file={train}", f"--data.validation_file={validation}"]
+    args += ["--data.max_source_length=256", "--data.max_target_length=256", "--model.predict_with_generate=false"]
+    lit_hf_main(["fit", "--config", str(QUICKSTART), *args, "--trainer.enable_progress_bar=false"])
     checkpoint = next(root.rglob("*.ckpt"))
     task = TranslationTask.load_from_checkpoint(checkpoint, map_location="cpu")
     out = workdir / "model"
@@ -50,17 +55,18 @@ def train_model(workdir: Path, epochs: int) -> Path:
     return out
 
 
-def eval_pairs(count: int, path: Path, max_join: int) -> list[tuple[str, str]]:
-    """`count` items of 1 to `max_join` consecutive quickstart pairs (train split) joined by spaces, as a tsv."""
-    rows = [line.split("\t") for line in (PAIRS / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-    rng, items, i = random.Random(0), [], 0
+def joined_pairs(split: str, count: int, max_join: int, seed: int) -> list[tuple[str, str]]:
+    """`count` items, each 1 to `max_join` random quickstart pairs of `split` joined by spaces."""
+    rows = [line.split("\t") for line in (PAIRS / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    rng, items = random.Random(seed), []
     while len(items) < count:
-        k = rng.randint(1, max_join)
-        chunk = [rows[(i + j) % len(rows)] for j in range(k)]
+        chunk = rng.sample(rows, rng.randint(1, max_join))
         items.append((" ".join(en for en, _ in chunk), " ".join(de for _, de in chunk)))
-        i += k
-    path.write_text("en\tde\n" + "".join(f"{en}\t{de}\n" for en, de in items), encoding="utf-8")
     return items
+
+
+def write_pairs(path: Path, items: list[tuple[str, str]]) -> None:
+    path.write_text("en\tde\n" + "".join(f"{en}\t{de}\n" for en, de in items), encoding="utf-8")
 
 
 def run_lit_hf(model_dir: Path, file: Path, workdir: Path, args: argparse.Namespace) -> tuple[float, list[str]]:
@@ -118,8 +124,8 @@ def run_hf(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="a trained seq2seq model directory (default: train one)")
-    parser.add_argument("--train-epochs", type=int, default=5)
-    parser.add_argument("--max-join", type=int, default=3, help="1: single sentences, which the model learned to end")
+    parser.add_argument("--train-epochs", type=int, default=8)
+    parser.add_argument("--max-join", type=int, default=3, help="sentence pairs per item, at most; 1: single ones")
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-beams", type=int, default=1)
@@ -127,28 +133,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per side; the fastest counts")
     args = parser.parse_args()
     os.chdir(REPO)  # the quickstart config's paths are relative to the repository
-    workdir = Path(tempfile.mkdtemp(prefix="bench-translation-"))
-    model_dir = args.model_dir or train_model(workdir, args.train_epochs)
-    file = workdir / "pairs.tsv"
-    items = eval_pairs(args.pairs, file, args.max_join)
-    run_lit_hf(model_dir, file, workdir / "warm", args)  # tokenizes into the cache, warms up the kernels
-    lit, hf = [], []
-    for n in range(args.repeats):
-        lit.append(run_lit_hf(model_dir, file, workdir / f"lit{n}", args))
-        hf.append(run_hf(model_dir, items, workdir / f"hf{n}", args))
-    (lit_seconds, lit_texts), (hf_seconds, hf_texts) = min(lit), min(hf)
-    mean_words = sum(len(t.split()) for t in lit_texts) / len(lit_texts)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    unfinished = sum(len(ids) > args.max_new_tokens for ids in tokenizer(lit_texts)["input_ids"])  # never ended
-    report = {
+    with tempfile.TemporaryDirectory(prefix="bench-translation-") as tmp:
+        workdir = Path(tmp)
+        model_dir = args.model_dir or train_model(workdir, args.train_epochs, args.max_join)
+        items = joined_pairs("validation", args.pairs, args.max_join, seed=0)
+        write_pairs(workdir / "pairs.tsv", items)
+        run_lit_hf(model_dir, workdir / "pairs.tsv", workdir / "warm", args)  # fills the cache, warms the kernels
+        lit, hf = [], []
+        for n in range(args.repeats):
+            lit.append(run_lit_hf(model_dir, workdir / "pairs.tsv", workdir / f"lit{n}", args))
+            hf.append(run_hf(model_dir, items, workdir / f"hf{n}", args))
+        report = summary(min(lit), min(hf), items, AutoTokenizer.from_pretrained(model_dir), args)
+    print(json.dumps(report, indent=2))
+
+
+def summary(
+    lit: tuple[float, list[str]],
+    hf: tuple[float, list[str]],
+    items: list[tuple[str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    """The report: both sides' speed from their fastest run, and how the outputs compare."""
+    (lit_seconds, lit_texts), (hf_seconds, hf_texts) = lit, hf
+    token_counts = [len(ids) for ids in tokenizer(lit_texts)["input_ids"]]  # with the end token the tokenizer adds
+    return {
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "pairs": len(items),
         "batch_size": args.batch_size,
         "num_beams": args.num_beams,
         "max_new_tokens": args.max_new_tokens,
-        "mean_hypothesis_words": round(mean_words, 1),
-        "hypotheses_cut_at_max_new_tokens": unfinished,
+        "mean_hypothesis_tokens": round(sum(token_counts) / len(token_counts), 1),
+        "hypotheses_cut_at_max_new_tokens": sum(n > args.max_new_tokens for n in token_counts),  # never ended
         "bleu": round(sacrebleu.corpus_bleu(lit_texts, [[de for _, de in items]]).score, 2),
         "lit_hf_sentences_per_s": round(len(items) / lit_seconds, 1),
         "seq2seq_trainer_sentences_per_s": round(len(items) / hf_seconds, 1),
@@ -156,8 +173,6 @@ def main() -> None:
         "identical_outputs": lit_texts == hf_texts,
         "differing_outputs": sum(a != b for a, b in zip(lit_texts, hf_texts, strict=True)),
     }
-    print(json.dumps(report, indent=2))
-    sys.exit(0)
 
 
 if __name__ == "__main__":
