@@ -6,7 +6,8 @@
 Both sides get the same tokenized sources, batch size, greedy decoding (or --num-beams) and maximum length, on
 the CPU in one process, and both compute the loss besides generating. lit_hf cuts batches from examples sorted by
 source length, runs the encoder once for loss and generation, and decodes each batch at once; Seq2SeqTrainer
-generates in dataset order and keeps the padded outputs until the end. Items join one to --max-join (3) of the
+generates in dataset order and keeps the padded outputs until the end. lit_hf also runs unsorted
+(`sort_by_length=False`), to show what sorting alone saves. Items join one to --max-join (3) of the
 quickstart's sentence pairs, so lengths vary: the model is trained on such items (train split) so that it ends its
 translations, and measured on items made from the validation split, which it never saw. The report counts the
 hypotheses that ran to --max-new-tokens instead of ending. Needs `accelerate` (the `bench` extra) for
@@ -69,7 +70,9 @@ def write_pairs(path: Path, items: list[tuple[str, str]]) -> None:
     path.write_text("en\tde\n" + "".join(f"{en}\t{de}\n" for en, de in items), encoding="utf-8")
 
 
-def run_lit_hf(model_dir: Path, file: Path, workdir: Path, args: argparse.Namespace) -> tuple[float, list[str]]:
+def run_lit_hf(
+    model_dir: Path, file: Path, workdir: Path, args: argparse.Namespace, sort: bool = True
+) -> tuple[float, list[str]]:
     task = TranslationTask(str(model_dir), num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
     data = TranslationDataModule(
         str(model_dir),
@@ -81,6 +84,7 @@ def run_lit_hf(model_dir: Path, file: Path, workdir: Path, args: argparse.Namesp
         max_source_length=256,
         max_target_length=args.max_new_tokens,
         eval_batch_size=args.batch_size,
+        sort_by_length=sort,
         data_cache_dir=str(workdir.parent / "cache"),  # shared by all runs: tokenized once, untimed
     )
     trainer = L.Trainer(
@@ -139,11 +143,14 @@ def main() -> None:
         items = joined_pairs("validation", args.pairs, args.max_join, seed=0)
         write_pairs(workdir / "pairs.tsv", items)
         run_lit_hf(model_dir, workdir / "pairs.tsv", workdir / "warm", args)  # fills the cache, warms the kernels
-        lit, hf = [], []
+        lit, unsorted, hf = [], [], []
         for n in range(args.repeats):
             lit.append(run_lit_hf(model_dir, workdir / "pairs.tsv", workdir / f"lit{n}", args))
+            unsorted.append(run_lit_hf(model_dir, workdir / "pairs.tsv", workdir / f"unsorted{n}", args, sort=False))
             hf.append(run_hf(model_dir, items, workdir / f"hf{n}", args))
         report = summary(min(lit), min(hf), items, AutoTokenizer.from_pretrained(model_dir), args)
+        report["lit_hf_unsorted_sentences_per_s"] = round(len(items) / min(unsorted)[0], 1)  # what sorting saves
+        report["unsorted_outputs_identical"] = min(unsorted)[1] == min(lit)[1]
     print(json.dumps(report, indent=2))
 
 
