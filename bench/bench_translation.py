@@ -47,7 +47,8 @@ def train_model(workdir: Path, epochs: int, max_join: int) -> Path:
     args = [f"--trainer.max_epochs={epochs}", f"--trainer.default_root_dir={root}"]
     args += [f"--data.train_file={train}", f"--data.validation_file={validation}"]
     args += ["--data.max_source_length=256", "--data.max_target_length=256", "--model.predict_with_generate=false"]
-    lit_hf_main(["fit", "--config", str(QUICKSTART), *args, "--trainer.enable_progress_bar=false"])
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    lit_hf_main(["fit", "--config", str(QUICKSTART), *args, *quiet])
     checkpoint = next(root.rglob("*.ckpt"))
     task = TranslationTask.load_from_checkpoint(checkpoint, map_location="cpu")
     out = workdir / "model"
