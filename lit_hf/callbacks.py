@@ -1,4 +1,4 @@
-"""Callbacks every run gets: the results file for validate/test, and learning rate plus throughput while training."""
+"""Callbacks every run gets: the results file, and learning rate plus throughput while training."""
 
 import json
 import time
@@ -12,10 +12,18 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class ResultsWriter(L.Callback):
-    """Writes the final metrics of every `validate` and `test` run to `results.json` in the run's log directory.
+    """Writes the final metrics of every `fit`, `validate` and `test` run to `results.json` in its log directory.
 
-    Keys are the logged names (`"val/ppl"`); an existing file is never overwritten (`results-1.json` then).
+    Keys are the logged names (`"val/ppl"`); after `fit` they are the last logged values (the last validation's
+    metrics, the last step's loss) plus `global_step` and, with a checkpoint callback, `best_model_path`. An existing
+    file is never overwritten (`results-1.json` then).
     """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        extra: dict[str, Any] = {"global_step": trainer.global_step}
+        if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "best_model_path", ""):
+            extra["best_model_path"] = trainer.checkpoint_callback.best_model_path
+        self._write(trainer, "fit", extra)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
@@ -24,10 +32,10 @@ class ResultsWriter(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "test")
 
-    def _write(self, trainer: L.Trainer, stage: str) -> None:
+    def _write(self, trainer: L.Trainer, stage: str, extra: dict[str, Any] | None = None) -> None:
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call: every rank gets here
         metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}
-        self._save(log_dir, metrics, stage)
+        self._save(log_dir, {**metrics, **(extra or {})}, stage)
 
     @rank_zero_only
     def _save(self, log_dir: Path, metrics: dict[str, Any], stage: str) -> None:

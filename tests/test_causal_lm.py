@@ -79,6 +79,8 @@ def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, ca
     (exported,) = (tmp_path / "fit").rglob("huggingface")  # and load into plain transformers
     blocks = np.stack(read_validation_blocks(tmp_path / "after"))
     assert reference_perplexity(exported, blocks)["ppl"] == pytest.approx(after, rel=1e-6)
+    fit_results = read_results(tmp_path / "fit")  # fit's last validation, and where its checkpoint went
+    assert fit_results["val/ppl"] == pytest.approx(after, rel=1e-6) and fit_results["best_model_path"] == str(ckpt)
     assert AutoTokenizer.from_pretrained(exported)("Hello")["input_ids"] == [15496]
 
 
