@@ -12,7 +12,8 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.translation import TranslationDataModule, collate_pairs, t5_prefix, tokenize_pairs
+from lit_hf.data.translation import TranslationDataModule
+from lit_hf.data.translation_inputs import collate_pairs, t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.tasks.translation import TranslationTask

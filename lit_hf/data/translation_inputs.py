@@ -1,0 +1,79 @@
+"""Per-example transforms for translation: token ids of the pairs, batches with references, T5's task prefix."""
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from transformers import PreTrainedTokenizerBase
+
+from lit_hf.errors import LitHFError
+
+# Language names in T5's task prefixes ("translate English to German: "), from the T5 paper's WMT tasks,
+# plus other WMT languages named the same way.
+LANGUAGE_NAMES = {
+    "en": "English", "de": "German", "fr": "French", "ro": "Romanian", "cs": "Czech", "fi": "Finnish",
+    "ru": "Russian", "tr": "Turkish", "es": "Spanish", "it": "Italian", "pt": "Portuguese", "nl": "Dutch",
+    "et": "Estonian", "lv": "Latvian", "lt": "Lithuanian", "zh": "Chinese", "ja": "Japanese", "kk": "Kazakh",
+}  # fmt: skip
+
+PAIR_COLUMN = "translation"  # rows like {"translation": {"en": ..., "ro": ...}}: WMT on the hub and its json dumps
+
+
+def texts(batch: dict[str, list], column: str, lang: str) -> list[str]:
+    """One side of the pairs: `batch[column][i][lang]` for the translation layout, else `batch[column][i]`."""
+    values = batch[column]
+    return [row[lang] for row in values] if column == PAIR_COLUMN else values
+
+
+def tokenize_pairs(
+    batch: dict[str, list],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    source: tuple[str, str],
+    target: tuple[str, str] | None,
+    prefix: str,
+    max_source_length: int,
+    max_target_length: int,
+    pad_to_max_length: bool,
+    ignore_pad_token_for_loss: bool,
+) -> dict[str, list]:
+    """Token ids of `prefix + source` and, when a target is given, of the target (`labels`) and its raw text."""
+    padding = "max_length" if pad_to_max_length else False
+    sources = [prefix + text for text in texts(batch, *source)]
+    out = dict(tokenizer(sources, max_length=max_source_length, padding=padding, truncation=True, verbose=False))
+    if target is not None:
+        refs = texts(batch, *target)
+        labels = tokenizer(text_target=refs, max_length=max_target_length, padding=padding, truncation=True)
+        pad = tokenizer.pad_token_id
+        ignore = pad_to_max_length and ignore_pad_token_for_loss  # -100 = ignored by the loss
+        out["labels"] = [[-100 if ignore and t == pad else t for t in ids] for ids in labels["input_ids"]]
+        out["target_text"] = refs  # BLEU is scored against the raw text, not decoded (truncated) labels
+    return out
+
+
+def collate_pairs(examples: list[dict[str, Any]], *, pad_token_id: int, label_pad_token_id: int) -> dict[str, Any]:
+    """Pads to the longest in the batch. Adds `index` (position in the split) and `references` when known."""
+
+    def pad(key: str, value: int) -> Tensor:  # (batch, longest)
+        rows = [torch.as_tensor(ex[key], dtype=torch.long) for ex in examples]
+        return pad_sequence(rows, batch_first=True, padding_value=value)
+
+    batch = {"input_ids": pad("input_ids", pad_token_id), "attention_mask": pad("attention_mask", 0)}
+    if "labels" in examples[0]:
+        batch["labels"] = pad("labels", label_pad_token_id)
+    batch["index"] = torch.tensor([int(ex["index"]) for ex in examples])
+    if "target_text" in examples[0]:
+        batch["references"] = [str(ex["target_text"]) for ex in examples]
+    return batch
+
+
+def t5_prefix(source_lang: str, target_lang: str) -> str:
+    """T5's task prefix, e.g. "translate English to Romanian: "."""
+    names = [LANGUAGE_NAMES.get(lang.split("_")[0]) for lang in (source_lang, target_lang)]
+    if None in names:
+        raise LitHFError(
+            f"No T5 prefix is known for {source_lang}->{target_lang}; set --data.source_prefix "
+            "(an empty string for none)."
+        )
+    return f"translate {names[0]} to {names[1]}: "
