@@ -9,6 +9,7 @@ from reference import reference_blocks
 
 import lit_hf.data.language_modeling as lm
 from lit_hf.data import LanguageModelingDataModule
+from lit_hf.data.cache import tokenizer_identity
 from lit_hf.errors import ConfigError, LitHFError
 
 
@@ -138,3 +139,17 @@ def test_constructor_rejects_contradictions(tmp_path):
         LanguageModelingDataModule(tokenizer_name_or_path="x")
     with pytest.raises(ConfigError, match="not both"):
         LanguageModelingDataModule(tokenizer_name_or_path="x", dataset_path="d", train_file="t.txt")
+
+
+def test_tokenizer_identity_ignores_call_state_but_not_the_vocabulary(gpt2_tokenizer):
+    """A call with truncation/padding leaves them set in the fast backend; a new token changes the ids."""
+    from transformers import GPT2TokenizerFast
+
+    fast = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer.name_or_path)
+    fast.pad_token = fast.eos_token
+    before = tokenizer_identity(fast)
+    fast("hello world " * 50, truncation=True, max_length=8, padding="max_length")
+    assert fast.backend_tokenizer.truncation is not None  # the state the identity must not see
+    assert tokenizer_identity(fast) == before
+    fast.add_tokens(["<new-token>"])
+    assert tokenizer_identity(fast) != before

@@ -1,6 +1,7 @@
 """Language-modeling data: text from the hub, files or a saved dataset, tokenized and cut into fixed blocks."""
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -117,7 +118,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         block_size = self._block_size(tokenizer)
         raw: DatasetDict | None = None
         for split in self._splits():
-            path = self._cache_path(split, tokenizer, block_size)
+            path, key = self._cache(split, tokenizer, block_size)
             if is_cached(path) and not self.hparams.overwrite_cache:
                 continue
             raw = raw if raw is not None else self._load_raw()
@@ -126,13 +127,13 @@ class LanguageModelingDataModule(L.LightningDataModule):
                     raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
                 continue
             blocks = self._tokenize_and_group(raw[split], split, tokenizer, block_size)
-            save_atomically(DatasetDict({split: blocks}), path, self._cache_key(split, tokenizer, block_size))
+            save_atomically(DatasetDict({split: blocks}), path, key)
 
     def setup(self, stage: str) -> None:
         self.tokenizer = self._load_tokenizer()
         block_size = self._block_size(self.tokenizer)
         for split in STAGE_SPLITS.get(stage, ()):
-            path = self._cache_path(split, self.tokenizer, block_size)
+            path, _ = self._cache(split, self.tokenizer, block_size)
             if not is_cached(path):  # a split the data does not have (prepare_data said so if it was needed)
                 continue
             blocks = load_from_disk(str(path))[split]
@@ -235,8 +236,10 @@ class LanguageModelingDataModule(L.LightningDataModule):
             "validation_split_percentage": hp.validation_split_percentage if carved else None,
         }
 
-    def _cache_path(self, split: str, tokenizer: PreTrainedTokenizerBase, block_size: int):  # noqa: ANN202
-        return cache_path(self.hparams.data_cache_dir, "clm", self._cache_key(split, tokenizer, block_size))
+    def _cache(self, split: str, tokenizer: PreTrainedTokenizerBase, block_size: int) -> tuple[Path, dict[str, Any]]:
+        """The split's cache directory and its key (computed once: hashing the tokenizer is not free)."""
+        key = self._cache_key(split, tokenizer, block_size)
+        return cache_path(self.hparams.data_cache_dir, "clm", key), key
 
     def _load_tokenizer(self) -> PreTrainedTokenizerBase:
         hp = self.hparams

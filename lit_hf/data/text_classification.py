@@ -2,6 +2,7 @@
 
 import functools
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -122,7 +123,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         tokenizer = self._load_tokenizer()
         raw: DatasetDict | None = None
         for split in self._splits():
-            path = self._cache_path(split, tokenizer)
+            path, key = self._cache(split, tokenizer)
             if is_cached(path) and not self.hparams.overwrite_cache:
                 continue
             raw = raw if raw is not None else self._load_raw()
@@ -131,12 +132,12 @@ class TextClassificationDataModule(L.LightningDataModule):
             limit = self._limit(split)
             examples = raw[split] if limit is None else raw[split].select(range(min(limit, len(raw[split]))))
             examples = self._tokenize(examples, split, tokenizer)
-            save_atomically(DatasetDict({split: examples}), path, self._cache_key(split, tokenizer))
+            save_atomically(DatasetDict({split: examples}), path, key)
 
     def setup(self, stage: str) -> None:
         self.tokenizer = self._load_tokenizer()
         for split in self._splits(stage):
-            self.datasets[split] = load_from_disk(str(self._cache_path(split, self.tokenizer)))[split]
+            self.datasets[split] = load_from_disk(str(self._cache(split, self.tokenizer)[0]))[split]
             scored = split != "train" and stage != "predict"
             if scored and "labels" not in self.datasets[split].column_names:
                 raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
@@ -342,8 +343,10 @@ class TextClassificationDataModule(L.LightningDataModule):
             "limit": self._limit(split),
         }
 
-    def _cache_path(self, split: str, tokenizer: PreTrainedTokenizerBase):  # noqa: ANN202
-        return cache_path(self.hparams.data_cache_dir, "cls", self._cache_key(split, tokenizer))
+    def _cache(self, split: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Path, dict[str, Any]]:
+        """The split's cache directory and its key (computed once: hashing the tokenizer is not free)."""
+        key = self._cache_key(split, tokenizer)
+        return cache_path(self.hparams.data_cache_dir, "cls", key), key
 
     def _load_tokenizer(self) -> PreTrainedTokenizerBase:
         hp = self.hparams

@@ -1,6 +1,7 @@
 """Translation data: sentence pairs from the hub, files or a saved dataset, tokenized once per node."""
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -132,7 +133,7 @@ class TranslationDataModule(L.LightningDataModule):
         tokenizer, prefix, max_source = self._settings(notify=True)
         raw: DatasetDict | None = None
         for split in self._splits():
-            path = self._cache_path(split, tokenizer, prefix, max_source)
+            path, key = self._cache(split, tokenizer, prefix, max_source)
             if is_cached(path) and not self.hparams.overwrite_cache:
                 continue
             raw = raw if raw is not None else self._load_raw()
@@ -140,12 +141,12 @@ class TranslationDataModule(L.LightningDataModule):
             if optional and source_split(raw, split) not in raw:
                 continue  # fit without validation data, or a split this data lacks when used outside a trainer
             pairs = self._tokenize(self._raw_split(raw, split), split, tokenizer, prefix, max_source)
-            save_atomically(DatasetDict({split: pairs}), path, self._cache_key(split, tokenizer, prefix, max_source))
+            save_atomically(DatasetDict({split: pairs}), path, key)
 
     def setup(self, stage: str) -> None:
         self.tokenizer, prefix, max_source = self._settings(notify=False)
         for split in STAGE_SPLITS.get(stage, ()):
-            path = self._cache_path(split, self.tokenizer, prefix, max_source)
+            path, _ = self._cache(split, self.tokenizer, prefix, max_source)
             if not is_cached(path):
                 continue  # a split the data lacks; prepare_data raised if this stage needs it
             pairs = load_from_disk(str(path))[split]
@@ -302,10 +303,12 @@ class TranslationDataModule(L.LightningDataModule):
             "padding": [hp.pad_to_max_length, hp.ignore_pad_token_for_loss],
         }
 
-    def _cache_path(self, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int):  # noqa: ANN202
-        return cache_path(
-            self.hparams.data_cache_dir, "translation", self._cache_key(split, tokenizer, prefix, max_source)
-        )
+    def _cache(
+        self, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int
+    ) -> tuple[Path, dict[str, Any]]:
+        """The split's cache directory and its key (computed once: hashing the tokenizer is not free)."""
+        key = self._cache_key(split, tokenizer, prefix, max_source)
+        return cache_path(self.hparams.data_cache_dir, "translation", key), key
 
     def _settings(self, notify: bool) -> tuple[PreTrainedTokenizerBase, str, int]:
         """The tokenizer (language codes set), the source prefix and the source length limit."""
