@@ -8,6 +8,9 @@ import pytest
 from reference import read_results
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lit_hf.data.sampling import EvalShardSampler, gather_by_index
+from lit_hf.errors import LitHFError
+
 
 def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: ANN001
     """Runs the CLI in a fresh process: Lightning starts the other ranks by re-running this command line."""
@@ -73,3 +76,13 @@ def test_validation_inside_fit_on_two_processes_equals_one(tmp_path, data_dir, c
     assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(two)
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-6), key
+
+
+def test_shards_cover_the_set_once_and_gather_restores_order() -> None:
+    order = [7, 2, 9, 0, 5, 1, 8, 3, 6, 4]  # e.g. sorted by length; 10 examples on 3 processes
+    shards = [list(EvalShardSampler(range(10), 3, rank, order)) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
+    rows = [(i, f"text {i}") for shard in shards for i in shard]
+    assert gather_by_index(rows) == [(i, f"text {i}") for i in range(10)]  # one process: sorting only
+    with pytest.raises(LitHFError, match="1 examples were evaluated on more than one process"):
+        gather_by_index([*rows, (4, "again")])

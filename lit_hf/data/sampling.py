@@ -55,3 +55,20 @@ def eval_dataloader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def gather_by_index(rows: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Every process's `(index in the set, value)` rows, on every process, sorted by index.
+
+    The way back from `EvalShardSampler`'s shards to dataset order; an index from two processes is an error, since
+    whatever was computed from the rows would count that example twice.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        shards: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, rows)
+        rows = [row for shard in shards for row in shard]
+    rows = sorted(rows, key=lambda row: row[0])
+    distinct = len({index for index, _ in rows})
+    if distinct != len(rows):
+        raise LitHFError(f"{len(rows) - distinct} examples were evaluated on more than one process.")
+    return rows

@@ -7,7 +7,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
@@ -15,11 +14,12 @@ from torchmetrics.regression import PearsonCorrCoef
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from lit_hf.data.glue import GLUE_TASKS, GlueTaskName, split_names
+from lit_hf.data.sampling import gather_by_index
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
 from lit_hf.metrics import ExactSpearman
+from lit_hf.models import DType
 from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
-from lit_hf.tasks.causal_lm import DType
 
 
 def make_metric(name: str, num_labels: int) -> Metric:
@@ -201,13 +201,8 @@ class SequenceClassificationTask(L.LightningModule):
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank calls it
         names = split_names(GLUE_TASKS.get(self.hparams.glue_task), "test")
         for idx in range(len(names)):
-            rows = self._predictions.get(idx, [])
-            gathered: list[Any] = [rows]
-            if dist.is_available() and dist.is_initialized():
-                gathered = [None] * dist.get_world_size()
-                dist.all_gather_object(gathered, rows)
+            rows = gather_by_index(self._predictions.get(idx, []))  # collective: every rank calls it
             if self.trainer.is_global_zero:
-                rows = sorted((row for part in gathered for row in part), key=lambda row: row[0])
                 self._write_predictions(log_dir, idx, rows)
         self._predictions = {}
 

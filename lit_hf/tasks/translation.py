@@ -6,13 +6,13 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from lit_hf.data.sampling import gather_by_index
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.hub import from_hub
 from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, NextTokenNLL
@@ -236,16 +236,10 @@ class TranslationTask(L.LightningModule):
     def _gather_in_order(self) -> list[str]:
         """Every process's (index, text) pairs, on every process, as texts in dataset order."""
         pairs, self.outputs = self.outputs, []
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            shards: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(shards, pairs)
-            pairs = [pair for shard in shards for pair in shard]
-        ordered = dict(sorted(pairs))
-        if len(ordered) != len(pairs):  # the shards overlap: metrics would count sentences twice
-            raise LitHFError(f"{len(pairs) - len(ordered)} examples were generated on more than one process.")
-        if list(ordered) != list(range(len(ordered))):
+        ordered = gather_by_index(pairs)
+        if [index for index, _ in ordered] != list(range(len(ordered))):
             rank_zero_warn(f"Only {len(ordered)} examples were generated (limit_*_batches?); written in order.")
-        return list(ordered.values())
+        return [text for _, text in ordered]
 
     def _check_decoder_start(self) -> None:
         """T5 decodes from the pad token; a `T5Config()` made in transformers 5 leaves decoder_start_token_id out."""
