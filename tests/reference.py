@@ -2,11 +2,16 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def reference_blocks(path: Path, tokenizer, block_size: int) -> np.ndarray:  # noqa: ANN001
@@ -36,3 +41,13 @@ def read_results(root: Path) -> dict[str, float]:
     """The one results.json written under `root`."""
     (path,) = root.rglob("results.json")
     return json.loads(path.read_text())
+
+
+def run_lit_hf(*args: str, timeout: float = 600) -> None:
+    """`python -m lit_hf ARGS` in a fresh process, as multi-process runs need (Lightning starts the other ranks by
+    re-running the command line); one thread per process, so N ranks do not oversubscribe the CPU."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_hf", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-4000:]

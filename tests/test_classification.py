@@ -1,14 +1,12 @@
 """Text classification end to end through the CLI: exact metrics on 1 and 3 processes, labels, predictions, errors."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from reference import REPO, read_results, run_lit_hf
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import matthews_corrcoef
 from test_glue import mnli_files
@@ -18,7 +16,6 @@ from lit_hf.cli import main
 from lit_hf.data import TextClassificationDataModule
 from lit_hf.data.glue import GLUE_TASKS, glue_file, read_glue_tsv
 
-REPO = Path(__file__).resolve().parents[1]
 TASK = "--model=lit_hf.tasks.SequenceClassificationTask"
 DATA = "--data=lit_hf.data.TextClassificationDataModule"
 
@@ -41,15 +38,10 @@ def run(tmp_path: Path, command: str, model_dir: Path, *extra: str) -> Path:
 
 def run_ddp(tmp_path: Path, command: str, model_dir: Path, *extra: str) -> Path:
     """The CLI as a subprocess on 3 CPU processes (Lightning starts the other ranks by re-running the command)."""
-    args = cli_args(tmp_path, model_dir, "--trainer.devices=3", "--trainer.strategy=ddp", *extra)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "lit_hf", command, *args], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return sorted((tmp_path / "runs" / "lightning_logs").glob("version_*"), key=os.path.getmtime)[-1]
-
-
-def results(log_dir: Path) -> dict[str, float]:
-    return json.loads((log_dir / "results.json").read_text())
+    before = set((tmp_path / "runs" / "lightning_logs").glob("version_*"))
+    run_lit_hf(command, *cli_args(tmp_path, model_dir, "--trainer.devices=3", "--trainer.strategy=ddp", *extra))
+    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("version_*")) - before
+    return new
 
 
 def predictions(model_dir: Path, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
@@ -68,8 +60,8 @@ def test_validate_on_three_processes_equals_one_and_sklearn(tmp_path, data_dir, 
     model_dir = classifier_dir("bert", 2)
     args = ["--data.task_name=cola", f"--data.data_dir={data_dir / 'glue'}", "--data.eval_batch_size=16"]
     args.append("--data.max_eval_samples=400")  # not a multiple of 3 either
-    one = results(run(tmp_path, "validate", model_dir, *args))
-    three = results(run_ddp(tmp_path, "validate", model_dir, *args))
+    one = read_results(run(tmp_path, "validate", model_dir, *args))
+    three = read_results(run_ddp(tmp_path, "validate", model_dir, *args))
     assert set(one) == {"val/loss", "val/matthews"}
     for key in one:
         assert three[key] == pytest.approx(one[key], abs=1e-6), key
@@ -105,7 +97,7 @@ def test_predict_on_three_processes_is_complete_and_in_order(tmp_path, classifie
 def test_mnli_two_validation_sets_and_two_prediction_files(tmp_path, classifier_dir):
     root = mnli_files(tmp_path / "glue_data")
     args = ["--data.task_name=mnli", f"--data.data_dir={root}", "--data.eval_batch_size=3"]
-    got = results(run(tmp_path, "validate", classifier_dir("bert", 3), *args))
+    got = read_results(run(tmp_path, "validate", classifier_dir("bert", 3), *args))
     assert set(got) == {f"val_{s}/{m}" for s in ("matched", "mismatched") for m in ("accuracy", "loss")}
     spec = GLUE_TASKS["mnli"]
     for name, split in (("matched", "validation_matched"), ("mismatched", "validation_mismatched")):
@@ -123,11 +115,11 @@ def test_stsb_regression_end_to_end(tmp_path, data_dir, classifier_dir):
     args = ["--data.task_name=stsb", f"--data.data_dir={data_dir / 'glue'}", "--data.batch_size=4"]
     run(tmp_path, "fit", classifier_dir("bert"), *args, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1")
     (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("version_0/checkpoints/*.ckpt")
-    got = results(run(tmp_path, "validate", classifier_dir("bert"), *args, f"--ckpt_path={ckpt}"))
+    got = read_results(run(tmp_path, "validate", classifier_dir("bert"), *args, f"--ckpt_path={ckpt}"))
     assert set(got) == {"val/loss", "val/pearson", "val/spearman", "val/combined_score"}
     assert got["val/combined_score"] == pytest.approx((got["val/pearson"] + got["val/spearman"]) / 2, abs=1e-9)
     head = classifier_dir("bert", 1)  # a regression checkpoint, checked against scipy on independent predictions
-    got = results(run(tmp_path, "validate", head, *args))
+    got = read_results(run(tmp_path, "validate", head, *args))
     dev = read_glue_tsv(glue_file(str(data_dir / "glue"), GLUE_TASKS["stsb"], "validation"), GLUE_TASKS["stsb"], "")
     scores = predictions(head, dev["sentence1"], dev["sentence2"])[:, 0]
     gold = np.array(dev["label"], dtype=float)
@@ -139,8 +131,8 @@ def test_stsb_regression_end_to_end(tmp_path, data_dir, classifier_dir):
 def test_gpt2_classifies_at_batch_size_four(tmp_path, data_dir, classifier_dir):
     args = ["--data.task_name=rte", f"--data.data_dir={data_dir / 'glue'}", "--data.max_eval_samples=20"]
     model_dir = classifier_dir("gpt2")  # GPT-2's tokenizer has no pad token
-    batched = results(run(tmp_path, "validate", model_dir, *args, "--data.eval_batch_size=4"))
-    single = results(run(tmp_path, "validate", model_dir, *args, "--data.eval_batch_size=1"))
+    batched = read_results(run(tmp_path, "validate", model_dir, *args, "--data.eval_batch_size=4"))
+    single = read_results(run(tmp_path, "validate", model_dir, *args, "--data.eval_batch_size=1"))
     assert batched["val/accuracy"] == single["val/accuracy"]
     assert batched["val/loss"] == pytest.approx(single["val/loss"], abs=1e-5)  # padding changes nothing
 
@@ -167,10 +159,10 @@ def test_user_files_with_string_labels_learn_a_separable_task(tmp_path, classifi
     dm = TextClassificationDataModule(tokenizer_name_or_path="unused", train_file=str(tmp_path / "train.csv"),
                                       label_column="sentiment", text_column="review")  # fmt: skip
     assert dm.label_names == ["negative", "positive"] and dm.regression is False
-    before = results(run(tmp_path, "validate", classifier_dir("bert"), *data))
+    before = read_results(run(tmp_path, "validate", classifier_dir("bert"), *data))
     run(tmp_path, "fit", classifier_dir("bert"), *data, "--model.learning_rate=3e-3", "--trainer.max_epochs=5")
     (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("version_1/checkpoints/*.ckpt")
-    after = results(run(tmp_path, "validate", classifier_dir("bert"), *data, f"--ckpt_path={ckpt}"))
+    after = read_results(run(tmp_path, "validate", classifier_dir("bert"), *data, f"--ckpt_path={ckpt}"))
     assert after["val/accuracy"] >= 0.9 and after["val/loss"] < before["val/loss"] / 2
 
 

@@ -53,7 +53,7 @@ def test_overlays_compose(overlay, capsys):
     assert "accelerator: cpu" in capsys.readouterr().out
 
 
-def test_tokenizer_follows_model_unless_named(causal_lm_dir, tmp_path):
+def test_tokenizer_follows_model_unless_named(causal_lm_dir, gpt2_tokenizer, tmp_path):
     model_dir = str(causal_lm_dir("gpt2"))
     base = [
         "--model=lit_hf.tasks.CausalLMTask",
@@ -65,13 +65,14 @@ def test_tokenizer_follows_model_unless_named(causal_lm_dir, tmp_path):
     linked = LitHFCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=base)
     assert linked.datamodule.hparams.tokenizer_name_or_path == model_dir
     assert linked.datamodule.hparams.config_name_or_path == model_dir
-    (tmp_path / "tok").mkdir()
+    gpt2_tokenizer.save_pretrained(tmp_path / "tok")  # a tokenizer directory apart from the model's
     named = LitHFCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
         run=False,
-        args=[*base, f"--model.tokenizer_name={model_dir}", f"--model.config_name={model_dir}/"],
+        args=[*base, f"--model.tokenizer_name={tmp_path / 'tok'}", f"--model.config_name={model_dir}/"],
     )
+    assert named.datamodule.hparams.tokenizer_name_or_path == str(tmp_path / "tok")
     assert named.datamodule.hparams.config_name_or_path == model_dir + "/"
 
 

@@ -1,11 +1,7 @@
 """Exact evaluation on several processes: DDP on CPU (gloo) must give the metrics of one process."""
 
-import os
-import subprocess
-import sys
-
 import pytest
-from reference import read_results
+from reference import read_results, run_lit_hf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_hf.data.sampling import EvalShardSampler, gather_by_index
@@ -13,11 +9,7 @@ from lit_hf.errors import LitHFError
 
 
 def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: ANN001
-    """Runs the CLI in a fresh process: Lightning starts the other ranks by re-running this command line."""
-    command = [
-        sys.executable,
-        "-m",
-        "lit_hf",
+    run_lit_hf(
         subcommand,
         "--model=lit_hf.tasks.CausalLMTask",
         "--data=lit_hf.data.LanguageModelingDataModule",
@@ -27,10 +19,7 @@ def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: AN
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={root}",
         *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    )
 
 
 def last_scalars(root) -> dict[str, float]:  # noqa: ANN001

@@ -1,14 +1,12 @@
 """Translation: data module, task, exact SacreBLEU, ordered predictions, 1 vs 3 processes, the error cases."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sacrebleu
 import torch
+from reference import REPO, read_results, run_lit_hf
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
@@ -18,7 +16,6 @@ from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.tasks.translation import TranslationTask
 
-REPO = Path(__file__).resolve().parents[1]
 TASK = "--model=lit_hf.tasks.TranslationTask"
 DATA = "--data=lit_hf.data.TranslationDataModule"
 
@@ -70,6 +67,14 @@ def validate_args(model: Path, file: Path, root: Path, *extra: str) -> list[str]
         f"--trainer.default_root_dir={root}",
         *extra,
     ]
+
+
+@pytest.fixture(scope="module")
+def validated(t5_dir: Path, sample_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The log directory of one plain `validate` on the sample pairs, which several tests read."""
+    root = tmp_path_factory.mktemp("validated")
+    main(validate_args(t5_dir, sample_file, root))
+    return run_dir(root)
 
 
 # --- pure functions -------------------------------------------------------------------------------------------
@@ -194,16 +199,15 @@ def test_fit_splits_share_one_cache_key_after_tokenizing(t5_dir: Path, sample_fi
 
 
 def test_validate_writes_ordered_predictions_and_bleu_equals_sacrebleu(
-    t5_dir: Path, sample_file: Path, tmp_path: Path
+    t5_dir: Path, sample_file: Path, validated: Path, tmp_path: Path
 ) -> None:
-    main(validate_args(t5_dir, sample_file, tmp_path / "sorted"))
     main(validate_args(t5_dir, sample_file, tmp_path / "unsorted", "--data.sort_by_length=false"))
-    sorted_run, unsorted_run = run_dir(tmp_path / "sorted"), run_dir(tmp_path / "unsorted")
+    sorted_run, unsorted_run = validated, run_dir(tmp_path / "unsorted")
     hyps = (sorted_run / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
     refs = [pair["ro"] for pair in pairs_of(sample_file)]
     assert len(hyps) == len(refs) == 10
     assert hyps == (unsorted_run / "val_predictions.txt").read_text(encoding="utf-8").splitlines()  # same order
-    results = json.loads((sorted_run / "results.json").read_text())
+    results = read_results(sorted_run)
     assert results["val/bleu"] == sacrebleu.corpus_bleu(hyps, [refs]).score  # exactly: logged in float64
     assert results["val/chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score
     assert results["val/gen_len"] <= 12 and "val/loss" in results
@@ -211,10 +215,9 @@ def test_validate_writes_ordered_predictions_and_bleu_equals_sacrebleu(
 
 
 @torch.no_grad()
-def test_loss_and_hypotheses_equal_plain_transformers(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
+def test_loss_and_hypotheses_equal_plain_transformers(t5_dir: Path, sample_file: Path, validated: Path) -> None:
     """One sentence at a time through `transformers`: HF's own loss, token-weighted, and greedy `generate`."""
-    main(validate_args(t5_dir, sample_file, tmp_path))
-    run = run_dir(tmp_path)
+    run = validated
     model = T5ForConditionalGeneration.from_pretrained(t5_dir).eval()
     tokenizer = T5Tokenizer.from_pretrained(t5_dir)
     nll, tokens, hyps = 0.0, 0, []
@@ -225,14 +228,15 @@ def test_loss_and_hypotheses_equal_plain_transformers(t5_dir: Path, sample_file:
         tokens += labels.numel()
         generated = model.generate(**inputs, max_new_tokens=12)
         hyps.append(tokenizer.decode(generated[0], skip_special_tokens=True, clean_up_tokenization_spaces=False))
-    assert json.loads((run / "results.json").read_text())["val/loss"] == pytest.approx(nll / tokens, rel=1e-5)
+    assert read_results(run)["val/loss"] == pytest.approx(nll / tokens, rel=1e-5)
     assert (run / "val_predictions.txt").read_text(encoding="utf-8").splitlines() == [h.strip() for h in hyps]
 
 
-def test_validate_on_3_processes_equals_1_with_nonzero_bleu(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
+def test_validate_on_3_processes_equals_1_with_nonzero_bleu(
+    t5_dir: Path, sample_file: Path, validated: Path, tmp_path: Path
+) -> None:
     """References made from the model's own outputs (edited), so BLEU is neither 0 nor 100; 10 pairs, 3 ranks."""
-    main(validate_args(t5_dir, sample_file, tmp_path / "seed"))
-    hyps = (run_dir(tmp_path / "seed") / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
+    hyps = (validated / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
     rows = []
     for i, (pair, hyp) in enumerate(zip(pairs_of(sample_file), hyps, strict=True)):
         words = hyp.split()
@@ -242,16 +246,13 @@ def test_validate_on_3_processes_equals_1_with_nonzero_bleu(t5_dir: Path, sample
     edited.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
     main(validate_args(t5_dir, edited, tmp_path / "one"))
-    args = validate_args(t5_dir, edited, tmp_path / "three", "--trainer.devices=3", "--trainer.strategy=ddp")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "lit_hf", *args], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_lit_hf(*validate_args(t5_dir, edited, tmp_path / "three", "--trainer.devices=3", "--trainer.strategy=ddp"))
 
     one, three = run_dir(tmp_path / "one"), run_dir(tmp_path / "three")
     refs = [pair["ro"] for pair in pairs_of(edited)]
     written = (three / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
     assert written == (one / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
-    results_one, results_three = (json.loads((run / "results.json").read_text()) for run in (one, three))
+    results_one, results_three = read_results(one), read_results(three)
     bleu = sacrebleu.corpus_bleu(written, [refs]).score
     assert 0 < bleu < 100
     assert results_three["val/bleu"] == bleu == results_one["val/bleu"]
@@ -278,22 +279,18 @@ def test_predict_writes_translations_in_input_order(t5_dir: Path, tmp_path: Path
     assert single._generate(dict(ids))[0][0] == lines[2]
 
 
-def test_short_fit_on_learnable_pairs_raises_bleu(tmp_path: Path) -> None:
+def test_short_fit_on_learnable_pairs_raises_bleu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The offline quickstart, shortened: validation BLEU after a short fit is above BLEU before training."""
+    monkeypatch.chdir(REPO)  # the config's paths are relative to the repository, as the README runs it
     config = str(REPO / "configs" / "quickstart_translation.yaml")
     common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
     common += [f"--data.data_cache_dir={tmp_path / 'cache'}", "--data.max_eval_samples=40"]
-    cwd = os.getcwd()
-    os.chdir(REPO)  # the config's paths are relative to the repository, as the README runs it
-    try:
-        main(["validate", "--config", config, *common])
-        before = json.loads((run_dir(tmp_path) / "results.json").read_text())["val/bleu"]
-        main(["fit", "--config", config, *common, "--trainer.max_epochs=4", "--model.predict_with_generate=false"])
-        checkpoint = next((run_dir(tmp_path) / "checkpoints").glob("*.ckpt"))
-        main(["validate", "--config", config, *common, f"--ckpt_path={checkpoint}"])
-        after = json.loads((run_dir(tmp_path) / "results.json").read_text())["val/bleu"]
-    finally:
-        os.chdir(cwd)
+    main(["validate", "--config", config, *common])
+    before = read_results(run_dir(tmp_path))["val/bleu"]
+    main(["fit", "--config", config, *common, "--trainer.max_epochs=4", "--model.predict_with_generate=false"])
+    checkpoint = next((run_dir(tmp_path) / "checkpoints").glob("*.ckpt"))
+    main(["validate", "--config", config, *common, f"--ckpt_path={checkpoint}"])
+    after = read_results(run_dir(tmp_path))["val/bleu"]
     assert after > before + 1.0, (before, after)
 
 
@@ -355,13 +352,3 @@ def test_t5_in_float16_warns(t5_dir: Path) -> None:
     task._trainer = type("FakeTrainer", (), {"precision": "16-mixed"})()
     with pytest.warns(UserWarning, match="bf16-mixed"):
         task.setup("fit")
-
-
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*translation*.yaml")) + sorted(
-    p for p in (REPO / "configs").glob("*wmt16*.yaml")
-), ids=lambda p: p.name)  # fmt: skip
-def test_configs_parse(path: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(path), "--print_config"])
-    assert exit_info.value.code == 0
-    assert "TranslationTask" in capsys.readouterr().out
