@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_hf.predictions import log_dir
+
 
 class ResultsWriter(L.Callback):
     """Writes the final metrics of every `fit`, `validate` and `test` run to `results.json` in its log directory.
@@ -33,9 +35,9 @@ class ResultsWriter(L.Callback):
         self._write(trainer, "test")
 
     def _write(self, trainer: L.Trainer, stage: str, extra: dict[str, Any] | None = None) -> None:
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call: every rank gets here
+        folder = log_dir(trainer)  # a collective call: every rank gets here
         metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}
-        self._save(log_dir, {**metrics, **(extra or {})}, stage)
+        self._save(folder, {**metrics, **(extra or {})}, stage)
 
     @rank_zero_only
     def _save(self, log_dir: Path, metrics: dict[str, Any], stage: str) -> None:
@@ -78,7 +80,7 @@ class TrainMonitor(L.Callback):
 
 
 class SavePretrained(L.Callback):
-    """At the end of `fit`, saves the trained model (and the data module's tokenizer) with `save_pretrained`.
+    """At the end of `fit`, saves the trained model and the task's tokenizer with `save_pretrained`.
 
     The directory `<log dir>/huggingface` then loads back with `AutoModelFor*.from_pretrained`. The weights are
     gathered through the strategy first, so sharded (FSDP) runs save whole tensors.
@@ -88,12 +90,12 @@ class SavePretrained(L.Callback):
         model = getattr(pl_module, "model", None)
         if model is None or not hasattr(model, "save_pretrained"):
             return
-        target = Path(trainer.log_dir or trainer.default_root_dir) / "huggingface"  # collective: all ranks
+        target = log_dir(trainer) / "huggingface"  # collective: all ranks
         state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.is_global_zero:
             weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
             model.save_pretrained(target, state_dict=weights)
-            tokenizer = getattr(trainer.datamodule, "tokenizer", None)
+            tokenizer = getattr(pl_module, "tokenizer", None)  # the one the data module uses too (linked)
             if tokenizer is not None:
                 tokenizer.save_pretrained(target)
             print(f"transformers model saved to {target}")

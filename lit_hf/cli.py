@@ -8,6 +8,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.errors import LitHFError
+from lit_hf.paths import plain
 
 
 def tokenizer_of(model_name_or_path: str, tokenizer_name: str | None) -> str:
@@ -38,7 +39,7 @@ class LitHFCLI(LightningCLI):
             "data.init_args.config_name_or_path",
             compute_fn=config_of,
         )
-        for name in ("revision", "trust_remote_code"):
+        for name in ("revision", "cache_dir", "trust_remote_code"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
         parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
 
@@ -52,6 +53,9 @@ class LitHFCLI(LightningCLI):
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         model, data = config.model.init_args, config.data.init_args
+        for args in (model, data):  # path types resolved where they were parsed; constructors get plain strings
+            for key in list(args.keys()):
+                args[key] = plain(args[key])
         if "label_names" in inspect.signature(class_of(config.model.class_path)).parameters:
             module = class_of(config.data.class_path)(**data.as_dict())
             model.label_names = getattr(module, "label_names", None)

@@ -13,3 +13,10 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message: enough to say what went wrong without a traceback."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_positive(**values: int | None) -> None:
+    """Raises for the first option given as zero or less (None means unset)."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be positive, got {value}.")

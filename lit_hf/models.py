@@ -1,9 +1,13 @@
-"""Loading a model for a task: pretrained weights, or random weights for a config (training from scratch)."""
+"""Loading what a task and its data share: the model config and tokenizer (once per process) and the model."""
 
+import copy
+import functools
+import os
 from typing import Any, Literal
 
 import torch
-from transformers import AutoConfig, PreTrainedModel
+from torch import Tensor
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from lit_hf.errors import ConfigError
@@ -11,27 +15,81 @@ from lit_hf.hub import from_hub
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 
+T5_FAMILY = ("t5", "mt5", "umt5")  # T5 models: task prefixes; in float16 their activations overflow
+
+# The batch keys a Hugging Face model's forward takes; batches may carry more (`index`, `references`).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "labels")
+
+
+def model_inputs(batch: dict[str, Any], *, labels: bool = True) -> dict[str, Tensor]:
+    """The part of a batch the model's forward takes (without `labels` when the task computes the loss itself)."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch and (labels or k != "labels")}
+
+
+def _version(name_or_path: str) -> tuple[int, ...]:
+    """Modification times of a local folder's files, so a folder rewritten in the same process loads anew."""
+    if not os.path.isdir(name_or_path):
+        return ()
+    return tuple(sorted(entry.stat().st_mtime_ns for entry in os.scandir(name_or_path) if entry.is_file()))
+
+
+@functools.cache
+def _config(name: str, revision: str | None, cache_dir: str | None, trust: bool, version: tuple) -> PretrainedConfig:
+    hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust}
+    return from_hub(AutoConfig.from_pretrained, name, "model config", **hub)
+
+
+@functools.cache
+def _tokenizer(
+    name: str, revision: str | None, cache_dir: str | None, trust: bool, version: tuple
+) -> PreTrainedTokenizerBase:
+    hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust}
+    return from_hub(AutoTokenizer.from_pretrained, name, "tokenizer", **hub)
+
+
+def load_config(
+    name_or_path: str, *, revision: str | None = None, cache_dir: str | None = None, trust_remote_code: bool = False
+) -> PretrainedConfig:
+    """The model config, read once per process; each caller gets its own copy to change (labels, pad token)."""
+    config = _config(name_or_path, revision, cache_dir, trust_remote_code, _version(name_or_path))
+    return copy.deepcopy(config)
+
+
+def load_tokenizer(
+    name_or_path: str, *, revision: str | None = None, cache_dir: str | None = None, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """The tokenizer, loaded once per process and shared by the task and the data module.
+
+    Decoder-only tokenizers without a pad token pad with their end-of-text token (as the tasks tell the model).
+    """
+    tokenizer = _tokenizer(name_or_path, revision, cache_dir, trust_remote_code, _version(name_or_path))
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
 
 def load_model(
     auto_class: type[_BaseAutoModelClass],
     model_name_or_path: str,
     *,
-    config_name: str | None,
+    config: PretrainedConfig,
     revision: str | None,
     cache_dir: str | None,
     trust_remote_code: bool,
     dtype: DType | None,
     from_scratch: bool,
-    config_overrides: str | None,
+    config_overrides: str | None = None,
+    ignore_mismatched_sizes: bool = False,
 ) -> PreTrainedModel:
-    """Pretrained weights, or (from_scratch) random weights for the named config with `config_overrides` applied."""
-    hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+    """Pretrained weights under `config`, or (from_scratch) random weights for it with `config_overrides` applied.
+
+    `ignore_mismatched_sizes` puts newly initialised weights where the checkpoint's have another shape (a new head).
+    """
     if not from_scratch:
-        if config_name:
-            config = from_hub(AutoConfig.from_pretrained, config_name, "model config", **hub)
-            hub["config"] = config
-        return from_hub(auto_class.from_pretrained, model_name_or_path, "model", dtype=dtype, **hub)
-    config = from_hub(AutoConfig.from_pretrained, config_name or model_name_or_path, "model config", **hub)
+        hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+        if ignore_mismatched_sizes:
+            hub["ignore_mismatched_sizes"] = True
+        return from_hub(auto_class.from_pretrained, model_name_or_path, "model", config=config, dtype=dtype, **hub)
     if config_overrides:
         try:
             config.update_from_string(config_overrides)  # "n_embd=64,n_layer=2"
@@ -41,24 +99,17 @@ def load_model(
     return auto_class.from_config(config, trust_remote_code=trust_remote_code, dtype=torch_dtype)
 
 
+def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the input embeddings to the tokenizer's size; never shrink them (that would drop trained rows)."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+
+
 def max_positions(config: Any) -> int | None:
-    """The longest input the model's position embeddings allow, or None (ALiBi, rotary without a stated limit)."""
+    """The longest input the model's position embeddings allow, or None (no config; ALiBi, rotary without a
+    stated limit)."""
     for name in ("max_position_embeddings", "n_positions", "seq_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def position_limit(config_name_or_path: str | None, *, revision: str | None, trust_remote_code: bool) -> int | None:
-    """`max_positions` of the named model config; None when no config is named (a data module used on its own)."""
-    if not config_name_or_path:
-        return None
-    config = from_hub(
-        AutoConfig.from_pretrained,
-        config_name_or_path,
-        "model config",
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-    )
-    return max_positions(config)

@@ -3,6 +3,7 @@
 import math
 from typing import Any, Literal
 
+import lightning as L
 import torch
 from torch import nn
 from transformers import get_scheduler
@@ -51,3 +52,19 @@ def adamw_with_schedule(
         lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1)
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def configure_adamw(task: L.LightningModule) -> dict[str, Any]:
+    """`configure_optimizers` of every task: AdamW on `task.model` from the task's own optimizer options
+    (`learning_rate`, `weight_decay`, `adam_epsilon`, `warmup_ratio`, `warmup_steps`, `lr_scheduler_type`)."""
+    hp = task.hparams
+    return adamw_with_schedule(
+        task.model,
+        total_steps=int(task.trainer.estimated_stepping_batches),
+        learning_rate=hp.learning_rate,
+        weight_decay=hp.weight_decay,
+        adam_epsilon=hp.adam_epsilon,
+        warmup_ratio=hp.warmup_ratio,
+        warmup_steps=hp.warmup_steps,
+        lr_scheduler_type=hp.lr_scheduler_type,
+    )

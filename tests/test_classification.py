@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from reference import REPO, read_results, run_lit_hf
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import matthews_corrcoef
@@ -205,14 +206,17 @@ def test_errors_exit_with_one_line(tmp_path, data_dir, classifier_dir, capsys, c
     assert message in capsys.readouterr().err
 
 
-def test_offline_quickstart_runs_from_the_repository(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)  # the config names its files relative to the repository, as the README runs it
+def test_offline_quickstart_runs_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config names its files relative to itself, so any working directory works
     main([
-        "fit", "--config=configs/quickstart_classification.yaml", f"--trainer.default_root_dir={tmp_path}",
+        "fit", f"--config={REPO / 'configs/quickstart_classification.yaml'}", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
         "--trainer.val_check_interval=1.0", f"--data.data_cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     assert list(tmp_path.rglob("huggingface/config.json"))
+    (saved,) = tmp_path.rglob("config.yaml")  # the run's record names the files wherever it is read from
+    train_file = yaml.safe_load(saved.read_text())["data"]["init_args"]["train_file"]
+    assert train_file == str(REPO / "configs/quickstart/reviews/train.csv")
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "opt", "bloom"])

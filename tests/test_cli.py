@@ -46,6 +46,29 @@ def test_every_config_parses(config, capsys):
     assert "class_path: lit_hf." in printed
 
 
+@pytest.mark.parametrize("name", ["quickstart_clm", "quickstart_classification", "quickstart_translation"])
+def test_config_paths_resolve_against_the_config_file(name, tmp_path, monkeypatch):
+    """Paths in a config file are relative to that file; on the command line, to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("some text\n")
+    args = [f"--config={REPO / 'configs' / f'{name}.yaml'}", "--data.test_file=mine.txt"]
+    config = LitHFCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args).config
+    model, data = config.model.init_args, config.data.init_args
+    quickstart = REPO / "configs" / "quickstart"
+    assert Path(model.model_name_or_path).parent == quickstart and Path(model.model_name_or_path).is_dir()
+    assert data.tokenizer_name_or_path == model.model_name_or_path  # the link carries the resolved path
+    assert Path(data.train_file).is_file() and Path(data.train_file).is_relative_to(quickstart)
+    assert data.test_file == str(tmp_path / "mine.txt")
+    assert type(data.train_file) is str  # plain strings reach the constructors (and checkpoints)
+
+
+def test_hub_ids_stay_hub_ids(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={REPO / 'configs/gpt2_wikitext.yaml'}", "--print_config"])
+    assert "model_name_or_path: openai-community/gpt2" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_overlays_compose(overlay, capsys):
     with pytest.raises(SystemExit):
@@ -73,7 +96,7 @@ def test_tokenizer_follows_model_unless_named(causal_lm_dir, gpt2_tokenizer, tmp
         args=[*base, f"--model.tokenizer_name={tmp_path / 'tok'}", f"--model.config_name={model_dir}/"],
     )
     assert named.datamodule.hparams.tokenizer_name_or_path == str(tmp_path / "tok")
-    assert named.datamodule.hparams.config_name_or_path == model_dir + "/"
+    assert named.datamodule.hparams.config_name_or_path == os.path.abspath(model_dir + "/")  # the named one
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -4,8 +4,9 @@ import pytest
 from reference import read_results, run_lit_hf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_hf.data.sampling import EvalShardSampler, gather_by_index
+from lit_hf.data.sampling import EvalShardSampler
 from lit_hf.errors import LitHFError
+from lit_hf.predictions import gather_by_index
 
 
 def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: ANN001

@@ -236,7 +236,7 @@ def hub_glue(task: str) -> "DatasetDict":  # noqa: F821
 
 
 def test_hub_source_keeps_ids_and_drops_the_test_placeholder(tmp_path, classifier_dir, monkeypatch):
-    import lit_hf.data.text_classification as tc
+    import lit_hf.data.glue as tc
 
     for task in ("mnli", "ax"):
         monkeypatch.setattr(tc, "load_hub", lambda name, config, revision, cache, task=task: hub_glue(task))
@@ -253,7 +253,7 @@ def test_hub_source_keeps_ids_and_drops_the_test_placeholder(tmp_path, classifie
             assert dm.datasets["validation_matched"]["labels"] == [0, 2, 1]
             assert len(dm.val_dataloader()) == 2
         test = dm.datasets["test_matched" if task == "mnli" else "test"]
-        assert "labels" not in test.column_names and test["idx"] == [0, 1, 2]
+        assert "labels" not in test.column_names and test["index"] == [0, 1, 2]
 
 
 def test_pad_to_max_length_and_the_diagnostic_layout(tmp_path, classifier_dir):
@@ -267,4 +267,4 @@ def test_pad_to_max_length_and_the_diagnostic_layout(tmp_path, classifier_dir):
     dm.prepare_data()
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()[0]))
-    assert batch["input_ids"].shape == (2, 16) and batch["idx"].tolist() == [0, 1]
+    assert batch["input_ids"].shape == (2, 16) and batch["index"].tolist() == [0, 1]

@@ -165,7 +165,7 @@ def test_prefix_derived_for_t5_only_and_explicit_value_wins(t5_dir: Path, tmp_pa
 def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     import datasets
 
-    from lit_hf.data import translation
+    from lit_hf.data import sources as translation
 
     raw = datasets.load_dataset("json", data_files={"validation": str(sample_file)}, cache_dir=str(tmp_path / "hf"))
     raw.save_to_disk(str(tmp_path / "saved"))

@@ -1,72 +1,29 @@
-"""GLUE facts (columns, labels, metrics, splits) and a reader for the original GLUE download's TSV files."""
+"""A reader for the original GLUE download's TSV files (the facts about each task are in `lit_hf.glue`)."""
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
-from lit_hf.errors import LitHFError
+from lit_hf.data.cache import file_identity
+from lit_hf.data.sources import load_hub
+from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 
-GlueTaskName = Literal["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "ax"]
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    """One GLUE task. Column names are those of the hub's `nyu-mll/glue`; `file_columns` maps them to the TSV's."""
-
-    folder: str  # folder in the GLUE download (glue_data/<folder>)
-    text: str
-    pair: str | None
-    labels: tuple[str, ...] | None  # class names in id order; None: regression (STS-B)
-    metrics: tuple[str, ...]
-    file_columns: dict[str, str]  # hub column -> header name in the TSV; "label" is the gold label
-    eval_sets: tuple[str, ...] = ("",)  # MNLI has two: validation_matched and validation_mismatched
-    headerless: tuple[str, ...] | None = None  # column names of train/dev files that have no header row (CoLA)
-    file_names: dict[str, str] = field(default_factory=dict)  # split -> file, where not "<split>.tsv"
-    skip_short_rows: bool = False  # QQP's train file has a few broken rows; GLUE's own processor skipped them
-
-
-NLI = ("entailment", "not_entailment")
-MNLI_LABELS = ("entailment", "neutral", "contradiction")
-
-# Labels, columns and splits as in `nyu-mll/glue` (its ClassLabel order) and the GLUE download
-# (gluebenchmark.com, download_glue_data.py); metrics as in the GLUE paper (Wang et al., 2019, table 1).
-# fmt: off
-GLUE_TASKS: dict[str, GlueTask] = {
-    "cola": GlueTask("CoLA", "sentence", None, ("unacceptable", "acceptable"), ("matthews",),
-                     {"sentence": "sentence", "label": "label"}, headerless=("source", "label", "star", "sentence")),
-    "sst2": GlueTask("SST-2", "sentence", None, ("negative", "positive"), ("accuracy",),
-                     {"sentence": "sentence", "label": "label"}),
-    "mrpc": GlueTask("MRPC", "sentence1", "sentence2", ("not_equivalent", "equivalent"), ("accuracy", "f1"),
-                     {"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"}),
-    "qqp": GlueTask("QQP", "question1", "question2", ("not_duplicate", "duplicate"), ("accuracy", "f1"),
-                    {"question1": "question1", "question2": "question2", "label": "is_duplicate"},
-                    skip_short_rows=True),
-    "stsb": GlueTask("STS-B", "sentence1", "sentence2", None, ("pearson", "spearman"),
-                     {"sentence1": "sentence1", "sentence2": "sentence2", "label": "score"}),
-    "mnli": GlueTask("MNLI", "premise", "hypothesis", MNLI_LABELS, ("accuracy",),
-                     {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"},
-                     eval_sets=("matched", "mismatched")),
-    "qnli": GlueTask("QNLI", "question", "sentence", NLI, ("accuracy",),
-                     {"question": "question", "sentence": "sentence", "label": "label"}),
-    "rte": GlueTask("RTE", "sentence1", "sentence2", NLI, ("accuracy",),
-                    {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"}),
-    "wnli": GlueTask("WNLI", "sentence1", "sentence2", ("not_entailment", "entailment"), ("accuracy",),
-                     {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"}),
-    # The diagnostic set: prediction only, with a model trained on MNLI.
-    "ax": GlueTask("diagnostic", "premise", "hypothesis", MNLI_LABELS, ("accuracy",),
-                   {"premise": "sentence1", "hypothesis": "sentence2"}, file_names={"test": "diagnostic.tsv"}),
-}
-# fmt: on
-
-
-def split_names(task: GlueTask | None, kind: str) -> list[str]:
-    """`validation` -> ["validation"], or for MNLI ["validation_matched", "validation_mismatched"]."""
-    sets = task.eval_sets if task is not None else ("",)
-    return [f"{kind}_{name}" if name else kind for name in sets]
+__all__ = [
+    "GLUE_TASKS",
+    "GlueTask",
+    "GlueTaskName",
+    "check_glue_sources",
+    "classification_splits",
+    "glue_file",
+    "glue_identity",
+    "load_glue",
+    "read_glue_tsv",
+    "split_names",
+]
 
 
 def glue_file(data_dir: str, task: GlueTask, split: str) -> Path:
@@ -107,3 +64,56 @@ def read_glue_tsv(path: Path, task: GlueTask, split: str) -> Dataset:
         for col, pos in positions.items():
             columns[col].append(row[pos])
     return Dataset.from_dict(columns)
+
+
+def load_glue(
+    task: GlueTask, task_name: str, data_dir: str | None, splits: list[str], cache_dir: str | None
+) -> DatasetDict:
+    """The `splits` of a GLUE task from `data_dir` (the original download layout), else from the hub."""
+    if data_dir:
+        return DatasetDict({s: read_glue_tsv(glue_file(data_dir, task, s), task, s) for s in splits})
+    raw = load_hub("nyu-mll/glue", task_name, None, cache_dir)
+    for split in list(raw):  # the hub's test splits carry -1 for "no label"
+        if "label" in raw[split].column_names and raw[split].unique("label") == [-1]:
+            raw[split] = raw[split].remove_columns("label")
+    return raw
+
+
+def classification_splits(
+    task: GlueTask | None, stage: str | None, data_dir: str | None, files: dict[str, str]
+) -> list[str]:
+    """The splits a stage reads: a GLUE task's (MNLI has two of each evaluation kind; `ax` only a test set), or
+    those of the user's `files` (task None); without a stage, all there are."""
+    train, validation, test = ["train"], split_names(task, "validation"), split_names(task, "test")
+    if task is GLUE_TASKS["ax"]:  # the diagnostic set has only a test file
+        train, validation = [], []
+    if files and "validation" not in files:  # validation is optional for your own files
+        validation = []
+    if data_dir and len(validation) > 1:  # MNLI: score the dev files there are (error if none)
+        validation = [s for s in validation if glue_file(data_dir, task, s).is_file()] or validation
+    by_stage = {"fit": train + validation, "validate": validation, "test": test, "predict": test}
+    if stage in by_stage:
+        return by_stage[stage]
+    if files:
+        return [s for s in train + validation + test if s in files]
+    if data_dir:
+        return [s for s in train + validation + test if glue_file(data_dir, task, s).is_file()]
+    return train + validation + test
+
+
+def check_glue_sources(task_name: str | None, data_dir: str | None, files: list[str | None]) -> None:
+    """Classification data comes from a GLUE task (the hub, or data_dir in its layout) or from the user's files."""
+    if data_dir and not task_name:
+        raise ConfigError("data_dir holds GLUE files; name the task with task_name.")
+    if data_dir and any(files):
+        raise ConfigError("Give either data_dir (GLUE layout) or train_file/validation_file/test_file, not both.")
+    if not (task_name or any(files)):
+        raise ConfigError("Give a data source: task_name (GLUE, hub or data_dir) or train_file/validation_file.")
+
+
+def glue_identity(task: GlueTask, task_name: str, data_dir: str | None, split: str) -> list[Any]:
+    """What a GLUE split is made from, for its cache key: the file in data_dir, or the hub id."""
+    if data_dir:
+        path = glue_file(data_dir, task, split)
+        return ["glue_dir", task_name, file_identity(str(path)) if path.is_file() else None]
+    return ["hub", "nyu-mll/glue", task_name]

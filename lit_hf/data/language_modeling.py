@@ -1,7 +1,6 @@
 """Language-modeling data: text from the hub, files or a saved dataset, tokenized and cut into fixed blocks."""
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -9,20 +8,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict
 from torch import Tensor
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity, tree_identity
-from lit_hf.data.sampling import eval_dataloader
-from lit_hf.data.sources import carve_validation, check_files, load_files, load_hub, load_saved
-from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.hub import from_hub
-from lit_hf.models import position_limit
-
-# Which splits each trainer entry point reads.
-STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+from lit_hf.data.prepared import (
+    STAGE_SPLITS,
+    Caches,
+    caches,
+    capped_length,
+    linked_position_limit,
+    linked_tokenizer,
+    load_splits,
+    map_batched,
+    prepare_splits,
+    running_stage,
+)
+from lit_hf.data.sampling import eval_dataloader, train_dataloader
+from lit_hf.data.sources import carve_validation, check_files, check_sources, load_raw, require_columns, source_identity
+from lit_hf.errors import ConfigError, LitHFError, check_positive
+from lit_hf.paths import LocalPath, ModelPath
 
 
 def tokenize_text(batch: dict[str, list], *, tokenizer: PreTrainedTokenizerBase, text_column: str) -> dict[str, list]:
@@ -55,6 +61,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
         config_name_or_path: Model config whose position limit caps the default block size; linked by the CLI.
         revision: Hub revision of the tokenizer and config; linked to the model's.
+        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
         trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
         dataset_name: Hub dataset id, e.g. `Salesforce/wikitext`. Local files win when both are given.
         dataset_config_name: Hub dataset configuration, e.g. `wikitext-2-raw-v1`.
@@ -78,16 +85,17 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: str,
-        config_name_or_path: str | None = None,
+        tokenizer_name_or_path: ModelPath,
+        config_name_or_path: ModelPath | None = None,
         revision: str | None = None,
+        cache_dir: LocalPath | None = None,
         trust_remote_code: bool = False,
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
-        train_file: str | None = None,
-        validation_file: str | None = None,
-        test_file: str | None = None,
-        dataset_path: str | None = None,
+        train_file: LocalPath | None = None,
+        validation_file: LocalPath | None = None,
+        test_file: LocalPath | None = None,
+        dataset_path: LocalPath | None = None,
         text_column: str = "text",
         validation_split_percentage: int = 5,
         keep_linebreaks: bool = True,
@@ -96,60 +104,47 @@ class LanguageModelingDataModule(L.LightningDataModule):
         max_eval_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
         overwrite_cache: bool = False,
-        data_cache_dir: str | None = None,
+        data_cache_dir: LocalPath | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if not (dataset_name or train_file or validation_file or test_file or dataset_path):
-            raise ConfigError("Give a data source: dataset_name, train_file/validation_file/test_file or dataset_path.")
-        if dataset_path and (train_file or validation_file or test_file):
-            raise ConfigError("Give either dataset_path or train_file/validation_file/test_file, not both.")
+        check_sources(dataset_name, dataset_path, [train_file, validation_file, test_file])
         if not 0 <= validation_split_percentage < 100:
             raise ConfigError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")
-        if block_size is not None and block_size < 1:
-            raise ConfigError(f"block_size must be positive, got {block_size}.")
+        check_positive(block_size=block_size)
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
-        tokenizer = self._load_tokenizer()
+        tokenizer = linked_tokenizer(self.hparams)
         block_size = self._block_size(tokenizer)
-        raw: DatasetDict | None = None
-        for split in self._splits():
-            path, key = self._cache(split, tokenizer, block_size)
-            if is_cached(path) and not self.hparams.overwrite_cache:
-                continue
-            raw = raw if raw is not None else self._load_raw()
+        caches = self._caches(tokenizer, block_size)
+        required = next(iter(caches)) if self.trainer is not None else None  # validation during fit is optional
+
+        def build(raw: DatasetDict, split: str, tag: str) -> Dataset | None:
             if split not in raw:
-                if split == self._splits()[0] and self.trainer is not None:  # optional: validation during fit
-                    raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
-                continue
-            blocks = self._tokenize_and_group(raw[split], split, tokenizer, block_size)
-            save_atomically(DatasetDict({split: blocks}), path, key)
+                if split != required:
+                    return None
+                raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+            return self._tokenize_and_group(raw[split], split, tokenizer, block_size, tag)
+
+        prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = self._load_tokenizer()
-        block_size = self._block_size(self.tokenizer)
-        for split in STAGE_SPLITS.get(stage, ()):
-            path, _ = self._cache(split, self.tokenizer, block_size)
-            if not is_cached(path):  # a split the data does not have (prepare_data said so if it was needed)
-                continue
-            blocks = load_from_disk(str(path))[split]
-            limit = self.hparams.max_train_samples if split == "train" else self.hparams.max_eval_samples
-            if limit is not None:
-                blocks = blocks.select(range(min(limit, len(blocks))))
-            self.datasets[split] = blocks.with_format("numpy")
+        self.tokenizer = linked_tokenizer(self.hparams)
+        hp = self.hparams
+        loaded = load_splits(
+            self._caches(self.tokenizer, self._block_size(self.tokenizer), stage),
+            lambda split: hp.max_train_samples if split == "train" else hp.max_eval_samples,
+        )
+        self.datasets.update({split: blocks.with_format("numpy") for split, blocks in loaded.items()})
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.datasets["train"],
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            collate_fn=collate_blocks,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+        hp = self.hparams
+        return train_dataloader(
+            self.datasets["train"], batch_size=hp.batch_size, collate_fn=collate_blocks, num_workers=hp.num_workers
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -166,11 +161,6 @@ class LanguageModelingDataModule(L.LightningDataModule):
             num_workers=self.hparams.num_workers,
         )
 
-    def _splits(self) -> tuple[str, ...]:
-        """The splits the running trainer entry point needs; all of them when used outside a trainer."""
-        fn = self.trainer.state.fn if self.trainer is not None else None
-        return STAGE_SPLITS.get(getattr(fn, "value", fn), ("train", "validation", "test"))
-
     def _files(self) -> dict[str, str]:
         hp = self.hparams
         files = {"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file}
@@ -178,31 +168,24 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def _load_raw(self) -> DatasetDict:
         hp = self.hparams
-        if hp.dataset_path:
-            raw = load_saved(hp.dataset_path)
-        elif self._files():
-            raw = load_files(self._files(), hp.data_cache_dir, default="text", keep_linebreaks=hp.keep_linebreaks)
-        else:
-            raw = load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
+        sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
+        raw = load_raw(
+            self._files(),
+            dataset_path=hp.dataset_path,
+            cache_dir=hp.data_cache_dir,
+            default="text",
+            keep_linebreaks=hp.keep_linebreaks,
+            **sources,
+        )
         return carve_validation(raw, hp.validation_split_percentage)
 
-    def _tokenize_and_group(self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, size: int) -> Dataset:
+    def _tokenize_and_group(
+        self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, size: int, tag: str
+    ) -> Dataset:
         column = self.hparams.text_column
-        if column not in raw.column_names:
-            raise LitHFError(
-                f"The {split} split has no column {column!r} (columns: {', '.join(raw.column_names)}); "
-                "set --data.text_column."
-            )
-        if len(raw) == 0:
-            raise LitHFError(f"The {split} split is empty.")
-        tokens = raw.map(
-            partial(tokenize_text, tokenizer=tokenizer, text_column=column),
-            batched=True,
-            num_proc=self.hparams.preprocessing_num_workers,
-            remove_columns=raw.column_names,
-            load_from_cache_file=not self.hparams.overwrite_cache,
-            desc=f"Tokenizing {split}",
-        )
+        require_columns(raw, split, {column: "text_column"})
+        tokenize = partial(tokenize_text, tokenizer=tokenizer, text_column=column)
+        tokens = map_batched(raw, tokenize, tag, "tokenize", self.hparams, drop=True)
         blocks = group_blocks(tokens.data.column("input_ids"), size)
         if len(blocks) == 0:
             n = int(pc.sum(pc.list_value_length(tokens.data.column("input_ids"))).as_py() or 0)
@@ -212,52 +195,31 @@ class LanguageModelingDataModule(L.LightningDataModule):
             )
         return blocks
 
-    def _source_identity(self, split: str) -> Any:
+    def _caches(self, tokenizer: PreTrainedTokenizerBase, block_size: int, stage: str | None = None) -> Caches:
+        """The cache of each split the stage reads (the running trainer's, else all)."""
         hp = self.hparams
-        if hp.dataset_path:
-            return ["saved", tree_identity(hp.dataset_path)]
-        files = self._files()
-        if files:
-            source_split = split if split in files or split != "validation" else "train"
-            return ["files", {s: file_identity(p) for s, p in files.items() if s in (split, source_split)}]
-        return ["hub", hp.dataset_name, hp.dataset_config_name]
+        splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
+        splits = tuple(s for s in splits if s != "predict")
 
-    def _cache_key(self, split: str, tokenizer: PreTrainedTokenizerBase, block_size: int) -> dict[str, Any]:
-        hp = self.hparams
-        carved = split in ("train", "validation") and not hp.validation_file
-        return {
-            "format": 1,
-            "split": split,
-            "source": self._source_identity(split),
-            "tokenizer": tokenizer_identity(tokenizer),
-            "text_column": hp.text_column,
-            "keep_linebreaks": hp.keep_linebreaks,
-            "block_size": block_size,
-            "validation_split_percentage": hp.validation_split_percentage if carved else None,
-        }
+        def key(split: str) -> dict[str, Any]:
+            carved = split in ("train", "validation") and not hp.validation_file
+            reads = ("validation", "train") if split == "validation" and carved else (split,)
+            source = source_identity(
+                self._files(),
+                reads,
+                dataset_path=hp.dataset_path,
+                dataset_name=hp.dataset_name,
+                dataset_config_name=hp.dataset_config_name,
+            )
+            return {
+                "source": source,
+                "text_column": hp.text_column,
+                "keep_linebreaks": hp.keep_linebreaks,
+                "block_size": block_size,
+                "validation_split_percentage": hp.validation_split_percentage if carved else None,
+            }
 
-    def _cache(self, split: str, tokenizer: PreTrainedTokenizerBase, block_size: int) -> tuple[Path, dict[str, Any]]:
-        """The split's cache directory and its key (computed once: hashing the tokenizer is not free)."""
-        key = self._cache_key(split, tokenizer, block_size)
-        return cache_path(self.hparams.data_cache_dir, "clm", key), key
-
-    def _load_tokenizer(self) -> PreTrainedTokenizerBase:
-        hp = self.hparams
-        return from_hub(
-            AutoTokenizer.from_pretrained,
-            hp.tokenizer_name_or_path,
-            "tokenizer",
-            revision=hp.revision,
-            trust_remote_code=hp.trust_remote_code,
-        )
+        return caches(splits, "clm", hp.data_cache_dir, tokenizer, key)
 
     def _block_size(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        hp = self.hparams
-        limit = position_limit(hp.config_name_or_path, revision=hp.revision, trust_remote_code=hp.trust_remote_code)
-        if hp.block_size is None:
-            return min(1024, tokenizer.model_max_length, limit or 1024)
-        if limit is not None and hp.block_size > limit:
-            raise LitHFError(
-                f"block_size {hp.block_size} exceeds the model's {limit} positions; lower --data.block_size."
-            )
-        return hp.block_size
+        return capped_length(self.hparams.block_size, tokenizer, linked_position_limit(self.hparams), "block_size")

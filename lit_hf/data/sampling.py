@@ -1,10 +1,13 @@
-"""Evaluation loaders that give each process a disjoint share of the set: no padding, no duplicates."""
+"""Data loaders: shuffled for training; for evaluation, each process a disjoint share of the set (no padding, no
+duplicates)."""
 
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lit_hf.errors import LitHFError
 
@@ -47,9 +50,26 @@ def eval_dataloader(
         sampler = EvalShardSampler(dataset, dist.get_world_size(), dist.get_rank(), order)
     else:
         sampler = order
+    return train_dataloader(
+        dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers, sampler=sampler, shuffle=False
+    )
+
+
+def train_dataloader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    collate_fn: Callable[[list[Any]], Any],
+    num_workers: int = 0,
+    sampler: Sampler[int] | Sequence[int] | None = None,
+    shuffle: bool = True,
+) -> DataLoader:
+    """A shuffled training loader, or one in `sampler`'s order (Lightning shards a training loader across processes
+    itself; `eval_dataloader` shards its own)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
         sampler=sampler,
         collate_fn=collate_fn,
         num_workers=num_workers,
@@ -57,18 +77,8 @@ def eval_dataloader(
     )
 
 
-def gather_by_index(rows: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-    """Every process's `(index in the set, value)` rows, on every process, sorted by index.
-
-    The way back from `EvalShardSampler`'s shards to dataset order; an index from two processes is an error, since
-    whatever was computed from the rows would count that example twice.
-    """
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        shards: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, rows)
-        rows = [row for shard in shards for row in shard]
-    rows = sorted(rows, key=lambda row: row[0])
-    distinct = len({index for index, _ in rows})
-    if distinct != len(rows):
-        raise LitHFError(f"{len(rows) - distinct} examples were evaluated on more than one process.")
-    return rows
+def longest_first(dataset: Any) -> list[int]:
+    """Positions by decreasing `input_ids` length (stable): batches with less padding, and the largest first, so a
+    batch that does not fit in memory shows at once."""
+    lengths = np.asarray(pc.list_value_length(dataset.with_format("arrow")["input_ids"]))
+    return np.argsort(-lengths, kind="stable").tolist()

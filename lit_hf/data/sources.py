@@ -7,11 +7,20 @@ from typing import Any
 import datasets
 from datasets import Dataset, DatasetDict
 
-from lit_hf.errors import LitHFError, first_line
+from lit_hf.data.cache import file_identity, tree_identity
+from lit_hf.errors import ConfigError, LitHFError, first_line
 from lit_hf.hub import use_offline_mode_if_unreachable
 
 # File endings and the `datasets` builder that reads them.
 LOADERS = {".txt": "text", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def check_sources(dataset_name: str | None, dataset_path: str | None, files: list[str | None]) -> None:
+    """A data module needs one source: the hub, local files or a saved dataset (files and a saved one exclude)."""
+    if not (dataset_name or dataset_path or any(files)):
+        raise ConfigError("Give a data source: dataset_name, train_file/validation_file/test_file or dataset_path.")
+    if dataset_path and any(files):
+        raise ConfigError("Give either dataset_path or train_file/validation_file/test_file, not both.")
 
 
 def loader_for(path: str, default: str | None = None) -> str | None:
@@ -85,3 +94,53 @@ def carve_validation(raw: DatasetDict, percentage: int) -> DatasetDict:
     out["validation"] = train.select(range(cut))
     out["train"] = train.select(range(cut, len(train)))
     return out
+
+
+def require_columns(raw: Dataset, split: str, columns: dict[str | None, str]) -> None:
+    """The split must be non-empty and have each column (mapped to the option that names it; None: not needed)."""
+    for column, option in columns.items():
+        if column and column not in raw.column_names:
+            raise LitHFError(
+                f"The {split} split has no column {column!r} (columns: {', '.join(raw.column_names)}); "
+                f"set --data.{option}."
+            )
+    if len(raw) == 0:
+        raise LitHFError(f"The {split} split is empty.")
+
+
+def load_raw(
+    files: dict[str, str],
+    *,
+    dataset_path: str | None,
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    cache_dir: str | None,
+    default: str | None = None,
+    **text_options: Any,
+) -> DatasetDict:
+    """The raw splits from a saved dataset (with any given files added), else the files, else the hub."""
+    if dataset_path:
+        saved = load_saved(dataset_path)
+        return DatasetDict({**saved, **load_files(files, cache_dir, default, **text_options)}) if files else saved
+    if files:
+        return load_files(files, cache_dir, default, **text_options)
+    if dataset_name:
+        return load_hub(dataset_name, dataset_config_name, None, cache_dir)
+    raise LitHFError("No data source gives the splits this run needs; set train_file/validation_file/test_file.")
+
+
+def source_identity(
+    files: dict[str, str],
+    reads: tuple[str, ...],
+    *,
+    dataset_path: str | None,
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+) -> list[Any]:
+    """What a split was made from, for its cache key: the files it `reads` (split names), the saved dataset's
+    files, or the hub id. Unchanged files give the same identity without being read."""
+    if dataset_path and not any(split in files for split in reads):
+        return ["saved", tree_identity(dataset_path)]
+    if files:
+        return ["files", {split: file_identity(files[split]) for split in reads if split in files}]
+    return ["hub", dataset_name, dataset_config_name]

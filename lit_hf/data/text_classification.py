@@ -2,25 +2,23 @@
 
 import functools
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity
-from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, glue_file, read_glue_tsv, split_names
-from lit_hf.data.sampling import eval_dataloader
-from lit_hf.data.sources import check_files, load_files, load_hub
-from lit_hf.data.text_inputs import LengthGroupedSampler, Truncation, encode_labels, label_table, tokenize_pairs
-from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.hub import from_hub
-from lit_hf.models import position_limit
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+from lit_hf.data import glue, prepared, text_inputs
+from lit_hf.data.cache import file_identity
+from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
+from lit_hf.data.sampling import eval_dataloader, train_dataloader
+from lit_hf.data.sources import check_files, load_files, require_columns
+from lit_hf.data.text_inputs import LengthGroupedSampler, Truncation
+from lit_hf.errors import ConfigError, LitHFError, check_positive
+from lit_hf.models import MODEL_INPUTS
+from lit_hf.paths import LocalPath, ModelPath
 
 
 class TextClassificationDataModule(L.LightningDataModule):
@@ -35,6 +33,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
         config_name_or_path: Model config whose position limit caps max_seq_length; linked by the CLI.
         revision: Hub revision of the tokenizer and config; linked to the model's.
+        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
         trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
         task_name: GLUE task (`ax` is prediction only). Sets columns, labels and metrics.
         data_dir: Folder in the original GLUE download layout (`glue_data` or `glue_data/<Task>`) for task_name.
@@ -62,15 +61,16 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: str,
-        config_name_or_path: str | None = None,
+        tokenizer_name_or_path: ModelPath,
+        config_name_or_path: ModelPath | None = None,
         revision: str | None = None,
+        cache_dir: LocalPath | None = None,
         trust_remote_code: bool = False,
         task_name: GlueTaskName | None = None,
-        data_dir: str | None = None,
-        train_file: str | None = None,
-        validation_file: str | None = None,
-        test_file: str | None = None,
+        data_dir: LocalPath | None = None,
+        train_file: LocalPath | None = None,
+        validation_file: LocalPath | None = None,
+        test_file: LocalPath | None = None,
         text_column: str | None = None,
         text_pair_column: str | None = None,
         label_column: str = "label",
@@ -83,7 +83,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         max_predict_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
         overwrite_cache: bool = False,
-        data_cache_dir: str | None = None,
+        data_cache_dir: LocalPath | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -93,70 +93,48 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if task_name is not None and task_name not in GLUE_TASKS:
             raise ConfigError(f"Unknown task_name {task_name!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
-        files = train_file or validation_file or test_file
-        if data_dir and not task_name:
-            raise ConfigError("data_dir holds GLUE files; name the task with task_name.")
-        if data_dir and files:
-            raise ConfigError("Give either data_dir (GLUE layout) or train_file/validation_file/test_file, not both.")
-        if not (task_name or files):
-            raise ConfigError("Give a data source: task_name (GLUE, hub or data_dir) or train_file/validation_file.")
-        if max_seq_length < 1:
-            raise ConfigError(f"max_seq_length must be positive, got {max_seq_length}.")
+        glue.check_glue_sources(task_name, data_dir, [train_file, validation_file, test_file])
+        check_positive(max_seq_length=max_seq_length)
         self.task: GlueTask | None = GLUE_TASKS[task_name] if task_name else None
         self.datasets: dict[str, Dataset] = {}
 
     @property
     def label_names(self) -> list[str] | None:
         """Class names in id order; None for regression. Linked to the model by the CLI."""
-        if self.task is not None:
-            return list(self.task.labels) if self.task.labels else None
-        return self._file_labels()[0]
+        return self._labels()[0]
 
     @property
     def regression(self) -> bool:
         """One float output per example (STS-B, or user files with float labels). Linked to the model."""
-        if self.task is not None:
-            return self.task.labels is None
-        return self._file_labels()[1]
+        return self._labels()[1]
 
     def prepare_data(self) -> None:
-        tokenizer = self._load_tokenizer()
-        raw: DatasetDict | None = None
-        for split in self._splits():
-            path, key = self._cache(split, tokenizer)
-            if is_cached(path) and not self.hparams.overwrite_cache:
-                continue
-            raw = raw if raw is not None else self._load_raw()
+        tokenizer = prepared.linked_tokenizer(self.hparams)
+
+        def build(raw: DatasetDict, split: str, tag: str) -> Dataset:
             if split not in raw:
                 raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
-            limit = self._limit(split)
-            examples = raw[split] if limit is None else raw[split].select(range(min(limit, len(raw[split]))))
-            examples = self._tokenize(examples, split, tokenizer)
-            save_atomically(DatasetDict({split: examples}), path, key)
+            return self._tokenize(raw[split], split, tokenizer, tag)
+
+        prepared.prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = self._load_tokenizer()
+        self.tokenizer = prepared.linked_tokenizer(self.hparams)
+        self.datasets.update(prepared.load_splits(self._caches(self.tokenizer, stage), self._limit))
         for split in self._splits(stage):
-            self.datasets[split] = load_from_disk(str(self._cache(split, self.tokenizer)[0]))[split]
+            if split not in self.datasets:
+                raise LitHFError(f"The {split} split was not prepared; run prepare_data first.")
             scored = split != "train" and stage != "predict"
             if scored and "labels" not in self.datasets[split].column_names:
                 raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
 
     def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
         train = self._model_inputs(self.datasets["train"])
-        sampler = None
-        if self.hparams.group_by_length:
-            lengths = pc.list_value_length(train.data.column("input_ids")).to_pylist()
-            sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, self.hparams.seed)
-        return DataLoader(
-            train,
-            batch_size=self.hparams.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            collate_fn=self._collator(),
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        lengths = pc.list_value_length(train.data.column("input_ids")).to_pylist() if hp.group_by_length else None
+        sampler = LengthGroupedSampler(lengths, hp.batch_size, hp.seed) if lengths else None
+        loader = {"batch_size": hp.batch_size, "collate_fn": self._collator(), "num_workers": hp.num_workers}
+        return train_dataloader(train, sampler=sampler, **loader)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(split) for split in split_names(self.task, "validation") if split in self.datasets]
@@ -168,13 +146,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         return [self._eval_loader(split, keep_index=True) for split in split_names(self.task, "test")]
 
     def _eval_loader(self, split: str, keep_index: bool = False) -> DataLoader:
+        hp = self.hparams
         dataset = self.datasets[split] if keep_index else self._model_inputs(self.datasets[split])
-        return eval_dataloader(
-            dataset,
-            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
-            collate_fn=self._collator(),
-            num_workers=self.hparams.num_workers,
-        )
+        loader = {"collate_fn": self._collator(), "num_workers": hp.num_workers}
+        return eval_dataloader(dataset, batch_size=hp.eval_batch_size or hp.batch_size, **loader)
 
     def _collator(self) -> DataCollatorWithPadding:
         precision = str(getattr(self.trainer, "precision", "")) if self.trainer is not None else ""
@@ -186,25 +161,8 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def _splits(self, stage: str | None = None) -> list[str]:
         """The splits a trainer entry point reads; without one, those of the running trainer, else all there are."""
-        if stage is None and self.trainer is not None:
-            fn = self.trainer.state.fn
-            stage = getattr(fn, "value", fn)
-        train, validation, test = ["train"], split_names(self.task, "validation"), split_names(self.task, "test")
-        if self.hparams.task_name == "ax":  # the diagnostic set has only a test file
-            train, validation = [], []
-        if self._files() and "validation" not in self._files():  # validation is optional for your own files
-            validation = []
-        if self.hparams.data_dir and len(validation) > 1:  # MNLI: score the dev files there are (error if none)
-            there = [s for s in validation if glue_file(self.hparams.data_dir, self.task, s).is_file()]
-            validation = there or validation
-        by_stage = {"fit": train + validation, "validate": validation, "test": test, "predict": test}
-        if stage in by_stage:
-            return by_stage[stage]
-        if self._files():
-            return [s for s in train + validation + test if s in self._files()]
-        if self.hparams.data_dir:
-            return [s for s in train + validation + test if glue_file(self.hparams.data_dir, self.task, s).is_file()]
-        return train + validation + test
+        stage = stage or prepared.running_stage(self.trainer)
+        return glue.classification_splits(self.task, stage, self.hparams.data_dir, self._files())
 
     def _files(self) -> dict[str, str]:
         hp = self.hparams
@@ -214,15 +172,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         hp = self.hparams
         if self._files():
             return load_files(self._files(), hp.data_cache_dir)
-        if hp.data_dir:
-            splits = ["train", *split_names(self.task, "validation"), *split_names(self.task, "test")]
-            wanted = [s for s in splits if s in self._splits()]
-            return DatasetDict({s: read_glue_tsv(glue_file(hp.data_dir, self.task, s), self.task, s) for s in wanted})
-        raw = load_hub("nyu-mll/glue", hp.task_name, None, hp.data_cache_dir)
-        for split in list(raw):  # the hub's test splits carry -1 for "no label"
-            if "label" in raw[split].column_names and raw[split].unique("label") == [-1]:
-                raw[split] = raw[split].remove_columns("label")
-        return raw
+        return glue.load_glue(self.task, hp.task_name, hp.data_dir, self._splits(), hp.data_cache_dir)
 
     def _limit(self, split: str) -> int | None:
         hp = self.hparams
@@ -237,129 +187,63 @@ class TextClassificationDataModule(L.LightningDataModule):
         label = "label" if task and not self._files() else hp.label_column
         return text, pair, label
 
-    def _tokenize(self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+    def _tokenize(self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, tag: str) -> Dataset:
+        hp = self.hparams
         text, pair, label = self._columns()
-        for column in (text, pair):
-            if column and column not in raw.column_names:
-                raise LitHFError(
-                    f"The {split} split has no column {column!r} (columns: {', '.join(raw.column_names)}); "
-                    "set --data.text_column / --data.text_pair_column."
-                )
-        if len(raw) == 0:
-            raise LitHFError(f"The {split} split is empty.")
-        workers, fresh = self.hparams.preprocessing_num_workers, not self.hparams.overwrite_cache
-        labelled = label in raw.column_names
-        if not labelled and not split.startswith("test"):
+        require_columns(raw, split, {text: "text_column", pair: "text_pair_column"})
+        if label in raw.column_names:
+            text_inputs.check_labels(raw, label, self._label_to_id(), self.label_names, split)
+        elif not split.startswith("test"):
             raise LitHFError(f"The {split} split has no label column {label!r}; set --data.label_column.")
-        if labelled:
-            self._check_labels(raw, label, split)
-            raw = raw.map(
-                partial(encode_labels, label_column=label, label_to_id=self._label_to_id()),
-                batched=True,
-                num_proc=workers,
-                load_from_cache_file=fresh,
-                desc=f"Labels of {split}",
-            )
-        examples = raw.map(
-            partial(
-                tokenize_pairs,
-                tokenizer=tokenizer,
-                text_column=text,
-                text_pair_column=pair,
-                max_length=self._max_length(tokenizer),
-                truncation=self.hparams.truncation,
-                padding=self.hparams.pad_to_max_length,
-            ),
-            batched=True,
-            num_proc=workers,
-            load_from_cache_file=fresh,
-            desc=f"Tokenizing {split}",
+        tokenize = partial(
+            text_inputs.tokenize_pairs,
+            tokenizer=tokenizer,
+            text_column=text,
+            text_pair_column=pair,
+            max_length=self._max_length(tokenizer),
+            truncation=hp.truncation,
+            padding=hp.pad_to_max_length,
         )
-        keep = [c for c in MODEL_INPUTS if c in examples.column_names]
-        examples = examples.select_columns(keep)
-        return examples.add_column("idx", list(range(len(examples))))  # input order, for prediction files
-
-    def _check_labels(self, raw: Dataset, column: str, split: str) -> None:
-        table = self._label_to_id()
-        if table is None:
-            return
-        unknown = sorted({str(v) for v in raw.unique(column)} - set(table))
-        if unknown:
-            names = ", ".join(self.label_names or [])
-            raise LitHFError(f"The {split} split has labels {unknown[:5]} that are not among the labels ({names}).")
+        examples = prepared.map_batched(raw, tokenize, tag, "tokenize", hp, drop=False)
+        if label in raw.column_names:
+            encode = partial(text_inputs.encode_labels, label_column=label, label_to_id=self._label_to_id())
+            examples = prepared.map_batched(examples, encode, tag, "labels", hp, drop=False)
+        examples = self._model_inputs(examples)
+        return examples.add_column("index", list(range(len(examples))))  # input order, for prediction files
 
     def _label_to_id(self) -> dict[str, int] | None:
         names = self.label_names
-        return None if names is None else label_table(names, numbered=self.task is not None)
+        return None if names is None else text_inputs.label_table(names, numbered=self.task is not None)
 
     @functools.cache  # noqa: B019 (one data module per run; the label column is read once)
-    def _file_labels(self) -> tuple[list[str] | None, bool]:
-        """Sorted label values of the first given file with labels (train, validation, test); floats: regression.
-
-        A test file alone without labels (prediction with a fine-tuned model) gives None: the model's own labels.
-        """
-        column = self.hparams.label_column
-        for split, path in self._files().items():
-            data = load_files({split: path}, self.hparams.data_cache_dir)[split]
-            if column in data.column_names:
-                if data.features[column].dtype in ("float32", "float64"):
-                    return None, True
-                return [str(v) for v in sorted(data.unique(column))], False
-            if split != "test":
-                raise LitHFError(
-                    f"{split}_file has no label column {column!r} (columns: {', '.join(data.column_names)}); "
-                    "set --data.label_column."
-                )
-        return None, False
+    def _labels(self) -> tuple[list[str] | None, bool]:
+        """(label names, regression): the GLUE task's, else read from the user's files."""
+        if self.task is not None:
+            return (list(self.task.labels) if self.task.labels else None), self.task.labels is None
+        return text_inputs.file_labels(self._files(), self.hparams.label_column, self.hparams.data_cache_dir)
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        hp = self.hparams
-        limit = min(hp.max_seq_length, tokenizer.model_max_length)
-        model = position_limit(hp.config_name_or_path, revision=hp.revision, trust_remote_code=hp.trust_remote_code)
-        return min(limit, model or limit)
+        limit = min(self.hparams.max_seq_length, tokenizer.model_max_length)
+        return min(limit, prepared.linked_position_limit(self.hparams) or limit)
 
-    def _source_identity(self, split: str) -> Any:
+    def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> prepared.Caches:
         hp = self.hparams
-        files = self._files()
-        if files:
-            return ["files", file_identity(files[split]) if split in files else None]
-        if hp.data_dir:
-            path = glue_file(hp.data_dir, self.task, split)
-            return ["glue_dir", hp.task_name, file_identity(str(path)) if path.is_file() else None]
-        return ["hub", "nyu-mll/glue", hp.task_name]
 
-    def _cache_key(self, split: str, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-        hp = self.hparams
-        return {
-            "format": 1,
-            "split": split,
-            "source": self._source_identity(split),
-            "tokenizer": tokenizer_identity(tokenizer),
-            "columns": self._columns(),
-            "labels": self._label_to_id(),
-            "max_length": self._max_length(tokenizer),
-            "truncation": hp.truncation,
-            "pad_to_max_length": hp.pad_to_max_length,
-            "limit": self._limit(split),
-        }
+        def key(split: str) -> dict[str, Any]:
+            if files := self._files():
+                source: Any = ["files", file_identity(files[split]) if split in files else None]
+            else:
+                source = glue.glue_identity(self.task, hp.task_name, hp.data_dir, split)
+            return {
+                "source": source,
+                "columns": self._columns(),
+                "labels": self._label_to_id(),
+                "max_length": self._max_length(tokenizer),
+                "truncation": hp.truncation,
+                "pad_to_max_length": hp.pad_to_max_length,
+            }
 
-    def _cache(self, split: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Path, dict[str, Any]]:
-        """The split's cache directory and its key (computed once: hashing the tokenizer is not free)."""
-        key = self._cache_key(split, tokenizer)
-        return cache_path(self.hparams.data_cache_dir, "cls", key), key
-
-    def _load_tokenizer(self) -> PreTrainedTokenizerBase:
-        hp = self.hparams
-        tokenizer = from_hub(
-            AutoTokenizer.from_pretrained,
-            hp.tokenizer_name_or_path,
-            "tokenizer",
-            revision=hp.revision,
-            trust_remote_code=hp.trust_remote_code,
-        )
-        if tokenizer.pad_token is None:  # decoder-only models (GPT-2, ...) pad with EOS; the task does the same
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+        return prepared.caches(self._splits(stage), "cls", hp.data_cache_dir, tokenizer, key)
 
 
 GlueDataModule = TextClassificationDataModule  # the same class, under the name GLUE configs read best with

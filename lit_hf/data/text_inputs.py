@@ -3,9 +3,13 @@
 from typing import Literal
 
 import torch
+from datasets import Dataset
 from torch.utils.data import Sampler
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import get_length_grouped_indices
+
+from lit_hf.data.sources import load_files
+from lit_hf.errors import LitHFError
 
 Truncation = Literal["longest_first", "only_first", "only_second", "do_not_truncate"]
 
@@ -43,6 +47,36 @@ def label_table(names: list[str], numbered: bool) -> dict[str, int]:
     """Name -> id; GLUE files write some labels as their id ("0", "1"), so `numbered` also maps those."""
     table = {name: i for i, name in enumerate(names)}
     return table | {str(i): i for i in range(len(names))} if numbered else table
+
+
+def check_labels(raw: Dataset, column: str, table: dict[str, int] | None, names: list[str] | None, split: str) -> None:
+    """Every label value of the split must be one of the known labels (regression: no table, nothing to check)."""
+    if table is None:
+        return
+    unknown = sorted({str(v) for v in raw.unique(column)} - set(table))
+    if unknown:
+        raise LitHFError(
+            f"The {split} split has labels {unknown[:5]} that are not among the labels ({', '.join(names or [])})."
+        )
+
+
+def file_labels(files: dict[str, str], column: str, cache_dir: str | None) -> tuple[list[str] | None, bool]:
+    """Sorted label values of the first given file with labels (train, validation, test); floats: regression.
+
+    A test file alone without labels (prediction with a fine-tuned model) gives None: the model's own labels.
+    """
+    for split, path in files.items():
+        data = load_files({split: path}, cache_dir)[split]
+        if column in data.column_names:
+            if data.features[column].dtype in ("float32", "float64"):
+                return None, True
+            return [str(v) for v in sorted(data.unique(column))], False
+        if split != "test":
+            raise LitHFError(
+                f"{split}_file has no label column {column!r} (columns: {', '.join(data.column_names)}); "
+                "set --data.label_column."
+            )
+    return None, False
 
 
 class LengthGroupedSampler(Sampler[int]):

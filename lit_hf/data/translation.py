@@ -1,35 +1,40 @@
 """Translation data: sentence pairs from the hub, files or a saved dataset, tokenized once per node."""
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.cache import cache_path, file_identity, is_cached, save_atomically, tokenizer_identity, tree_identity
-from lit_hf.data.sampling import eval_dataloader
-from lit_hf.data.sources import check_files, load_files, load_hub, load_saved
-from lit_hf.data.translation_inputs import PAIR_COLUMN, collate_pairs, t5_prefix, tokenize_pairs
-from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.hub import from_hub
-from lit_hf.models import max_positions
-
-# Which splits each trainer entry point reads; `predict` comes from predict_file, else the data's test split.
-STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
-
-# Tokenizers that need `src_lang`/`tgt_lang` to add the right language codes (as run_translation.py lists them).
-MULTILINGUAL_TOKENIZERS = ("MBartTokenizer", "MBart50Tokenizer", "M2M100Tokenizer", "NllbTokenizer")
-
-
-def source_split(raw: DatasetDict, split: str) -> str:
-    """The raw split that feeds `split`: `predict` reads the test split unless a predict_file was given."""
-    return "test" if split == "predict" and "predict" not in raw else split
+from lit_hf.data.prepared import (
+    STAGE_SPLITS,
+    Caches,
+    caches,
+    capped_length,
+    linked_config,
+    linked_tokenizer,
+    load_splits,
+    map_batched,
+    prepare_splits,
+    running_stage,
+)
+from lit_hf.data.sampling import eval_dataloader, longest_first, train_dataloader
+from lit_hf.data.sources import check_files, check_sources, load_raw, source_identity
+from lit_hf.data.translation_inputs import (
+    collate_pairs,
+    pair_columns,
+    raw_split,
+    set_language_codes,
+    source_split,
+    t5_prefix,
+    tokenize_pairs,
+)
+from lit_hf.errors import ConfigError, check_positive
+from lit_hf.models import T5_FAMILY, max_positions
+from lit_hf.paths import LocalPath, ModelPath
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -45,6 +50,7 @@ class TranslationDataModule(L.LightningDataModule):
         tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
         config_name_or_path: Model config: its position limit caps the source length; T5 models get a prefix.
         revision: Hub revision of the tokenizer and config; linked to the model's.
+        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
         trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
         source_lang: Language code of the source side, e.g. `en` (a key of `translation` or a column name).
         target_lang: Language code of the target side, e.g. `ro`.
@@ -82,19 +88,20 @@ class TranslationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: str,
+        tokenizer_name_or_path: ModelPath,
         source_lang: str,
         target_lang: str,
-        config_name_or_path: str | None = None,
+        config_name_or_path: ModelPath | None = None,
         revision: str | None = None,
+        cache_dir: LocalPath | None = None,
         trust_remote_code: bool = False,
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
-        train_file: str | None = None,
-        validation_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
-        dataset_path: str | None = None,
+        train_file: LocalPath | None = None,
+        validation_file: LocalPath | None = None,
+        test_file: LocalPath | None = None,
+        predict_file: LocalPath | None = None,
+        dataset_path: LocalPath | None = None,
         source_column: str | None = None,
         target_column: str | None = None,
         source_prefix: str | None = None,
@@ -111,60 +118,44 @@ class TranslationDataModule(L.LightningDataModule):
         max_predict_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
         overwrite_cache: bool = False,
-        data_cache_dir: str | None = None,
+        data_cache_dir: LocalPath | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if not (dataset_name or train_file or validation_file or test_file or predict_file or dataset_path):
-            raise ConfigError("Give a data source: dataset_name, train_file/validation_file/test_file or dataset_path.")
-        if dataset_path and (train_file or validation_file or test_file):
-            raise ConfigError("Give either dataset_path or train_file/validation_file/test_file, not both.")
+        check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         if source_lang == target_lang:
             raise ConfigError(f"source_lang and target_lang are both {source_lang!r}.")
-        for name in ("max_source_length", "max_target_length", "val_max_target_length"):
-            if (value := getattr(self.hparams, name)) is not None and value < 1:
-                raise ConfigError(f"{name} must be positive, got {value}.")
+        lengths = {"max_target_length": max_target_length, "val_max_target_length": val_max_target_length}
+        check_positive(max_source_length=max_source_length, **lengths)
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         tokenizer, prefix, max_source = self._settings(notify=True)
-        raw: DatasetDict | None = None
-        for split in self._splits():
-            path, key = self._cache(split, tokenizer, prefix, max_source)
-            if is_cached(path) and not self.hparams.overwrite_cache:
-                continue
-            raw = raw if raw is not None else self._load_raw()
-            optional = self.trainer is None or (split == "validation" and self._splits()[0] == "train")
+        stage = running_stage(self.trainer)
+        caches = self._caches(tokenizer, prefix, max_source)
+
+        def build(raw: DatasetDict, split: str, tag: str) -> Dataset | None:
+            optional = self.trainer is None or (split == "validation" and stage == "fit")
             if optional and source_split(raw, split) not in raw:
-                continue  # fit without validation data, or a split this data lacks when used outside a trainer
-            pairs = self._tokenize(self._raw_split(raw, split), split, tokenizer, prefix, max_source)
-            save_atomically(DatasetDict({split: pairs}), path, key)
+                return None  # fit without validation data, or a split this data lacks when used outside a trainer
+            return self._tokenize(raw_split(raw, split), split, tokenizer, prefix, max_source, tag)
+
+        prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
         self.tokenizer, prefix, max_source = self._settings(notify=False)
-        for split in STAGE_SPLITS.get(stage, ()):
-            path, _ = self._cache(split, self.tokenizer, prefix, max_source)
-            if not is_cached(path):
-                continue  # a split the data lacks; prepare_data raised if this stage needs it
-            pairs = load_from_disk(str(path))[split]
-            hp = self.hparams
-            limit = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}.get(split, hp.max_eval_samples)
-            if limit is not None:
-                pairs = pairs.select(range(min(limit, len(pairs))))
-            self.datasets[split] = pairs
+        hp = self.hparams
+        limits = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}
+        caches = self._caches(self.tokenizer, prefix, max_source, stage)
+        self.datasets.update(load_splits(caches, lambda split: limits.get(split, hp.max_eval_samples)))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.datasets["train"].remove_columns("target_text"),
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            collate_fn=self._collate(),
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        hp = self.hparams
+        train = self.datasets["train"].remove_columns("target_text")
+        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=self._collate(), num_workers=hp.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation
@@ -177,26 +168,17 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         pairs = self.datasets[split]
-        order = None
-        if self.hparams.sort_by_length:  # longest first: a batch that does not fit shows at once
-            lengths = np.asarray(pc.list_value_length(pairs.with_format("arrow")["input_ids"]))
-            order = np.argsort(-lengths, kind="stable").tolist()
         return eval_dataloader(
             pairs,
             batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
             collate_fn=self._collate(),
             num_workers=self.hparams.num_workers,
-            order=order,
+            order=longest_first(pairs) if self.hparams.sort_by_length else None,
         )
 
     def _collate(self) -> partial:
         label_pad = -100 if self.hparams.ignore_pad_token_for_loss else self.tokenizer.pad_token_id
         return partial(collate_pairs, pad_token_id=self.tokenizer.pad_token_id, label_pad_token_id=label_pad)
-
-    def _splits(self) -> tuple[str, ...]:
-        """The splits the running trainer entry point needs; all of them when used outside a trainer."""
-        fn = self.trainer.state.fn if self.trainer is not None else None
-        return STAGE_SPLITS.get(getattr(fn, "value", fn), ("train", "validation", "test"))
 
     def _files(self) -> dict[str, str]:
         hp = self.hparams
@@ -205,59 +187,14 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _load_raw(self) -> DatasetDict:
         hp = self.hparams
-        files = self._files()
-        if hp.dataset_path:
-            raw = load_saved(hp.dataset_path)
-            return DatasetDict({**raw, **load_files(files, hp.data_cache_dir)}) if files else raw
-        if files:
-            return load_files(files, hp.data_cache_dir)
-        if hp.dataset_name:
-            return load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
-        raise LitHFError("No data source gives the splits this run needs; set train_file/validation_file/test_file.")
-
-    def _raw_split(self, raw: DatasetDict, split: str) -> Dataset:
-        name = source_split(raw, split)
-        if name not in raw:
-            option = "predict_file" if split == "predict" else f"{split}_file"
-            raise LitHFError(f"The data has no {name} split (it has: {', '.join(raw) or 'none'}); set --data.{option}.")
-        if len(raw[name]) == 0:
-            raise LitHFError(f"The {name} split is empty.")
-        return raw[name]
-
-    def _columns(self, raw: Dataset, split: str) -> tuple[tuple[str, str], tuple[str, str] | None]:
-        """(column, language) of the source and of the target (None: a predict split without targets)."""
-        hp = self.hparams
-        if PAIR_COLUMN in raw.column_names and not (hp.source_column or hp.target_column):
-            keys = set(raw[0][PAIR_COLUMN] or {})
-            for lang, option in ((hp.source_lang, "source_lang"), (hp.target_lang, "target_lang")):
-                if lang not in keys and not (split == "predict" and option == "target_lang"):
-                    raise LitHFError(
-                        f"The {split} split's translation pairs have no {lang!r} (they have: "
-                        f"{', '.join(sorted(keys))}); set --data.{option}."
-                    )
-            target = (PAIR_COLUMN, hp.target_lang) if hp.target_lang in keys else None
-            return (PAIR_COLUMN, hp.source_lang), target
-        source = hp.source_column or ("text" if "text" in raw.column_names and split == "predict" else hp.source_lang)
-        target = hp.target_column or hp.target_lang
-        if source not in raw.column_names:
-            raise LitHFError(
-                f"The {split} split has no {PAIR_COLUMN!r} pairs and no source column {source!r} "
-                f"(columns: {', '.join(raw.column_names)}); set --data.source_column."
-            )
-        if target not in raw.column_names:
-            if split == "predict":
-                return (source, hp.source_lang), None
-            raise LitHFError(
-                f"The {split} split has no target column {target!r} (columns: {', '.join(raw.column_names)}); "
-                "set --data.target_column."
-            )
-        return (source, hp.source_lang), (target, hp.target_lang)
+        sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
+        return load_raw(self._files(), dataset_path=hp.dataset_path, cache_dir=hp.data_cache_dir, **sources)
 
     def _tokenize(
-        self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int
+        self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int, tag: str
     ) -> Dataset:
         hp = self.hparams
-        source, target = self._columns(raw, split)
+        source, target = pair_columns(raw, split, hp.source_lang, hp.target_lang, hp.source_column, hp.target_column)
         max_target = hp.max_target_length if split == "train" else hp.val_max_target_length or hp.max_target_length
         fn = partial(
             tokenize_pairs,
@@ -270,76 +207,40 @@ class TranslationDataModule(L.LightningDataModule):
             pad_to_max_length=hp.pad_to_max_length,
             ignore_pad_token_for_loss=hp.ignore_pad_token_for_loss,
         )
-        pairs = raw.map(
-            fn,
-            batched=True,
-            num_proc=hp.preprocessing_num_workers,
-            remove_columns=raw.column_names,
-            load_from_cache_file=not hp.overwrite_cache,
-            desc=f"Tokenizing {split}",
-        )
+        pairs = map_batched(raw, fn, tag, "tokenize", hp, drop=True)
         return pairs.add_column("index", list(range(len(pairs))))
 
-    def _cache_key(
-        self, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int
-    ) -> dict[str, Any]:
+    def _caches(
+        self, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int, stage: str | None = None
+    ) -> Caches:
+        """The cache of each split the stage reads (the running trainer's, else all)."""
         hp = self.hparams
-        if hp.dataset_path and not (split == "predict" and hp.predict_file):
-            source: Any = ["saved", tree_identity(hp.dataset_path)]
-        elif files := self._files():
-            name = "test" if split == "predict" and split not in files else split
-            source = ["file", file_identity(files[name]) if name in files else None]
-        else:
-            source = ["hub", hp.dataset_name, hp.dataset_config_name]
-        return {
-            "format": 1,
-            "split": split,
-            "source": source,
-            "tokenizer": tokenizer_identity(tokenizer),
-            "columns": [hp.source_lang, hp.target_lang, hp.source_column, hp.target_column],
-            "prefix": prefix,
-            "lang_codes": [hp.src_lang, hp.tgt_lang],
-            "lengths": [max_source, hp.max_target_length, hp.val_max_target_length if split != "train" else None],
-            "padding": [hp.pad_to_max_length, hp.ignore_pad_token_for_loss],
-        }
+        splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
 
-    def _cache(
-        self, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int
-    ) -> tuple[Path, dict[str, Any]]:
-        """The split's cache directory and its key (computed once: hashing the tokenizer is not free)."""
-        key = self._cache_key(split, tokenizer, prefix, max_source)
-        return cache_path(self.hparams.data_cache_dir, "translation", key), key
+        def key(split: str) -> dict[str, Any]:
+            reads = ("test",) if split == "predict" and not hp.predict_file else (split,)
+            sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
+            return {
+                "source": source_identity(self._files(), reads, dataset_path=hp.dataset_path, **sources),
+                "columns": [hp.source_lang, hp.target_lang, hp.source_column, hp.target_column],
+                "prefix": prefix,
+                "lang_codes": [hp.src_lang, hp.tgt_lang],
+                "lengths": [max_source, hp.max_target_length, hp.val_max_target_length if split != "train" else None],
+                "padding": [hp.pad_to_max_length, hp.ignore_pad_token_for_loss],
+            }
+
+        return caches(splits, "translation", hp.data_cache_dir, tokenizer, key)
 
     def _settings(self, notify: bool) -> tuple[PreTrainedTokenizerBase, str, int]:
         """The tokenizer (language codes set), the source prefix and the source length limit."""
         hp = self.hparams
-        hub = {"revision": hp.revision, "trust_remote_code": hp.trust_remote_code}
-        tokenizer = from_hub(AutoTokenizer.from_pretrained, hp.tokenizer_name_or_path, "tokenizer", **hub)
-        if type(tokenizer).__name__.removesuffix("Fast") in MULTILINGUAL_TOKENIZERS:
-            if not (hp.src_lang and hp.tgt_lang):
-                raise LitHFError(
-                    f"{type(tokenizer).__name__} needs the language codes: set --data.src_lang and --data.tgt_lang "
-                    "(e.g. en_XX and ro_RO for mBART)."
-                )
-            tokenizer.src_lang, tokenizer.tgt_lang = hp.src_lang, hp.tgt_lang
-        config = None
-        if hp.config_name_or_path:
-            config = from_hub(AutoConfig.from_pretrained, hp.config_name_or_path, "model config", **hub)
+        tokenizer = set_language_codes(linked_tokenizer(hp), hp.src_lang, hp.tgt_lang)
+        config = linked_config(hp)
         prefix = hp.source_prefix
         if prefix is None:
-            is_t5 = getattr(config, "model_type", None) in ("t5", "mt5", "umt5")
+            is_t5 = getattr(config, "model_type", None) in T5_FAMILY
             prefix = t5_prefix(hp.source_lang, hp.target_lang) if is_t5 else ""
             if is_t5 and notify:
                 rank_zero_info(f"T5 model: source prefix {prefix!r} (set --data.source_prefix to change it).")
-        return tokenizer, prefix, self._max_source_length(tokenizer, config)
-
-    def _max_source_length(self, tokenizer: PreTrainedTokenizerBase, config: Any) -> int:
-        limit = max_positions(config) if config is not None else None
-        requested = self.hparams.max_source_length
-        if requested is None:
-            return min(1024, tokenizer.model_max_length, limit or 1024)
-        if limit is not None and requested > limit:
-            raise LitHFError(
-                f"max_source_length {requested} exceeds the model's {limit} positions; lower --data.max_source_length."
-            )
-        return requested
+        limit = max_positions(config)
+        return tokenizer, prefix, capped_length(hp.max_source_length, tokenizer, limit, "max_source_length")

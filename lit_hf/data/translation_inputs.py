@@ -3,6 +3,7 @@
 from typing import Any
 
 import torch
+from datasets import Dataset, DatasetDict
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
@@ -16,6 +17,9 @@ LANGUAGE_NAMES = {
     "ru": "Russian", "tr": "Turkish", "es": "Spanish", "it": "Italian", "pt": "Portuguese", "nl": "Dutch",
     "et": "Estonian", "lv": "Latvian", "lt": "Lithuanian", "zh": "Chinese", "ja": "Japanese", "kk": "Kazakh",
 }  # fmt: skip
+
+# Tokenizers that need `src_lang`/`tgt_lang` to add the right language codes (as run_translation.py lists them).
+MULTILINGUAL_TOKENIZERS = ("MBartTokenizer", "MBart50Tokenizer", "M2M100Tokenizer", "NllbTokenizer")
 
 PAIR_COLUMN = "translation"  # rows like {"translation": {"en": ..., "ro": ...}}: WMT on the hub and its json dumps
 
@@ -77,3 +81,64 @@ def t5_prefix(source_lang: str, target_lang: str) -> str:
             "(an empty string for none)."
         )
     return f"translate {names[0]} to {names[1]}: "
+
+
+def set_language_codes(
+    tokenizer: PreTrainedTokenizerBase, src_lang: str | None, tgt_lang: str | None
+) -> PreTrainedTokenizerBase:
+    """Multilingual tokenizers (mBART, M2M100, NLLB) add language codes, so they need both; others are unchanged."""
+    if type(tokenizer).__name__.removesuffix("Fast") in MULTILINGUAL_TOKENIZERS:
+        if not (src_lang and tgt_lang):
+            raise LitHFError(
+                f"{type(tokenizer).__name__} needs the language codes: set --data.src_lang and --data.tgt_lang "
+                "(e.g. en_XX and ro_RO for mBART)."
+            )
+        tokenizer.src_lang, tokenizer.tgt_lang = src_lang, tgt_lang
+    return tokenizer
+
+
+def pair_columns(
+    raw: Dataset, split: str, source_lang: str, target_lang: str, source_column: str | None, target_column: str | None
+) -> tuple[tuple[str, str], tuple[str, str] | None]:
+    """(column, language) of the source and of the target (None: a predict split without targets)."""
+    if PAIR_COLUMN in raw.column_names and not (source_column or target_column):
+        keys = set(raw[0][PAIR_COLUMN] or {})
+        for lang, option in ((source_lang, "source_lang"), (target_lang, "target_lang")):
+            if lang not in keys and not (split == "predict" and option == "target_lang"):
+                raise LitHFError(
+                    f"The {split} split's translation pairs have no {lang!r} (they have: "
+                    f"{', '.join(sorted(keys))}); set --data.{option}."
+                )
+        target = (PAIR_COLUMN, target_lang) if target_lang in keys else None
+        return (PAIR_COLUMN, source_lang), target
+    source = source_column or ("text" if "text" in raw.column_names and split == "predict" else source_lang)
+    target = target_column or target_lang
+    if source not in raw.column_names:
+        raise LitHFError(
+            f"The {split} split has no {PAIR_COLUMN!r} pairs and no source column {source!r} "
+            f"(columns: {', '.join(raw.column_names)}); set --data.source_column."
+        )
+    if target not in raw.column_names:
+        if split == "predict":
+            return (source, source_lang), None
+        raise LitHFError(
+            f"The {split} split has no target column {target!r} (columns: {', '.join(raw.column_names)}); "
+            "set --data.target_column."
+        )
+    return (source, source_lang), (target, target_lang)
+
+
+def source_split(raw: DatasetDict, split: str) -> str:
+    """The raw split that feeds `split`: `predict` reads the test split unless a predict_file was given."""
+    return "test" if split == "predict" and "predict" not in raw else split
+
+
+def raw_split(raw: DatasetDict, split: str) -> Dataset:
+    """The raw split that feeds `split`; an absent or empty one is an error naming the option that gives it."""
+    name = source_split(raw, split)
+    if name not in raw:
+        option = "predict_file" if split == "predict" else f"{split}_file"
+        raise LitHFError(f"The data has no {name} split (it has: {', '.join(raw) or 'none'}); set --data.{option}.")
+    if len(raw[name]) == 0:
+        raise LitHFError(f"The {name} split is empty.")
+    return raw[name]

@@ -4,13 +4,13 @@ from typing import Any
 
 import lightning as L
 from torch import Tensor
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.hub import from_hub
 from lit_hf.metrics import NextTokenNLL
-from lit_hf.models import DType, load_model, max_positions
-from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
+from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, max_positions, model_inputs
+from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
+from lit_hf.paths import LocalPath, ModelPath
 
 
 class CausalLMTask(L.LightningModule):
@@ -40,11 +40,11 @@ class CausalLMTask(L.LightningModule):
 
     def __init__(
         self,
-        model_name_or_path: str = "openai-community/gpt2",
-        config_name: str | None = None,
-        tokenizer_name: str | None = None,
+        model_name_or_path: ModelPath = "openai-community/gpt2",
+        config_name: ModelPath | None = None,
+        tokenizer_name: ModelPath | None = None,
         revision: str | None = None,
-        cache_dir: str | None = None,
+        cache_dir: LocalPath | None = None,
         trust_remote_code: bool = False,
         dtype: DType | None = None,
         from_scratch: bool = False,
@@ -61,27 +61,18 @@ class CausalLMTask(L.LightningModule):
         check_warmup(warmup_ratio, warmup_steps)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
+        hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+        self.tokenizer = load_tokenizer(tokenizer_name or model_name_or_path, **hub)
         self.model = load_model(
             AutoModelForCausalLM,
             model_name_or_path,
-            config_name=config_name,
-            revision=revision,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
+            config=load_config(config_name or model_name_or_path, **hub),
             dtype=dtype,
             from_scratch=from_scratch,
             config_overrides=config_overrides,
+            **hub,
         )
-        tokenizer = from_hub(
-            AutoTokenizer.from_pretrained,
-            tokenizer_name or model_name_or_path,
-            "tokenizer",
-            revision=revision,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
-        if len(tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
-            self.model.resize_token_embeddings(len(tokenizer))  # only grow: shrinking would drop trained rows
+        fit_embeddings(self.model, self.tokenizer)
         self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         self.max_positions = max_positions(self.model.config)
         self.val_nll = NextTokenNLL()
@@ -92,41 +83,31 @@ class CausalLMTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         self._check_length(batch)
-        loss = self.model(**batch).loss
+        loss = self.model(**model_inputs(batch)).loss
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._update(self.val_nll, batch)
+        self._evaluate(self.val_nll, batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_nll, "val")
+        self._end_epoch(self.val_nll, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._update(self.test_nll, batch)
+        self._evaluate(self.test_nll, batch)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch(self.test_nll, "test")
+        self._end_epoch(self.test_nll, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        return adamw_with_schedule(
-            self.model,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            learning_rate=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            adam_epsilon=hp.adam_epsilon,
-            warmup_ratio=hp.warmup_ratio,
-            warmup_steps=hp.warmup_steps,
-            lr_scheduler_type=hp.lr_scheduler_type,
-        )
+        return configure_adamw(self)
 
-    def _update(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
+    def _evaluate(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
         self._check_length(batch)
-        inputs = {k: v for k, v in batch.items() if k != "labels"}  # the metric computes the loss, not the model
-        metric.update(self.model(**inputs).logits, batch["labels"])
+        logits = self.model(**model_inputs(batch, labels=False)).logits  # the metric computes the loss itself
+        metric.update(logits, batch["labels"])
 
-    def _log_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
+    def _end_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
         values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
         self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
         metric.reset()

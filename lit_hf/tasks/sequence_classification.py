@@ -1,78 +1,23 @@
 """Sequence classification and regression: any AutoModelForSequenceClassification, with GLUE's exact metrics."""
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
-from torchmetrics.regression import PearsonCorrCoef
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
+from transformers import AutoModelForSequenceClassification
 
-from lit_hf.data.glue import GLUE_TASKS, GlueTaskName, split_names
-from lit_hf.data.sampling import gather_by_index
-from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.hub import from_hub
-from lit_hf.metrics import ExactSpearman
-from lit_hf.models import DType
-from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
+from lit_hf.errors import ConfigError
+from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
+from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
+from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
+from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.predictions import gather_by_index, log_dir
+from lit_hf.tasks.labels import configure_labels, make_metric
 
-
-def make_metric(name: str, num_labels: int) -> Metric:
-    """One metric, in float64 where it accumulates sums, so results do not depend on batching or processes."""
-    metric = {
-        "accuracy": lambda: MulticlassAccuracy(num_classes=max(num_labels, 2), average="micro"),
-        "f1": BinaryF1Score,  # of the positive class (id 1: equivalent / duplicate), as GLUE scores MRPC and QQP
-        "matthews": lambda: MatthewsCorrCoef(task="multiclass", num_classes=max(num_labels, 2)),
-        "pearson": PearsonCorrCoef,
-        "spearman": ExactSpearman,
-        "loss": MeanMetric,
-    }[name]()
-    return metric.set_dtype(torch.float64)
-
-
-def is_default_labels(config: PretrainedConfig) -> bool:
-    return all(name == f"LABEL_{i}" for i, name in config.id2label.items())
-
-
-def head_size(config: PretrainedConfig) -> int | None:
-    """The number of outputs of the checkpoint's classification head, or None when it has none (a base model)."""
-    has_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-    return config.num_labels if has_head else None
-
-
-def configure_labels(
-    config: PretrainedConfig, label_names: list[str] | None, regression: bool, ignore_mismatched_sizes: bool
-) -> list[int] | None:
-    """Set the config's labels from the data; returns the model's id for each data label when the checkpoint
-    already has the same labels in another order (whose order is kept, as run_glue does), else None."""
-    if label_names is None and not regression:
-        return None  # no labels from the data: the checkpoint's own
-    wanted = 1 if regression else len(label_names)
-    size = head_size(config)
-    if size is not None and size != wanted and not ignore_mismatched_sizes:
-        what = "a regression (1 output)" if regression else f"{wanted} labels ({', '.join(label_names)})"
-        raise LitHFError(
-            f"The data has {what} but the checkpoint's classification head has {size} outputs "
-            f"({', '.join(config.id2label.values())}); pass --model.ignore_mismatched_sizes=true for a new head."
-        )
-    if regression:
-        config.num_labels, config.problem_type = 1, "regression"
-        return None
-    own = {name.lower(): int(i) for name, i in config.label2id.items()}
-    if size == wanted and not is_default_labels(config):
-        if sorted(own) == sorted(name.lower() for name in label_names):
-            return [own[name.lower()] for name in label_names]
-        message = f"The checkpoint's labels {sorted(config.label2id)} differ from the data's; using the data's."
-        warnings.warn(message, stacklevel=3)
-    config.num_labels, config.problem_type = wanted, "single_label_classification"
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {name: i for i, name in enumerate(label_names)}
-    return None
+__all__ = ["SequenceClassificationTask", "make_metric"]
 
 
 class SequenceClassificationTask(L.LightningModule):
@@ -108,11 +53,11 @@ class SequenceClassificationTask(L.LightningModule):
 
     def __init__(
         self,
-        model_name_or_path: str = "google-bert/bert-base-uncased",
-        config_name: str | None = None,
-        tokenizer_name: str | None = None,
+        model_name_or_path: ModelPath = "google-bert/bert-base-uncased",
+        config_name: ModelPath | None = None,
+        tokenizer_name: ModelPath | None = None,
         revision: str | None = None,
-        cache_dir: str | None = None,
+        cache_dir: LocalPath | None = None,
         trust_remote_code: bool = False,
         dtype: DType | None = None,
         from_scratch: bool = False,
@@ -133,30 +78,22 @@ class SequenceClassificationTask(L.LightningModule):
         if glue_task is not None and glue_task not in GLUE_TASKS:
             raise ConfigError(f"Unknown glue_task {glue_task!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
-        config = from_hub(AutoConfig.from_pretrained, config_name or model_name_or_path, "model config", **hub)
+        config = load_config(config_name or model_name_or_path, **hub)
         order = configure_labels(config, label_names, regression, ignore_mismatched_sizes)
-        tokenizer = from_hub(AutoTokenizer.from_pretrained, tokenizer_name or model_name_or_path, "tokenizer", **hub)
-        if tokenizer.pad_token is None:  # decoder-only: pad with EOS, and tell the model which token ends a text
-            config.pad_token_id = tokenizer.eos_token_id
-        elif config.pad_token_id is None:
-            config.pad_token_id = tokenizer.pad_token_id
-        if from_scratch:
-            torch_dtype = None if dtype in (None, "auto") else getattr(torch, dtype)
-            self.model = AutoModelForSequenceClassification.from_config(
-                config, trust_remote_code=trust_remote_code, dtype=torch_dtype
-            )
-        else:
-            self.model = from_hub(
-                AutoModelForSequenceClassification.from_pretrained,
-                model_name_or_path,
-                "model",
-                config=config,
-                dtype=dtype,
-                ignore_mismatched_sizes=ignore_mismatched_sizes,
-                **hub,
-            )
-        if len(tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
-            self.model.resize_token_embeddings(len(tokenizer))
+        self.tokenizer = load_tokenizer(tokenizer_name or model_name_or_path, **hub)
+        # The data pads with the tokenizer's pad token (EOS for decoder-only models, see load_tokenizer); heads that
+        # read the last real token (GPT-2, OPT, BLOOM) find it by that id, so the config must name the same one.
+        config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = load_model(
+            AutoModelForSequenceClassification,
+            model_name_or_path,
+            config=config,
+            dtype=dtype,
+            from_scratch=from_scratch,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            **hub,
+        )
+        fit_embeddings(self.model, self.tokenizer)
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
@@ -174,50 +111,39 @@ class SequenceClassificationTask(L.LightningModule):
         return out.loss, logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self(**batch)
+        loss, _ = self(**model_inputs(batch))
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._update(self.val_metrics[dataloader_idx], batch)
+        self._evaluate(self.val_metrics[dataloader_idx], batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_metrics, "val")
+        self._end_epoch(self.val_metrics, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._update(self.test_metrics[dataloader_idx], batch)
+        self._evaluate(self.test_metrics[dataloader_idx], batch)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch(self.test_metrics, "test")
+        self._end_epoch(self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        inputs = {k: v for k, v in batch.items() if k not in ("idx", "labels")}
-        _, logits = self(**inputs)
+        _, logits = self(**model_inputs(batch, labels=False))
         scores = logits.squeeze(-1) if self.regression else logits.float().softmax(-1)
-        rows = zip(batch["idx"].tolist(), scores.float().cpu(), strict=True)
+        rows = zip(batch["index"].tolist(), scores.float().cpu(), strict=True)
         self._predictions.setdefault(dataloader_idx, []).extend(rows)
 
     def on_predict_epoch_end(self) -> None:
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank calls it
+        folder = log_dir(self.trainer)
         names = split_names(GLUE_TASKS.get(self.hparams.glue_task), "test")
         for idx in range(len(names)):
             rows = gather_by_index(self._predictions.get(idx, []))  # collective: every rank calls it
             if self.trainer.is_global_zero:
-                self._write_predictions(log_dir, idx, rows)
+                self._write_predictions(folder, idx, rows)
         self._predictions = {}
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        return adamw_with_schedule(
-            self.model,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            learning_rate=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            adam_epsilon=hp.adam_epsilon,
-            warmup_ratio=hp.warmup_ratio,
-            warmup_steps=hp.warmup_steps,
-            lr_scheduler_type=hp.lr_scheduler_type,
-        )
+        return configure_adamw(self)
 
     def _metric_names(self) -> tuple[str, ...]:
         task = GLUE_TASKS.get(self.hparams.glue_task)
@@ -231,8 +157,8 @@ class SequenceClassificationTask(L.LightningModule):
         sets = split_names(GLUE_TASKS.get(self.hparams.glue_task), kind)
         return nn.ModuleList(nn.ModuleDict({n: make_metric(n, len(self.label_names)) for n in names}) for _ in sets)
 
-    def _update(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
-        loss, logits = self(**batch)
+    def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
+        loss, logits = self(**model_inputs(batch))
         labels = batch["labels"]
         preds = logits.squeeze(-1).double() if self.regression else logits.argmax(-1)
         for name, metric in metrics.items():
@@ -241,7 +167,7 @@ class SequenceClassificationTask(L.LightningModule):
             else:
                 metric.update(preds, labels.double() if self.regression else labels)
 
-    def _log_epoch(self, metrics: nn.ModuleList, kind: str) -> None:
+    def _end_epoch(self, metrics: nn.ModuleList, kind: str) -> None:
         sets = split_names(GLUE_TASKS.get(self.hparams.glue_task), "val")
         prefixes = [name if kind == "val" else name.replace("val", kind, 1) for name in sets]
         for prefix, per_set in zip(prefixes, metrics, strict=True):

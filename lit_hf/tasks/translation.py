@@ -1,26 +1,29 @@
 """Translation: any AutoModelForSeq2SeqLM (T5, BART, Marian, mBART), scored by corpus SacreBLEU and chrF."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM
 
-from lit_hf.data.sampling import gather_by_index
-from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.hub import from_hub
+from lit_hf.errors import ConfigError, check_positive
 from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, NextTokenNLL
-from lit_hf.models import DType, load_model
-from lit_hf.optim import SchedulerType, adamw_with_schedule, check_warmup
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
-T5_FAMILY = ("t5", "mt5", "umt5")  # in float16 their activations overflow (T5 was trained in bfloat16)
+from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
+from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
+from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.predictions import log_dir, write_lines
+from lit_hf.tasks.generation import (
+    ensure_decoder_start,
+    generate_kwargs,
+    generate_texts,
+    in_dataset_order,
+    update_loss,
+    warn_if_fp16_overflows,
+)
 
 
 class EvalMetrics(torch.nn.Module):
@@ -80,11 +83,11 @@ class TranslationTask(L.LightningModule):
 
     def __init__(
         self,
-        model_name_or_path: str = "google-t5/t5-small",
-        config_name: str | None = None,
-        tokenizer_name: str | None = None,
+        model_name_or_path: ModelPath = "google-t5/t5-small",
+        config_name: ModelPath | None = None,
+        tokenizer_name: ModelPath | None = None,
         revision: str | None = None,
-        cache_dir: str | None = None,
+        cache_dir: LocalPath | None = None,
         trust_remote_code: bool = False,
         dtype: DType | None = None,
         from_scratch: bool = False,
@@ -106,26 +109,21 @@ class TranslationTask(L.LightningModule):
         check_warmup(warmup_ratio, warmup_steps)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
-        for name in ("num_beams", "max_new_tokens"):
-            if (value := getattr(self.hparams, name)) is not None and value < 1:
-                raise ConfigError(f"{name} must be positive, got {value}.")
+        check_positive(num_beams=num_beams, max_new_tokens=max_new_tokens)
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+        self.tokenizer = load_tokenizer(tokenizer_name or model_name_or_path, **hub)
         self.model = load_model(
             AutoModelForSeq2SeqLM,
             model_name_or_path,
-            config_name=config_name,
+            config=load_config(config_name or model_name_or_path, **hub),
             dtype=dtype,
             from_scratch=from_scratch,
             config_overrides=config_overrides,
             **hub,
         )
-        self.tokenizer = from_hub(
-            AutoTokenizer.from_pretrained, tokenizer_name or model_name_or_path, "tokenizer", **hub
-        )
-        if len(self.tokenizer) > self.model.get_input_embeddings().weight.shape[0]:
-            self.model.resize_token_embeddings(len(self.tokenizer))  # only grow: shrinking would drop trained rows
-        self._check_decoder_start()
-        self.generate_kwargs = self._generate_kwargs()
+        fit_embeddings(self.model, self.tokenizer)
+        ensure_decoder_start(self.model, model_name_or_path)
+        self.generate_kwargs = generate_kwargs(self.tokenizer, num_beams, max_new_tokens, forced_bos_token)
         self.val_metrics = EvalMetrics(bleu_tokenize)
         self.test_metrics = EvalMetrics(bleu_tokenize)
         self.outputs: list[tuple[int, str]] = []  # (index in the split, hypothesis) on this process, CPU only
@@ -134,15 +132,10 @@ class TranslationTask(L.LightningModule):
         return self.model(**batch)
 
     def setup(self, stage: str) -> None:
-        precision = str(self.trainer.precision) if self._trainer is not None else ""
-        if precision.startswith("16") and self.model.config.model_type in T5_FAMILY:
-            rank_zero_warn(
-                f"{self.model.config.model_type} in float16 ({precision}) overflows to NaN; "
-                "use --trainer.precision=bf16-mixed (or 32-true where bfloat16 is unsupported)."
-            )
+        warn_if_fp16_overflows(self.model, str(self.trainer.precision) if self._trainer is not None else "")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self.model(**{k: batch[k] for k in MODEL_INPUTS}).loss  # mean over labels that are not -100
+        loss = self.model(**model_inputs(batch)).loss  # mean over labels that are not -100
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -164,41 +157,23 @@ class TranslationTask(L.LightningModule):
         return hypotheses
 
     def on_predict_epoch_end(self) -> None:
-        translations = self._gather_in_order()
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank calls it
+        translations = in_dataset_order(self._take_outputs())
+        folder = log_dir(self.trainer)
         if self.trainer.is_global_zero:
-            write_lines(log_dir / "predictions.txt", translations)
+            write_lines(folder / "predictions.txt", translations)
             rows = [
                 json.dumps({"index": i, "translation": text}, ensure_ascii=False) for i, text in enumerate(translations)
             ]
-            write_lines(log_dir / "predictions.jsonl", rows)
+            write_lines(folder / "predictions.jsonl", rows)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        return adamw_with_schedule(
-            self.model,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            learning_rate=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            adam_epsilon=hp.adam_epsilon,
-            warmup_ratio=hp.warmup_ratio,
-            warmup_steps=hp.warmup_steps,
-            lr_scheduler_type=hp.lr_scheduler_type,
-        )
+        return configure_adamw(self)
 
     def _generates(self) -> bool:
         return self.hparams.predict_with_generate or self.trainer.state.fn != TrainerFn.FITTING
 
     def _evaluate(self, metrics: EvalMetrics, batch: dict[str, Any]) -> None:
-        labels = batch["labels"]
-        # The loss and generation read one encoder pass: the same outputs as two, for one pass less per batch.
-        encoder_outputs = self.model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = self.model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
-        ).logits  # (batch, target_len, vocab)
-        metrics.nll.update(logits, labels)
+        encoder_outputs = update_loss(self.model, metrics.nll, batch)
         if not self._generates():
             return
         hypotheses, lengths = self._generate(batch, encoder_outputs)
@@ -209,17 +184,7 @@ class TranslationTask(L.LightningModule):
             self.outputs.extend(zip(batch["index"].tolist(), hypotheses, strict=True))
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
-        """Hypotheses as text (nothing stays on the device) and their lengths in non-padding tokens."""
-        if encoder_outputs is not None:  # generate reuses them instead of running the encoder again
-            kwargs = {**self.generate_kwargs, "encoder_outputs": encoder_outputs}
-        else:
-            kwargs = self.generate_kwargs
-        tokens = self.model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs
-        )  # (batch, generated_len), starting with the decoder start token
-        texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        lengths = (tokens != self.tokenizer.pad_token_id).sum(-1).float()  # as run_translation.py counts gen_len
-        return [text.strip().replace("\r", " ").replace("\n", " ") for text in texts], lengths  # one per line
+        return generate_texts(self.model, self.tokenizer, batch, self.generate_kwargs, encoder_outputs)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
         generated = self._generates()
@@ -228,45 +193,11 @@ class TranslationTask(L.LightningModule):
         if not (generated and writes):
             self.outputs.clear()
             return
-        hypotheses = self._gather_in_order()
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective: every rank calls it
+        hypotheses = in_dataset_order(self._take_outputs())
+        folder = log_dir(self.trainer)
         if self.trainer.is_global_zero:
-            write_lines(log_dir / f"{prefix}_predictions.txt", hypotheses)
+            write_lines(folder / f"{prefix}_predictions.txt", hypotheses)
 
-    def _gather_in_order(self) -> list[str]:
-        """Every process's (index, text) pairs, on every process, as texts in dataset order."""
-        pairs, self.outputs = self.outputs, []
-        ordered = gather_by_index(pairs)
-        if [index for index, _ in ordered] != list(range(len(ordered))):
-            rank_zero_warn(f"Only {len(ordered)} examples were generated (limit_*_batches?); written in order.")
-        return [text for _, text in ordered]
-
-    def _check_decoder_start(self) -> None:
-        """T5 decodes from the pad token; a `T5Config()` made in transformers 5 leaves decoder_start_token_id out."""
-        config = self.model.config
-        if getattr(config, "decoder_start_token_id", None) is not None:
-            return
-        if config.model_type not in T5_FAMILY:
-            name = self.hparams.model_name_or_path
-            raise LitHFError(f"The config of {name!r} has no decoder_start_token_id; set it in config.json.")
-        config.decoder_start_token_id = config.pad_token_id
-        self.model.generation_config.decoder_start_token_id = config.pad_token_id
-
-    def _generate_kwargs(self) -> dict[str, Any]:
-        hp = self.hparams
-        kwargs: dict[str, Any] = {}
-        if hp.num_beams is not None:
-            kwargs["num_beams"] = hp.num_beams
-        if hp.max_new_tokens is not None:
-            kwargs["max_new_tokens"] = hp.max_new_tokens
-        if hp.forced_bos_token is not None:
-            token_id = self.tokenizer.convert_tokens_to_ids(hp.forced_bos_token)
-            if token_id is None or token_id == self.tokenizer.unk_token_id:
-                raise ConfigError(f"forced_bos_token {hp.forced_bos_token!r} is not a token of the tokenizer.")
-            kwargs["forced_bos_token_id"] = token_id
-        return kwargs
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    def _take_outputs(self) -> list[tuple[int, str]]:
+        rows, self.outputs = self.outputs, []
+        return rows

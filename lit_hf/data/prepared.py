@@ -1,0 +1,122 @@
+"""The split lifecycle every data module shares: which splits a stage reads, build once into the cache
+(`prepare_data`, one process per node), load on every process (`setup`), cut to `max_*_samples` after the cache."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from datasets import Dataset, DatasetDict, load_from_disk
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+from lit_hf.data.cache import cache_path, is_cached, save_atomically, tokenizer_identity
+from lit_hf.errors import LitHFError
+from lit_hf.models import load_config, load_tokenizer, max_positions
+
+# The splits each trainer entry point reads (a family with several evaluation sets names them itself).
+STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+
+Caches = dict[str, tuple[Path, dict[str, Any]]]  # split -> (cache folder, the key it was made from)
+
+
+def running_stage(trainer: L.Trainer | None) -> str | None:
+    """The trainer entry point being run (`fit`, `validate`, ...), or None for a data module used on its own."""
+    fn = trainer.state.fn if trainer is not None else None
+    return getattr(fn, "value", fn)
+
+
+def linked_tokenizer(hp: Any) -> PreTrainedTokenizerBase:
+    """The tokenizer named by a data module's options linked to the model's (the same object the task holds)."""
+    hub = {"revision": hp.revision, "cache_dir": hp.cache_dir, "trust_remote_code": hp.trust_remote_code}
+    return load_tokenizer(hp.tokenizer_name_or_path, **hub)
+
+
+def linked_config(hp: Any) -> PretrainedConfig | None:
+    """The model config a data module's linked options name; None when none is named (used on its own)."""
+    if not hp.config_name_or_path:
+        return None
+    hub = {"revision": hp.revision, "cache_dir": hp.cache_dir, "trust_remote_code": hp.trust_remote_code}
+    return load_config(hp.config_name_or_path, **hub)
+
+
+def linked_position_limit(hp: Any) -> int | None:
+    """The position limit of the model config a data module's linked options name (None without one)."""
+    return max_positions(linked_config(hp))
+
+
+def capped_length(requested: int | None, tokenizer: PreTrainedTokenizerBase, limit: int | None, option: str) -> int:
+    """A length option: by default min(1024, the tokenizer's and the model's limits); above the model's is an error."""
+    if requested is None:
+        return min(1024, tokenizer.model_max_length, limit or 1024)
+    if limit is not None and requested > limit:
+        raise LitHFError(f"{option} {requested} exceeds the model's {limit} positions; lower --data.{option}.")
+    return requested
+
+
+def caches(
+    splits: tuple[str, ...] | list[str],
+    family: str,
+    cache_dir: str | None,
+    tokenizer: PreTrainedTokenizerBase,
+    key: Callable[[str], dict[str, Any]],
+) -> Caches:
+    """Each split's cache folder and key: `key(split)` holds the family's options, to which the format version,
+    the split and the tokenizer's identity are added (hashed once: hashing a tokenizer is not free)."""
+    identity = tokenizer_identity(tokenizer)
+    out: Caches = {}
+    for split in splits:
+        full = {"format": 2, "split": split, "tokenizer": identity, **key(split)}
+        out[split] = (cache_path(cache_dir, family, full), full)
+    return out
+
+
+def prepare_splits(
+    caches: Caches,
+    load_raw: Callable[[], DatasetDict],
+    build: Callable[[DatasetDict, str, str], Dataset | None],
+    overwrite: bool,
+) -> None:
+    """Build every split that is not cached yet from the raw data (loaded once, only if needed) and save it.
+
+    `build(raw, split, tag)` returns the processed split, or None for an optional split the data does not have.
+    `tag` names the cache entry: `map(new_fingerprint=f"{tag}-<step>")` spares `datasets` from hashing the
+    tokenizer for its own fingerprint (most of the preprocessing time for GPT-2), since the key already decides.
+    """
+    raw: DatasetDict | None = None
+    for split, (path, key) in caches.items():
+        if is_cached(path) and not overwrite:
+            continue
+        raw = raw if raw is not None else load_raw()
+        processed = build(raw, split, path.name)
+        if processed is not None:
+            save_atomically(DatasetDict({split: processed}), path, key)
+
+
+def load_splits(caches: Caches, limits: Callable[[str], int | None]) -> dict[str, Dataset]:
+    """The cached splits (those the data has: `prepare_data` raised for a needed one that is missing), each cut
+    to its first `limits(split)` examples."""
+    loaded = {}
+    for split, (path, _) in caches.items():
+        if is_cached(path):
+            loaded[split] = first_n(load_from_disk(str(path))[split], limits(split))
+    return loaded
+
+
+def map_batched(
+    dataset: Dataset, fn: Callable[[dict[str, list]], dict[str, list]], tag: str, step: str, hp: Any, drop: bool
+) -> Dataset:
+    """`dataset.map(fn, batched=True)` with the data module's `preprocessing_num_workers` and `overwrite_cache`,
+    named by the cache entry's `tag` (no fingerprint hashing of `fn`); `drop` removes the input columns."""
+    return dataset.map(
+        fn,
+        batched=True,
+        num_proc=hp.preprocessing_num_workers,
+        remove_columns=dataset.column_names if drop else None,
+        load_from_cache_file=not hp.overwrite_cache,
+        new_fingerprint=f"{tag}-{step}",
+        desc=f"{step.capitalize()} {dataset.split or ''}".strip(),
+    )
+
+
+def first_n(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
