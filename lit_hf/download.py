@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("repo_id", help="e.g. openai-community/gpt2 or Salesforce/wikitext")
     cli.add_argument("--repo_type", choices=["model", "dataset"], default="model", help="default: model")
     cli.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
-    cli.add_argument("--local_dir", default=None, help="copy the files here instead of only into the HF_HOME cache")
+    cli.add_argument("--local_dir", default=None, help="a plain folder for the files, instead of the HF_HOME cache")
     cli.add_argument(
         "--include",
         nargs="+",

@@ -25,7 +25,17 @@ def free_port() -> int:
 
 def commit_repo(path: Path) -> None:
     """`path` as a git repository with one commit on `main`: the layout olah's `mirrors-path` serves."""
-    git = ["git", "-C", str(path), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    git = [
+        "git",
+        "-C",
+        str(path),
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.com",
+        "-c",
+        "core.compression=0",
+    ]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "tiny test repository"], check=True)
@@ -85,7 +95,7 @@ def start_olah(root: Path, mirrors: Path) -> tuple[subprocess.Popen, int, Path]:
 
 class Relay(ThreadingHTTPServer):
     """An HTTP relay (also usable as a forward proxy) in front of the mirror that records every request and can cut
-    a file's response short once or every time, as a dropped connection would.
+    a file's response short, as a dropped connection would, or fail it with HTTP 500.
 
     It reads each upstream response whole and sends it with a Content-Length, so a cut is a short body.
     """
@@ -95,8 +105,9 @@ class Relay(ThreadingHTTPServer):
     def __init__(self, upstream_port: int) -> None:
         super().__init__(("127.0.0.1", 0), RelayHandler)
         self.upstream_port = upstream_port
-        self.log: list[dict] = []  # method, path, range, status, sent (body bytes), proxied (absolute URL)
+        self.log: list[dict] = []  # method, path, range, status, sent (body bytes), proxied, authorization
         self.cuts: dict[str, list[int]] = {}  # file name -> bytes to send, one entry per response to cut
+        self.failing: set[str] = set()  # file names answered with HTTP 500
         self.lock = threading.Lock()
 
     @property
@@ -121,6 +132,9 @@ class RelayHandler(BaseHTTPRequestHandler):
 
     def relay(self) -> None:
         path = urlsplit(self.path)._replace(scheme="", netloc="").geturl()  # a proxy request names the whole URL
+        if self.command == "GET" and path.split("?")[0].rpartition("/")[2] in self.server.failing:
+            self.send_error(500)
+            return
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
@@ -140,6 +154,7 @@ class RelayHandler(BaseHTTPRequestHandler):
             self.server.log.append(
                 {"method": self.command, "path": path, "range": self.headers.get("Range"), "status": response.status}
                 | {"sent": 0 if self.command == "HEAD" else len(sent), "proxied": self.path.startswith("http")}
+                | {"authorization": self.headers.get("Authorization")}
             )
         if cut is not None:
             self.close_connection = True

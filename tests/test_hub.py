@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from mirror import commit_repo, copy_tokenizer, hub_env, lit_hf, seed_branch, start_olah, start_relay
+from reference import read_results
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
+from lit_hf.cli import main
 from lit_hf.download import parser, selection
 from lit_hf.hub import probe_address
-
-pytest.importorskip("olah")
 
 MODEL_FILES = {"README.md", "config.json", "generation_config.json", "merges.txt", "vocab.json"}
 CHUNK = 1024 * 1024
@@ -35,9 +35,9 @@ def model_repo(path: Path, tokenizers: Path, safetensors: bool) -> None:
     if not safetensors:
         (path / "model.safetensors").unlink()
     copy_tokenizer(tokenizers / "gpt2", path)
-    for name in ("tf_model.h5", "flax_model.msgpack", "rust_model.ot", "onnx/model.onnx"):  # only names matter
+    for name in ("tf_model.h5", "flax_model.msgpack", "rust_model.ot", "onnx/model.onnx", "coreml/model.mlmodel"):
         (path / name).parent.mkdir(exist_ok=True)
-        (path / name).write_bytes(os.urandom(50_000))
+        (path / name).write_bytes(os.urandom(50_000))  # stand-ins: only their names matter
     (path / "README.md").write_text("# tiny-gpt2\n\nA 2-layer GPT-2 with random weights, for tests.\n")
     commit_repo(path)
 
@@ -99,7 +99,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 )
 def test_download_fetches_one_weight_format(mirror, relay, tmp_path, repo, weights):
     target = tmp_path / "model"
-    result = lit_hf("download", f"org/{repo}", "--local_dir", str(target), env=hub_env(tmp_path, relay.url))
+    env = hub_env(tmp_path, relay.url, HF_TOKEN="hf_test_token")
+    result = lit_hf("download", f"org/{repo}", "--local_dir", str(target), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(target)
     assert f"--model.model_name_or_path={target}" in result.stderr
@@ -110,20 +111,22 @@ def test_download_fetches_one_weight_format(mirror, relay, tmp_path, repo, weigh
     } == MODEL_FILES | {weights}
     for name in files_in(target):
         assert sha256(target / name) == sha256(source / name), name
+    assert {entry["authorization"] for entry in relay.log} == {"Bearer hf_test_token"}
     loaded = AutoModelForCausalLM.from_pretrained(target).state_dict()
     for name, tensor in tiny_gpt2().state_dict().items():
         assert torch.equal(loaded[name], tensor), name
 
 
 def test_download_resumes_and_keeps_finished_files(mirror, relay, tmp_path):
-    """A download cut every time ends in one line; the rerun fetches only the unfinished file, and its own cut is
-    retried with a Range request from the last whole chunk received (olah answers it with the whole file)."""
+    """A download whose weights fail (HTTP 500) ends in one line; the rerun fetches only the unfinished file, and a
+    connection dropped mid-file is retried with a Range request from the last whole chunk received."""
     target, env = tmp_path / "model", hub_env(tmp_path, relay.url)
-    relay.cuts["model.safetensors"] = [1_000_000] * 6  # hf_hub tries 1 + 5 times
+    relay.failing.add("model.safetensors")
     first = lit_hf("download", "org/tiny-gpt2", "--local_dir", str(target), env=env)
     assert_one_line_error(first, "org/tiny-gpt2", "Run the same command again")
     assert files_in(target) == MODEL_FILES  # everything but the weights
     relay.log.clear()
+    relay.failing.clear()
     relay.cuts["model.safetensors"] = [10 * CHUNK + 500_000]  # once, after one whole chunk
     second = lit_hf("download", "org/tiny-gpt2", "--local_dir", str(target), env=env)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -142,6 +145,7 @@ def test_download_dataset_through_a_proxy(mirror, relay, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     folder = result.stdout.strip()
     assert f"--data.dataset_name={folder}" in result.stderr
+    assert files_in(Path(folder)) == {"README.md", "train.txt", "validation.txt"}
     assert relay.log and all(entry["proxied"] for entry in relay.log)
     loaded = datasets.load_dataset(folder, cache_dir=str(tmp_path / "datasets"))
     lines = (mirror["repos"] / "datasets/org/tiny-wikitext/train.txt").read_text().splitlines()
@@ -167,18 +171,32 @@ def test_fit_by_hub_ids_through_the_mirror(mirror, tmp_path):
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert read_results(tmp_path)["global_step"] == 2
     served = mirror["log"].read_text()[start:]
     for path in ("/org/tiny-gpt2/resolve/", "model.safetensors", "/datasets/org/tiny-wikitext/resolve/", "train.txt"):
         assert path in served, path
 
 
-def test_stopped_mirror_gives_one_line(mirror, tmp_path):
+@pytest.mark.parametrize("why", ["stopped", "offline-mode"])
+def test_stopped_mirror_or_offline_mode_gives_one_line(mirror, monkeypatch, capsys, why):
+    """In-process (the checks come before any hub call): `main` exits 2 after one line naming the way out."""
+    import huggingface_hub.constants
+
+    from lit_hf.hub import hub_reachable
+
     relay = start_relay(mirror["port"])
     relay.shutdown()
     relay.server_close()  # nothing listens on its port now
-    result = lit_hf("download", "org/tiny-gpt2", env=hub_env(tmp_path, relay.url))
-    host, port = relay.url.removeprefix("http://").split(":")
-    assert_one_line_error(result, "'org/tiny-gpt2'", "unreachable", f"{host}:{port}", "HF_ENDPOINT")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", relay.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", why == "offline-mode")
+    hub_reachable.cache_clear()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download", "org/tiny-gpt2"])
+    hub_reachable.cache_clear()
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("lit_hf: error: Cannot download 'org/tiny-gpt2': ")
+    assert ("HF_HUB_OFFLINE=1" if why == "offline-mode" else f"{relay.url.removeprefix('http://')} within 3 s") in line
 
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
