@@ -5,13 +5,15 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mirror import commit_repo, copy_tokenizer, hub_env, lit_hf, seed_branch, start_olah, start_relay
-from reference import read_results
+from reference import read_results, reference_blocks
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
+from lit_hf.data import LanguageModelingDataModule
 from lit_hf.download import parser, selection
 from lit_hf.hub import probe_address
 
@@ -43,10 +45,14 @@ def model_repo(path: Path, tokenizers: Path, safetensors: bool) -> None:
 
 
 def dataset_repo(path: Path, wikitext: Path) -> None:
-    path.mkdir(parents=True)
+    """Laid out as the hub's Salesforce/wikitext: a `text` column of lines with their line breaks, in parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (path / "data").mkdir(parents=True)
     lines = wikitext.read_text(encoding="utf-8").splitlines(keepends=True)[:LINES]
-    (path / "train.txt").write_text("".join(lines[:60]))
-    (path / "validation.txt").write_text("".join(lines[60:]))
+    for split, rows in (("train", lines[:60]), ("validation", lines[60:])):
+        pq.write_table(pa.table({"text": rows}), path / "data" / f"{split}-00000-of-00001.parquet")
     (path / "README.md").write_text("# tiny-wikitext\n\nA few lines of WikiText-2 (raw), for tests.\n")
     commit_repo(path)
 
@@ -104,6 +110,7 @@ def test_download_fetches_one_weight_format(mirror, relay, tmp_path, repo, weigh
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(target)
     assert f"--model.model_name_or_path={target}" in result.stderr
+    assert "Fetching 6 files: 100%" in result.stderr  # huggingface_hub's progress bar
     source = mirror["repos"] / "models" / "org" / repo
     assert files_in(target) == MODEL_FILES | {weights}
     assert {
@@ -136,21 +143,28 @@ def test_download_resumes_and_keeps_finished_files(mirror, relay, tmp_path):
     assert sha256(target / "model.safetensors") == sha256(mirror["repos"] / "models/org/tiny-gpt2/model.safetensors")
 
 
-def test_download_dataset_through_a_proxy(mirror, relay, tmp_path):
-    """HF_ENDPOINT names a host that does not resolve; HTTP_PROXY reaches the mirror: probe and downloads use it."""
-    import datasets
-
+def test_download_dataset_through_a_proxy(mirror, relay, tmp_path, data_dir, gpt2_tokenizer):
+    """HF_ENDPOINT names a host that does not resolve; HTTP_PROXY reaches the mirror: probe and downloads use it.
+    The printed folder, given as `dataset_name`, gives the blocks of the same lines tokenized one by one."""
     env = hub_env(tmp_path, "http://hub.mirror.invalid", HTTP_PROXY=relay.url)
     result = lit_hf("download", "org/tiny-wikitext", "--repo_type", "dataset", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     folder = result.stdout.strip()
     assert f"--data.dataset_name={folder}" in result.stderr
-    assert files_in(Path(folder)) == {"README.md", "train.txt", "validation.txt"}
     assert relay.log and all(entry["proxied"] for entry in relay.log)
-    loaded = datasets.load_dataset(folder, cache_dir=str(tmp_path / "datasets"))
-    lines = (mirror["repos"] / "datasets/org/tiny-wikitext/train.txt").read_text().splitlines()
-    assert loaded["train"]["text"] == lines
-    assert len(loaded["validation"]) == LINES - 60
+    parquet = {f"data/{split}-00000-of-00001.parquet" for split in ("train", "validation")}
+    assert files_in(Path(folder)) == {"README.md"} | parquet
+    data = LanguageModelingDataModule(
+        tokenizer_name_or_path=str(mirror["repos"] / "models/org/tiny-gpt2"),  # config.json + the GPT-2 files
+        dataset_name=folder,
+        block_size=32,
+        data_cache_dir=str(tmp_path / "cache"),
+    )
+    data.prepare_data()
+    data.setup("fit")
+    text = tmp_path / "train.txt"
+    text.write_text("".join((data_dir / "wikitext/wikitext-2/valid.txt").read_text().splitlines(True)[:60]))
+    np.testing.assert_array_equal(data.datasets["train"]["input_ids"], reference_blocks(text, gpt2_tokenizer, 32))
 
 
 def test_fit_by_hub_ids_through_the_mirror(mirror, tmp_path):
@@ -173,7 +187,7 @@ def test_fit_by_hub_ids_through_the_mirror(mirror, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_results(tmp_path)["global_step"] == 2
     served = mirror["log"].read_text()[start:]
-    for path in ("/org/tiny-gpt2/resolve/", "model.safetensors", "/datasets/org/tiny-wikitext/resolve/", "train.txt"):
+    for path in ("/org/tiny-gpt2/resolve/", "model.safetensors", "/datasets/org/tiny-wikitext/resolve/", "train-0"):
         assert path in served, path
 
 
