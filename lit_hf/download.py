@@ -81,7 +81,7 @@ def download(args: argparse.Namespace) -> str:
     files = list_files(args)
     allow, ignore = selection(args, files)
     chosen = list(filter_repo_objects(files, allow_patterns=allow, ignore_patterns=ignore))
-    megabytes = sum(files[name] or 0 for name in chosen) / 1e6
+    megabytes = sum(files[name] for name in chosen) / 1e6
     print(f"Fetching {len(chosen)} of {len(files)} files ({megabytes:.1f} MB): {', '.join(chosen)}", file=sys.stderr)
     try:
         return huggingface_hub.snapshot_download(
