@@ -249,18 +249,22 @@ def test_probe_goes_to_the_endpoint_port_or_its_proxy(monkeypatch, endpoint, env
     assert probe_address(endpoint) == want
 
 
+SAFETENSORS_REPO = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"]
+BIN_REPO = ["config.json", "pytorch_model.bin", "pytorch_model.bin.index.json", "flax_model.msgpack"]
+
+
 @pytest.mark.parametrize(
-    ("argv", "want"),
+    ("argv", "files", "want"),
     [
-        (["org/m"], {"config.json", "model.safetensors"}),
-        (["org/m", "--exclude", "*.json"], {"model.safetensors"}),
-        (["org/m", "--include", "*.h5", "*.json"], {"config.json", "tf_model.h5"}),
-        (["org/d", "--repo_type", "dataset"], {"config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"}),
+        (["org/m"], SAFETENSORS_REPO, {"config.json", "model.safetensors"}),
+        (["org/m"], BIN_REPO, {"config.json", "pytorch_model.bin", "pytorch_model.bin.index.json"}),
+        (["org/m", "--exclude", "*.json"], SAFETENSORS_REPO, {"model.safetensors"}),
+        (["org/m", "--include", "*.h5", "*.json"], SAFETENSORS_REPO, {"config.json", "tf_model.h5"}),
+        (["org/d", "--repo_type", "dataset"], SAFETENSORS_REPO, set(SAFETENSORS_REPO)),
     ],
 )
-def test_selection_rules(argv, want):
+def test_selection_rules(argv, files, want):
     from huggingface_hub.utils import filter_repo_objects
 
-    files = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"]
     allow, ignore = selection(parser().parse_args(argv), files)
     assert set(filter_repo_objects(files, allow_patterns=allow, ignore_patterns=ignore)) == want
