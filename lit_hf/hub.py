@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-import datasets
 import huggingface_hub.constants
 
 from lit_hf.errors import LitHFError, first_line
@@ -57,6 +56,8 @@ def use_offline_mode_if_unreachable() -> None:
     """Switch this process (and its children) to offline mode when the hub cannot be reached, so cached files load."""
     if is_offline() or hub_reachable():
         return
+    import datasets.config  # here, not at the top: `download` needs only huggingface_hub
+
     huggingface_hub.constants.HF_HUB_OFFLINE = True
     datasets.config.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
