@@ -66,6 +66,11 @@ class LitHFCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `lit-hf` and `python -m lit_hf`; user mistakes end with one line and exit status 2."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["download"]:  # a hub command, not a Lightning subcommand
+        from lit_hf.download import main as download
+
+        return download(argv[1:])
     try:
         LitHFCLI(
             subclass_mode_model=True,

@@ -3,12 +3,12 @@
 import functools
 import os
 import socket
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-import datasets
 import huggingface_hub.constants
 
 from lit_hf.errors import LitHFError, first_line
@@ -25,12 +25,28 @@ def is_offline() -> bool:
     return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
+
+
+def probe_address(endpoint: str) -> tuple[str, int]:
+    """Where the first connection to `endpoint` goes: its proxy when one applies, else the endpoint itself.
+
+    The proxy is chosen from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY as requests and httpx choose it;
+    the port is the URL's own, else its scheme's (`http://host` is port 80, not 443).
+    """
+    url = urlparse(endpoint)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.netloc):
+        url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    return url.hostname or "", url.port or DEFAULT_PORTS.get(url.scheme, 443)
+
+
 @functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connect to the endpoint; the hub libraries would otherwise retry for half a minute."""
-    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    """One TCP connect to the endpoint (or its proxy); the hub libraries would otherwise retry for half a minute."""
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+        with socket.create_connection(probe_address(huggingface_hub.constants.ENDPOINT), timeout=timeout):
             return True
     except OSError:
         return False
@@ -40,6 +56,8 @@ def use_offline_mode_if_unreachable() -> None:
     """Switch this process (and its children) to offline mode when the hub cannot be reached, so cached files load."""
     if is_offline() or hub_reachable():
         return
+    import datasets.config  # here, not at the top: `download` needs only huggingface_hub
+
     huggingface_hub.constants.HF_HUB_OFFLINE = True
     datasets.config.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
