@@ -56,6 +56,9 @@ def adamw_with_schedule(
     # One kernel per step over all parameters where torch has it: the same update as the per-tensor loop.
     fused = all(fused_supported(p) for group in groups for p in group["params"])
     optimizer = torch.optim.AdamW(groups, lr=learning_rate, eps=adam_epsilon, fused=fused or None)
+    # A fused optimizer says it unscales fp16 gradients itself, and Lightning then refuses gradient clipping under
+    # any mixed precision (bf16 too). Saying no lets the GradScaler unscale before clipping, as for other optimizers.
+    optimizer._step_supports_amp_scaling = False
     warmup = warmup_steps or math.ceil(warmup_ratio * total_steps)  # as transformers.TrainingArguments rounds it
     scheduler = get_scheduler(
         lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1)
