@@ -38,7 +38,7 @@ class NextTokenNLL(Metric):
         self.add_state("tokens", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, labels: Tensor) -> None:
-        # Shift the labels, not the logits: slicing logits[:, :-1] would make flattening them copy.
+        # Shift the labels, not the logits: the last position then predicts nothing and is skipped like padding.
         targets = F.pad(labels[:, 1:], (0, 1), value=self.ignore_index) if self.shift else labels
         rows, cols = (targets != self.ignore_index).nonzero(as_tuple=True)  # (predicted tokens,) each
         step = max(1, self.chunk_bytes // (8 * logits.shape[-1]))
