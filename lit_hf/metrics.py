@@ -10,6 +10,9 @@ from torchmetrics import Metric, SpearmanCorrCoef
 from torchmetrics.functional.regression.spearman import _rank_data
 from torchmetrics.utilities import dim_zero_cat
 
+# Rows of logits per float64 chunk: about 16 MiB of them at a time (at least one row), whatever the vocabulary.
+CHUNK_BYTES = 16 * 2**20
+
 
 class NextTokenNLL(Metric):
     """Sums the next-token negative log-likelihood and correct argmax predictions over all predicted tokens.
@@ -17,32 +20,39 @@ class NextTokenNLL(Metric):
     `update(logits, labels)` takes (batch, seq_len, vocab) logits and (batch, seq_len) labels with -100 where no
     prediction counts; position t predicts label t + 1 (`shift=True`, decoder-only models) or label t
     (`shift=False`, encoder-decoder models, whose decoder inputs are the labels shifted right). `compute()`
-    returns total NLL / tokens (the loss), exp of it (perplexity) and the accuracy. States are float64 sums, so
-    the result does not depend on how the set is split into batches or processes.
+    returns total NLL / tokens (the loss), exp of it (perplexity) and the accuracy. The log-softmax runs in
+    float64 over chunks of predicted rows (`chunk_bytes` of float64 each), so it is exact to float64 rounding
+    whatever the logits' dtype and never copies the logits whole. States are float64 sums, so the result does not
+    depend on how the set is split into batches or processes.
     """
 
     full_state_update = False
 
-    def __init__(self, ignore_index: int = -100, shift: bool = True) -> None:
+    def __init__(self, ignore_index: int = -100, shift: bool = True, chunk_bytes: int = CHUNK_BYTES) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.shift = shift
+        self.chunk_bytes = chunk_bytes
         self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("correct", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("tokens", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, labels: Tensor) -> None:
-        # Shift the labels, not the logits: viewing (batch * seq_len, vocab) copies nothing.
+        # Shift the labels, not the logits: the last position then predicts nothing and is skipped like padding.
         targets = F.pad(labels[:, 1:], (0, 1), value=self.ignore_index) if self.shift else labels
-        targets = targets.flatten()  # (batch * seq_len,)
-        flat = logits.flatten(0, 1)
-        flat = flat if flat.dtype == torch.float32 else flat.float()
-        keep = targets != self.ignore_index
-        nll = F.cross_entropy(flat, targets, ignore_index=self.ignore_index, reduction="none")
+        rows, cols = (targets != self.ignore_index).nonzero(as_tuple=True)  # (predicted tokens,) each
+        step = max(1, self.chunk_bytes // (8 * logits.shape[-1]))
+        nll = correct = torch.zeros((), dtype=torch.float64, device=logits.device)
+        for start in range(0, len(rows), step):
+            r, c = rows[start : start + step], cols[start : start + step]
+            chunk = logits[r, c].double()  # (step, vocab): the only copy of logits, a bounded one
+            target = targets[r, c]
+            nll = nll + (chunk.logsumexp(-1) - chunk.gather(-1, target[:, None])[:, 0]).sum()
+            correct = correct + (chunk.argmax(-1) == target).sum()
         # Out-of-place: states made under trainer.validate's inference mode cannot be updated in place later.
-        self.nll = self.nll + nll.double().sum()
-        self.correct = self.correct + ((flat.argmax(-1) == targets) & keep).sum().double()
-        self.tokens = self.tokens + keep.sum().double()
+        self.nll = self.nll + nll
+        self.correct = self.correct + correct
+        self.tokens = self.tokens + len(rows)
 
     def compute(self) -> dict[str, Tensor]:
         loss = self.nll / self.tokens
