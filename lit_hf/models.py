@@ -81,7 +81,8 @@ def load_model(
     config_overrides: str | None = None,
     ignore_mismatched_sizes: bool = False,
 ) -> PreTrainedModel:
-    """Pretrained weights under `config`, or (from_scratch) random weights for it with `config_overrides` applied.
+    """Pretrained weights under `config`, or (from_scratch) random weights for it with `config_overrides` applied;
+    in train mode either way.
 
     `ignore_mismatched_sizes` puts newly initialised weights where the checkpoint's have another shape (a new head).
     """
@@ -89,7 +90,10 @@ def load_model(
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
         if ignore_mismatched_sizes:
             hub["ignore_mismatched_sizes"] = True
-        return from_hub(auto_class.from_pretrained, model_name_or_path, "model", config=config, dtype=dtype, **hub)
+        model = from_hub(auto_class.from_pretrained, model_name_or_path, "model", config=config, dtype=dtype, **hub)
+        # from_pretrained returns eval mode, and Lightning keeps each module's mode at the start of fit: without
+        # this, pretrained models would fine-tune with dropout off. Lightning switches modes around evaluation.
+        return model.train()
     if config_overrides:
         try:
             config.update_from_string(config_overrides)  # "n_embd=64,n_layer=2"

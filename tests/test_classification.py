@@ -243,3 +243,11 @@ def test_new_head_on_a_checkpoint_of_another_size(classifier_dir):
     task = SequenceClassificationTask(str(classifier_dir("bert", 2)), label_names=labels, ignore_mismatched_sizes=True)
     assert task.model.config.num_labels == 3 and task.model.classifier.weight.shape[0] == 3
     assert task.model.config.id2label == dict(enumerate(labels))
+
+
+def test_pretrained_model_fine_tunes_in_train_mode(classifier_dir):
+    """from_pretrained returns eval mode and Lightning keeps module modes at fit start: dropout must be on."""
+    from lit_hf.tasks import SequenceClassificationTask
+
+    task = SequenceClassificationTask(str(classifier_dir("bert", 2)), label_names=["a", "b"])
+    assert all(module.training for module in task.model.modules())

@@ -352,3 +352,8 @@ def test_t5_in_float16_warns(t5_dir: Path) -> None:
     task._trainer = type("FakeTrainer", (), {"precision": "16-mixed"})()
     with pytest.warns(UserWarning, match="bf16-mixed"):
         task.setup("fit")
+
+
+def test_pretrained_model_fine_tunes_in_train_mode(t5_dir: Path) -> None:
+    task = TranslationTask(str(t5_dir))  # from_pretrained, as a user's pretrained checkpoint
+    assert all(module.training for module in task.model.modules())

@@ -73,7 +73,6 @@ class CausalLMTask(L.LightningModule):
             **hub,
         )
         fit_embeddings(self.model, self.tokenizer)
-        self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         self.max_positions = max_positions(self.model.config)
         self.val_nll = NextTokenNLL()
         self.test_nll = NextTokenNLL()
