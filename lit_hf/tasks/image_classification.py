@@ -83,6 +83,7 @@ class ImageClassificationTask(L.LightningModule):
             ignore_mismatched_sizes=ignore_mismatched_sizes,
             **hub,
         )
+        self.model.train()  # from_pretrained returns eval mode (BatchNorm would not learn its statistics)
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
