@@ -155,6 +155,19 @@ def test_fit_export_and_pipeline_parity(tmp_path, model_dir):
             assert row["probabilities"][guess["label"]] == pytest.approx(guess["score"], abs=1e-5)
 
 
+def test_training_with_augmentation_is_reproducible(tmp_path, model_dir, folders):
+    args = [f"--data.train_dir={folders / 'train'}", f"--data.validation_dir={folders / 'validation'}"]
+    args += ["--seed_everything=7", "--trainer.max_epochs=2", "--data.batch_size=8"]
+    weights = []
+    for _ in range(2):
+        run = new_run(tmp_path, in_process, "fit", model_dir, *args)
+        weights.append(AutoModelForImageClassification.from_pretrained(run / "huggingface").state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    original = AutoModelForImageClassification.from_pretrained(model_dir).state_dict()
+    assert not torch.equal(weights[0]["classifier.1.weight"], original["classifier.1.weight"])  # it trained
+
+
 def test_seeded_augmentation_is_reproducible_and_keeps_its_bounds(model_dir):
     processor = AutoImageProcessor.from_pretrained(model_dir)
     rows = [{"image": noise_image(np.random.default_rng(i), 0), "labels": i} for i in range(6)]
