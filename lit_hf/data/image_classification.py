@@ -1,9 +1,7 @@
 """Image classification data: the hub, class folders or a saved dataset; images cached as-is, transformed per batch."""
 
 import functools
-import os
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -13,17 +11,16 @@ from torch.utils.data import DataLoader
 
 from lit_hf.data import image_inputs
 from lit_hf.data.cache import tree_identity
-from lit_hf.data.image_inputs import ImageCollator
+from lit_hf.data.image_inputs import ImageCollator, class_folders, load_image_folders
 from lit_hf.data.prepared import Caches, caches, load_splits, map_batched, prepare_splits, running_stage
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import load_hub, load_saved, require_columns
-from lit_hf.errors import ConfigError, LitHFError, first_line
+from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.models import load_image_processor
 from lit_hf.paths import LocalPath, ModelPath
 
 # The splits each entry point reads; `predict` labels the test split, as the classification family does.
 SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
-SPLIT_FOLDERS = ("train", "validation", "val", "valid", "test")  # what `imagefolder` reads as splits in data_dir
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -194,6 +191,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         dirs = {"train": hp.train_dir, "validation": hp.validation_dir, "test": hp.test_dir}
         return {split: folder for split, folder in dirs.items() if folder}
 
+    @functools.cache  # noqa: B019 (read for the labels and again to build the splits: load once)
     def _load_raw(self) -> DatasetDict:
         hp = self.hparams
         if self._dirs() or hp.data_dir:
@@ -226,32 +224,3 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return {"source": source, "columns": columns, "labels": self.label_names, "split_options": split_options}
 
         return caches(splits, "img", hp.data_cache_dir, None, key)
-
-
-def class_folders(folder: str) -> list[str]:
-    """The class subfolders of `folder`; a missing folder, none at all, or one without files is an error."""
-    if not os.path.isdir(folder):
-        raise LitHFError(f"The image folder {folder!r} does not exist.")
-    classes = sorted(entry for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry)))
-    if not classes:
-        raise LitHFError(f"The image folder {folder!r} has no class subfolders; put each class's images in its own.")
-    for name in classes:
-        if not any(p.is_file() for p in Path(folder, name).rglob("*")):
-            raise LitHFError(f"The class folder {os.path.join(folder, name)!r} has no images; add some or remove it.")
-    return classes
-
-
-def load_image_folders(dirs: dict[str, str], data_dir: str | None, cache_dir: str | None) -> DatasetDict:
-    """`imagefolder` splits: one per given class-folder directory, or the split folders (else all) of data_dir."""
-    if data_dir:
-        splits = [os.path.join(data_dir, s) for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(data_dir, s))]
-        for folder in splits or [data_dir]:
-            class_folders(folder)
-    else:
-        for folder in dirs.values():
-            class_folders(folder)
-    files = {split: os.path.join(folder, "**") for split, folder in dirs.items()} or None
-    try:
-        return datasets.load_dataset("imagefolder", data_dir=data_dir, data_files=files, cache_dir=cache_dir)
-    except Exception as err:  # the builder raises many types for one cause: the folder does not read as images
-        raise LitHFError(f"The image folders could not be read as `imagefolder`: {first_line(err)}") from err

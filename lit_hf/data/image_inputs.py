@@ -1,4 +1,4 @@
-"""Per-example transforms for image classification: reading checks, label ids, augmentation and the batch collator.
+"""Image classification inputs: class folders, reading checks, label ids, augmentation and the batch collator.
 
 torchvision is not used: its PyPI wheels for torch 2.13 are CUDA builds that do not load beside the CPU torch, so
 the two augmentations `run_image_classification.py` takes from it (random resized crop, horizontal flip) are written
@@ -7,17 +7,51 @@ here with Pillow and torch, following torchvision's sampling rule.
 
 import io
 import math
+import os
+from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset
+from datasets import ClassLabel, Dataset, DatasetDict
 from datasets import Image as ImageFeature
 from PIL import Image
 from torch import Tensor
 from transformers import BaseImageProcessor
 
-from lit_hf.errors import LitHFError
+from lit_hf.errors import LitHFError, first_line
+
+SPLIT_FOLDERS = ("train", "validation", "val", "valid", "test")  # what `imagefolder` reads as splits in data_dir
+
+
+def class_folders(folder: str) -> list[str]:
+    """The class subfolders of `folder`; a missing folder, none at all, or one without files is an error."""
+    if not os.path.isdir(folder):
+        raise LitHFError(f"The image folder {folder!r} does not exist.")
+    classes = sorted(entry for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry)))
+    if not classes:
+        raise LitHFError(f"The image folder {folder!r} has no class subfolders; put each class's images in its own.")
+    for name in classes:
+        if not any(p.is_file() for p in Path(folder, name).rglob("*")):
+            raise LitHFError(f"The class folder {os.path.join(folder, name)!r} has no images; add some or remove it.")
+    return classes
+
+
+def load_image_folders(dirs: dict[str, str], data_dir: str | None, cache_dir: str | None) -> DatasetDict:
+    """`imagefolder` splits: one per given class-folder directory, or the split folders (else all) of data_dir."""
+    if data_dir:
+        splits = [os.path.join(data_dir, s) for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(data_dir, s))]
+        for folder in splits or [data_dir]:
+            class_folders(folder)
+    else:
+        for folder in dirs.values():
+            class_folders(folder)
+    files = {split: os.path.join(folder, "**") for split, folder in dirs.items()} or None
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=data_dir, data_files=files, cache_dir=cache_dir)
+    except Exception as err:  # the builder raises many types for one cause: the folder does not read as images
+        raise LitHFError(f"The image folders could not be read as `imagefolder`: {first_line(err)}") from err
 
 
 def open_image(value: dict[str, Any]) -> Image.Image:
