@@ -52,7 +52,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         max_train_samples: Keep only the first N training examples (debugging, quick runs).
         max_eval_samples: Keep only the first N validation examples.
         max_predict_samples: Keep only the first N test examples (read by `test` and `predict`).
-        preprocessing_num_workers: Processes for label encoding.
+        preprocessing_num_workers: Processes for reading every image once and for label encoding.
         overwrite_cache: Prepare again even when a cached result exists.
         data_cache_dir: Where datasets and the prepared cache go (default: the `datasets` cache).
         batch_size: Training examples per batch per process.
@@ -155,7 +155,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         data, image, label = raw[split], hp.image_column_name, hp.label_column_name
         labelled = label in data.column_names or split != "test"
         require_columns(data, split, {image: "image_column_name", label if labelled else None: "label_column_name"})
-        image_inputs.check_images(data, image, split)
+        image_inputs.check_images(data, image, split, hp.preprocessing_num_workers)
         if labelled:
             data = self._encode_labels(data, split, tag)
         data = data.select_columns([image] + (["labels"] if labelled else []))
