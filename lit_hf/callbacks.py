@@ -69,18 +69,21 @@ class TrainMonitor(L.Callback):
         if self._start is None:
             self._start = time.perf_counter()
             return
-        ids = batch["input_ids"]
+        ids = batch.get("input_ids")  # None for images: samples only
         mask = batch.get("attention_mask")
-        self._tokens += int(mask.sum()) if mask is not None else ids.numel()
-        self._samples += ids.size(0)
+        if ids is not None:
+            self._tokens += int(mask.sum()) if mask is not None else ids.numel()
+        self._samples += (ids if ids is not None else batch["pixel_values"]).size(0)
         elapsed = time.perf_counter() - self._start
         scale = trainer.world_size / elapsed
-        pl_module.log("train/tokens_per_sec", self._tokens * scale, on_step=True, on_epoch=False)
+        if ids is not None:
+            pl_module.log("train/tokens_per_sec", self._tokens * scale, on_step=True, on_epoch=False)
         pl_module.log("train/samples_per_sec", self._samples * scale, on_step=True, on_epoch=False)
 
 
 class SavePretrained(L.Callback):
-    """At the end of `fit`, saves the trained model and the task's tokenizer with `save_pretrained`.
+    """At the end of `fit`, saves the trained model and the task's tokenizer (or image processor) with
+    `save_pretrained`.
 
     The directory `<log dir>/huggingface` then loads back with `AutoModelFor*.from_pretrained`. The weights are
     gathered through the strategy first, so sharded (FSDP) runs save whole tensors.
@@ -95,8 +98,8 @@ class SavePretrained(L.Callback):
         if trainer.is_global_zero:
             weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
             model.save_pretrained(target, state_dict=weights)
-            tokenizer = getattr(pl_module, "tokenizer", None)  # the one the data module uses too (linked)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(target)
+            for name in ("tokenizer", "processor"):  # the one the data module uses too (linked); images: a processor
+                if getattr(pl_module, name, None) is not None:
+                    getattr(pl_module, name).save_pretrained(target)
             print(f"transformers model saved to {target}")
         trainer.strategy.barrier()

@@ -42,6 +42,11 @@ class LitHFCLI(LightningCLI):
         for name in ("revision", "cache_dir", "trust_remote_code"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
         parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
+        parser.link_arguments(  # images: the data makes pixels with the model's image processor
+            ("model.init_args.model_name_or_path", "model.init_args.image_processor_name"),
+            "data.init_args.image_processor_name_or_path",
+            compute_fn=tokenizer_of,
+        )
 
     def before_instantiate_classes(self) -> None:
         """Values the data decides join the task's arguments before the task is built.
@@ -56,10 +61,12 @@ class LitHFCLI(LightningCLI):
         for args in (model, data):  # path types resolved where they were parsed; constructors get plain strings
             for key in list(args.keys()):
                 args[key] = plain(args[key])
-        if "label_names" in inspect.signature(class_of(config.model.class_path)).parameters:
+        parameters = inspect.signature(class_of(config.model.class_path)).parameters
+        if "label_names" in parameters:
             module = class_of(config.data.class_path)(**data.as_dict())
             model.label_names = getattr(module, "label_names", None)
-            model.regression = getattr(module, "regression", False)
+            if "regression" in parameters:  # image classification has none
+                model.regression = getattr(module, "regression", False)
         if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
             model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
 

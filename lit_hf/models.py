@@ -7,7 +7,15 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoTokenizer,
+    BaseImageProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from lit_hf.errors import ConfigError
@@ -47,6 +55,12 @@ def _tokenizer(
     return from_hub(AutoTokenizer.from_pretrained, name, "tokenizer", **hub)
 
 
+@functools.cache
+def _image_processor(name: str, revision: str | None, cache_dir: str | None, trust: bool, version: tuple) -> Any:
+    hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust}
+    return from_hub(AutoImageProcessor.from_pretrained, name, "image processor", **hub)
+
+
 def load_config(
     name_or_path: str, *, revision: str | None = None, cache_dir: str | None = None, trust_remote_code: bool = False
 ) -> PretrainedConfig:
@@ -66,6 +80,13 @@ def load_tokenizer(
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_image_processor(
+    name_or_path: str, *, revision: str | None = None, cache_dir: str | None = None, trust_remote_code: bool = False
+) -> BaseImageProcessor:
+    """The image processor (resize, crop, normalize), loaded once per process and shared by the task and the data."""
+    return _image_processor(name_or_path, revision, cache_dir, trust_remote_code, _version(name_or_path))
 
 
 def load_model(

@@ -57,12 +57,13 @@ def caches(
     splits: tuple[str, ...] | list[str],
     family: str,
     cache_dir: str | None,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | None,
     key: Callable[[str], dict[str, Any]],
 ) -> Caches:
     """Each split's cache folder and key: `key(split)` holds the family's options, to which the format version,
-    the split and the tokenizer's identity are added (hashed once: hashing a tokenizer is not free)."""
-    identity = tokenizer_identity(tokenizer)
+    the split and the tokenizer's identity are added (hashed once: hashing a tokenizer is not free). Families that
+    cache untokenized data (images) pass no tokenizer."""
+    identity = tokenizer_identity(tokenizer) if tokenizer is not None else None
     out: Caches = {}
     for split in splits:
         full = {"format": 2, "split": split, "tokenizer": identity, **key(split)}

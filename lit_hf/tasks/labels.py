@@ -31,7 +31,8 @@ def is_default_labels(config: PretrainedConfig) -> bool:
 
 def head_size(config: PretrainedConfig) -> int | None:
     """The number of outputs of the checkpoint's classification head, or None when it has none (a base model)."""
-    has_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    heads = ("ForSequenceClassification", "ForImageClassification")
+    has_head = any(a.endswith(heads) for a in config.architectures or [])
     return config.num_labels if has_head else None
 
 

@@ -1,0 +1,226 @@
+"""Image classification data: the hub, class folders or a saved dataset; images cached as-is, transformed per batch."""
+
+import functools
+from functools import partial
+from typing import Any
+
+import datasets
+import lightning as L
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+
+from lit_hf.data import image_inputs
+from lit_hf.data.cache import tree_identity
+from lit_hf.data.image_inputs import ImageCollator, class_folders, load_image_folders
+from lit_hf.data.prepared import Caches, caches, load_splits, map_batched, prepare_splits, running_stage
+from lit_hf.data.sampling import eval_dataloader, train_dataloader
+from lit_hf.data.sources import load_hub, load_saved, require_columns
+from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.models import load_image_processor
+from lit_hf.paths import LocalPath, ModelPath
+
+# The splits each entry point reads; `predict` labels the test split, as the classification family does.
+SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Batches of `pixel_values` (batch, 3, height, width), `labels` (class ids) and, for `predict`, `index`.
+
+    Sources: a hub dataset (`uoft-cs/cifar10`, `beans`), folders with one subfolder per class (`train_dir`,
+    `validation_dir`, `test_dir`, or `data_dir` in the `imagefolder` layout) or a dataset saved with `save_to_disk`.
+    `prepare_data` (once per node) checks that every image decodes, encodes the labels and caches the images as they
+    are; the pixels are made per batch: training crops at random (8-100 % of the area, then resized) and flips, with a
+    seeded generator; evaluation runs the image processor (its resize and centre crop). `label_names` (ClassLabel
+    names, class folder names, or the sorted label values) flows to the model through the CLI.
+
+    Args:
+        image_processor_name_or_path: Image processor whose size, mean and std shape the pixels; linked to the model's.
+        revision: Hub revision of the image processor; linked to the model's.
+        cache_dir: Where downloaded image processors are stored; linked to the model's.
+        trust_remote_code: Allow image processor code from the hub; linked to the model's.
+        dataset_name: Hub dataset id, e.g. `uoft-cs/cifar10` or `beans`.
+        dataset_config_name: Hub dataset configuration.
+        dataset_path: A dataset saved with `save_to_disk` (a DatasetDict, or one Dataset read as train).
+        data_dir: A folder in the `imagefolder` layout: `train/`, `validation/`, `test/` of class folders, or class
+            folders directly (then all of it is train).
+        train_dir: Training images, one subfolder per class.
+        validation_dir: Validation images, one subfolder per class.
+        test_dir: Test images (read by `test` and `predict`), one subfolder per class.
+        image_column_name: Column with the images.
+        label_column_name: Column with the labels (a ClassLabel, class names or numbers).
+        train_val_split: Fraction of train held out (at random, seeded) as validation when there is no validation.
+        max_train_samples: Keep only the first N training examples (debugging, quick runs).
+        max_eval_samples: Keep only the first N validation examples.
+        max_predict_samples: Keep only the first N test examples (read by `test` and `predict`).
+        preprocessing_num_workers: Processes for reading every image once and for label encoding.
+        overwrite_cache: Prepare again even when a cached result exists.
+        data_cache_dir: Where datasets and the prepared cache go (default: the `datasets` cache).
+        batch_size: Training examples per batch per process.
+        eval_batch_size: Evaluation/prediction examples per batch per process (default: batch_size).
+        num_workers: DataLoader worker processes (decoding and augmenting images is the slow part).
+        seed: Seed of the train/validation split and of the augmentation (each process adds its rank).
+    """
+
+    def __init__(
+        self,
+        image_processor_name_or_path: ModelPath | None = None,
+        revision: str | None = None,
+        cache_dir: LocalPath | None = None,
+        trust_remote_code: bool = False,
+        dataset_name: str | None = None,
+        dataset_config_name: str | None = None,
+        dataset_path: LocalPath | None = None,
+        data_dir: LocalPath | None = None,
+        train_dir: LocalPath | None = None,
+        validation_dir: LocalPath | None = None,
+        test_dir: LocalPath | None = None,
+        image_column_name: str = "image",
+        label_column_name: str = "label",
+        train_val_split: float = 0.15,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        max_predict_samples: int | None = None,
+        preprocessing_num_workers: int | None = None,
+        overwrite_cache: bool = False,
+        data_cache_dir: LocalPath | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        given = [name for name in ("dataset_name", "dataset_path", "data_dir") if self.hparams[name]]
+        given += ["train_dir/validation_dir/test_dir"] if self._dirs() else []
+        if len(given) != 1:
+            raise ConfigError(
+                "Give one image source: dataset_name, dataset_path, data_dir or train_dir/validation_dir/test_dir"
+                + (f" (got {', '.join(given)})." if given else ".")
+            )
+        if not 0 <= train_val_split < 1:
+            raise ConfigError(f"train_val_split must be in [0, 1), got {train_val_split}.")
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in id order. Linked to the model by the CLI."""
+        return self._labels()
+
+    def prepare_data(self) -> None:
+        prepare_splits(self._caches(), self._load_raw, self._build, self.hparams.overwrite_cache)
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if not hp.image_processor_name_or_path:
+            raise ConfigError(
+                "image_processor_name_or_path is not set; the CLI links it to --model.model_name_or_path."
+            )
+        hub = {"revision": hp.revision, "cache_dir": hp.cache_dir, "trust_remote_code": hp.trust_remote_code}
+        self.processor = load_image_processor(hp.image_processor_name_or_path, **hub)
+        self.datasets.update(load_splits(self._caches(stage), self._limit))
+        for split in SPLITS.get(stage, ()):
+            if split not in self.datasets:
+                raise LitHFError(f"The {split} split was not prepared; run prepare_data first.")
+            if stage in ("validate", "test") and "labels" not in self.datasets[split].column_names:
+                raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        collate = ImageCollator(self.processor, seed=hp.seed + 100_003 * rank)  # each process its own crops
+        train = self.datasets["train"].select_columns(["image", "labels"])
+        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=collate, num_workers=hp.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test", keep_index=True)
+
+    def _eval_loader(self, split: str, keep_index: bool = False) -> DataLoader:
+        hp = self.hparams
+        dataset = self.datasets[split]
+        if not keep_index:
+            dataset = dataset.select_columns([c for c in ("image", "labels") if c in dataset.column_names])
+        loader = {"collate_fn": ImageCollator(self.processor), "num_workers": hp.num_workers}
+        return eval_dataloader(dataset, batch_size=hp.eval_batch_size or hp.batch_size, **loader)
+
+    def _build(self, raw: DatasetDict, split: str, tag: str) -> Dataset:
+        hp = self.hparams
+        if split not in raw:
+            raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+        data, image, label = raw[split], hp.image_column_name, hp.label_column_name
+        labelled = label in data.column_names or split != "test"
+        require_columns(data, split, {image: "image_column_name", label if labelled else None: "label_column_name"})
+        image_inputs.check_images(data, image, split, hp.preprocessing_num_workers)
+        if labelled:
+            data = self._encode_labels(data, split, tag)
+        data = data.select_columns([image] + (["labels"] if labelled else []))
+        if image != "image":
+            data = data.rename_column(image, "image")
+        return data.add_column("index", list(range(len(data))))  # input order, for prediction files
+
+    def _encode_labels(self, data: Dataset, split: str, tag: str) -> Dataset:
+        column, names = self.hparams.label_column_name, self.label_names
+        found = image_inputs.split_label_names(data, column)
+        if unknown := sorted(set(found) - set(names)):
+            raise LitHFError(f"The {split} split has labels {unknown[:5]} that are not among ({', '.join(names)}).")
+        own = found if isinstance(data.features[column], datasets.ClassLabel) else None
+        table = {name: i for i, name in enumerate(names)}
+        encode = partial(image_inputs.encode_labels, label_column=column, label_to_id=table, names=own)
+        return map_batched(data, encode, tag, "labels", self.hparams, drop=False)
+
+    @functools.cache  # noqa: B019 (one data module per run; the labels are read once)
+    def _labels(self) -> list[str]:
+        """Class folder names (sorted, as `imagefolder` numbers them), else the first labelled split's labels."""
+        if dirs := self._dirs():
+            return sorted({name for folder in dirs.values() for name in class_folders(folder)})
+        raw, column = self._load_raw(), self.hparams.label_column_name
+        for split in ("train", "validation", "test"):
+            if split in raw and column in raw[split].column_names:
+                return image_inputs.split_label_names(raw[split], column)
+        first = next(iter(raw.values()))
+        require_columns(first, next(iter(raw)), {column: "label_column_name"})
+        return []
+
+    def _dirs(self) -> dict[str, str]:
+        hp = self.hparams
+        dirs = {"train": hp.train_dir, "validation": hp.validation_dir, "test": hp.test_dir}
+        return {split: folder for split, folder in dirs.items() if folder}
+
+    @functools.cache  # noqa: B019 (read for the labels and again to build the splits: load once)
+    def _load_raw(self) -> DatasetDict:
+        hp = self.hparams
+        if self._dirs() or hp.data_dir:
+            raw = load_image_folders(self._dirs(), hp.data_dir, hp.data_cache_dir)
+        elif hp.dataset_path:
+            raw = load_saved(hp.dataset_path)
+        else:
+            raw = load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
+        if "validation" in raw or "train" not in raw or not hp.train_val_split:
+            return raw
+        held_out = raw["train"].train_test_split(test_size=hp.train_val_split, seed=hp.seed)  # as the HF example
+        return DatasetDict({**raw, "train": held_out["train"], "validation": held_out["test"]})
+
+    def _limit(self, split: str) -> int | None:
+        hp = self.hparams
+        return {"train": hp.max_train_samples, "validation": hp.max_eval_samples}.get(split, hp.max_predict_samples)
+
+    def _caches(self, stage: str | None = None) -> Caches:
+        hp = self.hparams
+        stage = stage or running_stage(self.trainer)
+        splits = SPLITS[stage] if stage in SPLITS else ("train", "validation", "test")
+        if stage is None:  # a data module used on its own: whichever splits its sources name
+            splits = tuple(self._dirs()) or splits
+        folders = [hp.dataset_path, hp.data_dir, *self._dirs().values()]
+        source = [tree_identity(f) for f in folders if f] or ["hub", hp.dataset_name, hp.dataset_config_name]
+
+        def key(split: str) -> dict[str, Any]:
+            split_options = [hp.train_val_split, hp.seed] if split in ("train", "validation") else None
+            columns = [hp.image_column_name, hp.label_column_name]
+            return {"source": source, "columns": columns, "labels": self.label_names, "split_options": split_options}
+
+        return caches(splits, "img", hp.data_cache_dir, None, key)

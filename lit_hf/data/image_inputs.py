@@ -1,0 +1,178 @@
+"""Image classification inputs: class folders, reading checks, label ids, augmentation and the batch collator.
+
+torchvision is not used: its PyPI wheels for torch 2.13 are CUDA builds that do not load beside the CPU torch, so
+the two augmentations `run_image_classification.py` takes from it (random resized crop, horizontal flip) are written
+here with Pillow and torch, following torchvision's sampling rule.
+"""
+
+import io
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Image as ImageFeature
+from PIL import Image
+from torch import Tensor
+from transformers import BaseImageProcessor
+
+from lit_hf.errors import LitHFError, first_line
+
+SPLIT_FOLDERS = ("train", "validation", "val", "valid", "test")  # what `imagefolder` reads as splits in data_dir
+
+
+def class_folders(folder: str) -> list[str]:
+    """The class subfolders of `folder`; a missing folder, none at all, or one without files is an error."""
+    if not os.path.isdir(folder):
+        raise LitHFError(f"The image folder {folder!r} does not exist.")
+    classes = sorted(entry for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry)))
+    if not classes:
+        raise LitHFError(f"The image folder {folder!r} has no class subfolders; put each class's images in its own.")
+    for name in classes:
+        if not any(p.is_file() for p in Path(folder, name).rglob("*")):
+            raise LitHFError(f"The class folder {os.path.join(folder, name)!r} has no images; add some or remove it.")
+    return classes
+
+
+def load_image_folders(dirs: dict[str, str], data_dir: str | None, cache_dir: str | None) -> DatasetDict:
+    """`imagefolder` splits: one per given class-folder directory, or the split folders (else all) of data_dir."""
+    if data_dir:
+        splits = [os.path.join(data_dir, s) for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(data_dir, s))]
+        for folder in splits or [data_dir]:
+            class_folders(folder)
+    else:
+        for folder in dirs.values():
+            class_folders(folder)
+    files = {split: os.path.join(folder, "**") for split, folder in dirs.items()} or None
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=data_dir, data_files=files, cache_dir=cache_dir)
+    except Exception as err:  # the builder raises many types for one cause: the folder does not read as images
+        raise LitHFError(f"The image folders could not be read as `imagefolder`: {first_line(err)}") from err
+
+
+def open_image(value: dict[str, Any]) -> Image.Image:
+    """An undecoded `datasets` image (`{"bytes", "path"}`) as a fully read RGB image."""
+    source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+    with Image.open(source) as image:
+        return image.convert("RGB")  # convert() reads every pixel: a truncated file fails here, not in training
+
+
+def check_images(dataset: Dataset, column: str, split: str, num_proc: int | None) -> None:
+    """Every image of the split must decode (in `num_proc` processes); the first that does not is an error naming
+    its file. Nothing is written: the check returns no columns."""
+    undecoded = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+    check = partial(check_image_batch, column=column, split=split)
+    undecoded.map(check, batched=True, num_proc=num_proc, desc=f"Check images {split}")
+
+
+def check_image_batch(batch: dict[str, list], *, column: str, split: str) -> None:
+    for value in batch[column]:
+        try:
+            open_image(value)
+        except Exception as err:  # Pillow raises several types (UnidentifiedImageError, OSError, SyntaxError)
+            name = value.get("path") or "an embedded image"
+            raise LitHFError(f"The {split} split's image {name} could not be read: {first_line(err)}") from None
+
+
+def split_label_names(dataset: Dataset, column: str) -> list[str]:
+    """The class names of a split: a `ClassLabel` column's names, else its sorted distinct values as text."""
+    feature = dataset.features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    return sorted(str(v) for v in dataset.unique(column))
+
+
+def encode_labels(
+    batch: dict[str, list], *, label_column: str, label_to_id: dict[str, int], names: list[str] | None
+) -> dict[str, list]:
+    """Class ids in the data module's label order; `names` reads a `ClassLabel` column's ids as names first."""
+    values = [names[v] if names is not None else str(v) for v in batch[label_column]]
+    return {"labels": [label_to_id[v] for v in values]}
+
+
+def output_size(processor: BaseImageProcessor) -> tuple[int, int]:
+    """(height, width) of the processor's output, as `run_image_classification.py` reads it from `size`."""
+    size = processor.crop_size if getattr(processor, "do_center_crop", False) else processor.size
+    size = dict(size)
+    if "shortest_edge" in size:
+        return size["shortest_edge"], size["shortest_edge"]
+    return size["height"], size["width"]
+
+
+def crop_box(
+    width: int, height: int, generator: torch.Generator, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box (left, top, right, bottom): a random area fraction in `scale` and aspect
+    ratio in `ratio` (log-uniform), ten tries, else the largest centred box within the ratio bounds."""
+    area, log_ratio = width * height, (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            return left, top, left + w, top + h
+    w, h = width, height
+    if width / height < ratio[0]:
+        h = round(w / ratio[0])
+    elif width / height > ratio[1]:
+        w = round(h * ratio[1])
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def augment(image: Image.Image, size: tuple[int, int], generator: torch.Generator) -> Image.Image:
+    """Random resized crop (area 8-100 %, aspect 3/4-4/3, bilinear) to `size`, then a horizontal flip half the time."""
+    box = crop_box(image.width, image.height, generator, (0.08, 1.0), (3 / 4, 4 / 3))
+    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+    if torch.rand(1, generator=generator).item() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
+
+
+def normalize(images: list[Image.Image], processor: BaseImageProcessor) -> Tensor:
+    """(batch, 3, height, width) floats: rescaled and normalized with the processor's factor, mean and std."""
+    pixels = np.stack([np.asarray(image, dtype=np.float32) for image in images])  # (batch, height, width, 3)
+    if getattr(processor, "do_rescale", True):
+        pixels = pixels * np.float32(processor.rescale_factor)
+    if getattr(processor, "do_normalize", False):
+        pixels = (pixels - np.float32(processor.image_mean)) / np.float32(processor.image_std)
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
+class ImageCollator:
+    """Rows `{"image", "labels"?, "index"?}` -> `{"pixel_values", "labels", "index"}`.
+
+    Training (`seed` given) augments each image with a generator seeded once per loader process, so a run with the
+    same seed sees the same crops; evaluation runs the image processor itself (its resize and centre crop), exactly
+    as `pipeline("image-classification")` does on the exported model.
+    """
+
+    def __init__(self, processor: BaseImageProcessor, seed: int | None = None) -> None:
+        self.processor, self.seed = processor, seed
+        self.generator: torch.Generator | None = None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Tensor]:
+        images = [row["image"].convert("RGB") for row in rows]
+        if self.seed is None:
+            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        else:
+            size = output_size(self.processor)
+            pixels = normalize([augment(image, size, self._generator()) for image in images], self.processor)
+        batch = {"pixel_values": pixels}
+        for key in ("labels", "index"):
+            if key in rows[0]:
+                batch[key] = torch.tensor([row[key] for row in rows])
+        return batch
+
+    def _generator(self) -> torch.Generator:
+        if self.generator is None:  # made in the process that uses it: each DataLoader worker its own stream
+            info = torch.utils.data.get_worker_info()
+            self.generator = torch.Generator().manual_seed(self.seed + 1000 * (info.id + 1 if info else 0))
+        return self.generator
