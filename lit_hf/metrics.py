@@ -1,9 +1,12 @@
-"""Metrics torchmetrics lacks in exact form: token NLL and accuracy, scipy's Spearman, corpus SacreBLEU and chrF."""
+"""Metrics torchmetrics lacks in exact form: token NLL and accuracy, scipy's Spearman, corpus SacreBLEU and chrF,
+rouge_score's ROUGE averaged over the whole set."""
 
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from nltk.tokenize.punkt import PunktSentenceTokenizer
+from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from torch import Tensor
 from torchmetrics import Metric, SpearmanCorrCoef
@@ -93,3 +96,46 @@ class CorpusSacreBLEU(Metric):
         if not self.stats.any():  # nothing scored: sacrebleu would divide by a zero length
             return torch.zeros((), dtype=torch.float64)
         return torch.tensor(self.scorer._compute_score_from_stats(self.stats.tolist()).score, dtype=torch.float64)
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+_PUNKT = PunktSentenceTokenizer()  # untrained: no download
+
+
+def sentences_per_line(text: str) -> str:
+    """The text's sentences one per line, as run_summarization.py prepares texts for rougeLsum (which splits on
+    newlines). nltk's Punkt algorithm without trained parameters: `nltk.sent_tokenize` needs the `punkt_tab` data,
+    a download; untrained, Punkt splits at the same sentence ends except after abbreviations it would have learnt."""
+    return "\n".join(_PUNKT.tokenize(text.strip()))
+
+
+class CorpusRouge(Metric):
+    """ROUGE-1, -2, -L and -Lsum F-measures as `rouge_score` computes them (Porter stemming), averaged over every
+    example of the set, on the 0-100 scale run_summarization.py reports.
+
+    `update(hypotheses, references)` scores each pair with `rouge_score.rouge_scorer.RougeScorer` on texts with one
+    sentence per line (`sentences_per_line`). States are float64 sums of the F-measures and the example count, so
+    the mean is that of all examples, not of batch or process means.
+    """
+
+    full_state_update = False
+
+    def __init__(self, use_stemmer: bool = True) -> None:
+        super().__init__()
+        self.scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+        self.add_state("fmeasure", torch.zeros(len(ROUGE_TYPES), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, hypotheses: list[str], references: list[str]) -> None:
+        if len(hypotheses) != len(references):
+            raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+        sums = [0.0] * len(ROUGE_TYPES)
+        for hypothesis, reference in zip(hypotheses, references, strict=True):
+            scores = self.scorer.score(sentences_per_line(reference), sentences_per_line(hypothesis))  # (target, pred)
+            sums = [total + scores[name].fmeasure for total, name in zip(sums, ROUGE_TYPES, strict=True)]
+        self.fmeasure = self.fmeasure + torch.tensor(sums, dtype=torch.float64, device=self.fmeasure.device)
+        self.count = self.count + len(hypotheses)
+
+    def compute(self) -> dict[str, Tensor]:
+        means = 100 * self.fmeasure / self.count.clamp(min=1)
+        return dict(zip(ROUGE_TYPES, means, strict=True))

@@ -1,7 +1,16 @@
 """Data modules: one LightningDataModule per task family."""
 
 from lit_hf.data.language_modeling import LanguageModelingDataModule
+from lit_hf.data.multiple_choice import MultipleChoiceDataModule
+from lit_hf.data.summarization import SummarizationDataModule
 from lit_hf.data.text_classification import GlueDataModule, TextClassificationDataModule
 from lit_hf.data.translation import TranslationDataModule
 
-__all__ = ["GlueDataModule", "LanguageModelingDataModule", "TextClassificationDataModule", "TranslationDataModule"]
+__all__ = [
+    "GlueDataModule",
+    "LanguageModelingDataModule",
+    "MultipleChoiceDataModule",
+    "SummarizationDataModule",
+    "TextClassificationDataModule",
+    "TranslationDataModule",
+]
