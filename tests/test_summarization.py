@@ -230,10 +230,10 @@ def test_short_fit_on_the_quickstart_raises_rouge(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(REPO)  # the config's paths are relative to the repository, as the README runs it
     config = str(REPO / "configs" / "quickstart_summarization.yaml")
     common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
-    common += [f"--data.data_cache_dir={tmp_path / 'cache'}", "--data.max_eval_samples=40"]
+    common += [f"--data.data_cache_dir={tmp_path / 'cache'}", "--data.max_eval_samples=20"]
     main(["validate", "--config", config, *common])
     before = read_results(run_dir(tmp_path))["val/rouge1"]
-    main(["fit", "--config", config, *common, "--trainer.max_epochs=2", "--model.predict_with_generate=false"])
+    main(["fit", "--config", config, *common, "--trainer.max_epochs=3", "--model.predict_with_generate=false"])
     checkpoint = next((run_dir(tmp_path) / "checkpoints").glob("*.ckpt"))
     main(["validate", "--config", config, *common, f"--ckpt_path={checkpoint}"])
     after = read_results(run_dir(tmp_path))["val/rouge1"]
