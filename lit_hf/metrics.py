@@ -1,12 +1,11 @@
 """Metrics torchmetrics lacks in exact form: token NLL and accuracy, scipy's Spearman, corpus SacreBLEU and chrF,
 rouge_score's ROUGE averaged over the whole set."""
 
-from typing import Literal
+import functools
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from nltk.tokenize.punkt import PunktSentenceTokenizer
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from torch import Tensor
 from torchmetrics import Metric, SpearmanCorrCoef
@@ -99,14 +98,21 @@ class CorpusSacreBLEU(Metric):
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-_PUNKT = PunktSentenceTokenizer()  # untrained: no download
 
 
 def sentences_per_line(text: str) -> str:
     """The text's sentences one per line, as run_summarization.py prepares texts for rougeLsum (which splits on
-    newlines). nltk's Punkt algorithm without trained parameters: `nltk.sent_tokenize` needs the `punkt_tab` data,
-    a download; untrained, Punkt splits at the same sentence ends except after abbreviations it would have learnt."""
-    return "\n".join(_PUNKT.tokenize(text.strip()))
+    newlines), with nltk's Punkt algorithm untrained: `nltk.sent_tokenize` needs the `punkt_tab` data, a download.
+    Untrained, it knows no abbreviations, so "Mr. Smith" and "U.S. troops" split after the period; decimals ("2.5")
+    and newlines inside a sentence are kept."""
+    return "\n".join(_punkt().tokenize(text.strip()))
+
+
+@functools.cache
+def _punkt() -> Any:
+    from nltk.tokenize.punkt import PunktSentenceTokenizer  # nltk takes 1-2 s to import: only summarization pays
+
+    return PunktSentenceTokenizer()  # untrained: no download
 
 
 class CorpusRouge(Metric):
@@ -122,6 +128,8 @@ class CorpusRouge(Metric):
 
     def __init__(self, use_stemmer: bool = True) -> None:
         super().__init__()
+        from rouge_score import rouge_scorer  # imports nltk (1-2 s): only summarization pays
+
         self.scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
         self.add_state("fmeasure", torch.zeros(len(ROUGE_TYPES), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")

@@ -136,6 +136,7 @@ def test_corpus_rouge_equals_rouge_score_however_split(hyps: list[str], refs: li
 
 def test_sentences_per_line_needs_no_download() -> None:
     assert sentences_per_line(" It rained. Then it snowed!  Why? ") == "It rained.\nThen it snowed!\nWhy?"
+    assert sentences_per_line("Prices rose 2.5% in May. Mr. Lee left.") == "Prices rose 2.5% in May.\nMr.\nLee left."
 
 
 def test_rouge_lsum_scores_sentences_split_as_run_summarization() -> None:
