@@ -249,6 +249,17 @@ def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys
     assert "not choice indices 0..1" in capsys.readouterr().err
 
 
+def test_hidden_labels_cannot_be_scored(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """SWAG's hub test split marks its labels -1: `validate` says to use `predict`, which reads it."""
+    file = tmp_path / "hidden.jsonl"
+    file.write_text("".join(json.dumps({**row, "label": -1}) + "\n" for row in rows_of(swag_file)[:4]))
+    with pytest.raises(SystemExit):
+        main(args_for("validate", choice_dir, tmp_path, f"--data.validation_file={file}"))
+    assert "use `predict`" in capsys.readouterr().err
+    main(args_for("predict", choice_dir, tmp_path, f"--data.test_file={file}"))
+    assert len((run_dir(tmp_path) / "predictions.txt").read_text().splitlines()) == 4
+
+
 def test_constructor_errors(choice_dir: Path) -> None:
     with pytest.raises(LitHFError, match="not both"):
         MultipleChoiceDataModule(

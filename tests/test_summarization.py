@@ -170,6 +170,7 @@ def test_loss_and_summaries_equal_plain_transformers(t5_dir: Path, xsum_file: Pa
         generated = model.generate(**inputs, max_new_tokens=16)
         hyps.append(tokenizer.decode(generated[0], skip_special_tokens=True, clean_up_tokenization_spaces=False))
     results = read_results(validated)
+    assert "max_new_tokens: 16" in (validated / "config.yaml").read_text()  # linked to the target length
     assert results["val/loss"] == pytest.approx(nll / tokens, rel=1e-5)
     written = (validated / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
     assert written == [h.strip() for h in hyps]
