@@ -15,10 +15,19 @@ _DATA = (
     "GlueDataModule",
     "ImageClassificationDataModule",
     "LanguageModelingDataModule",
+    "MultipleChoiceDataModule",
+    "SummarizationDataModule",
     "TextClassificationDataModule",
     "TranslationDataModule",
 )
-_TASKS = ("CausalLMTask", "ImageClassificationTask", "SequenceClassificationTask", "TranslationTask")
+_TASKS = (
+    "CausalLMTask",
+    "ImageClassificationTask",
+    "MultipleChoiceTask",
+    "SequenceClassificationTask",
+    "SummarizationTask",
+    "TranslationTask",
+)
 __all__ = ["ConfigError", "LitHFError", "__version__", *_DATA, *_TASKS]
 
 

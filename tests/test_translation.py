@@ -10,8 +10,9 @@ from reference import REPO, read_results, run_lit_hf
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
+from lit_hf.data.seq2seq_inputs import collate_pairs
 from lit_hf.data.translation import TranslationDataModule
-from lit_hf.data.translation_inputs import collate_pairs, t5_prefix, tokenize_pairs
+from lit_hf.data.translation_inputs import t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.tasks.translation import TranslationTask

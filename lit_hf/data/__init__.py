@@ -2,6 +2,8 @@
 
 from lit_hf.data.image_classification import ImageClassificationDataModule
 from lit_hf.data.language_modeling import LanguageModelingDataModule
+from lit_hf.data.multiple_choice import MultipleChoiceDataModule
+from lit_hf.data.summarization import SummarizationDataModule
 from lit_hf.data.text_classification import GlueDataModule, TextClassificationDataModule
 from lit_hf.data.translation import TranslationDataModule
 
@@ -9,6 +11,8 @@ __all__ = [
     "GlueDataModule",
     "ImageClassificationDataModule",
     "LanguageModelingDataModule",
+    "MultipleChoiceDataModule",
+    "SummarizationDataModule",
     "TextClassificationDataModule",
     "TranslationDataModule",
 ]

@@ -144,3 +144,19 @@ def source_identity(
     if files:
         return ["files", {split: file_identity(files[split]) for split in reads if split in files}]
     return ["hub", dataset_name, dataset_config_name]
+
+
+def source_split(raw: DatasetDict, split: str) -> str:
+    """The raw split that feeds `split`: `predict` reads the test split unless a predict_file was given."""
+    return "test" if split == "predict" and "predict" not in raw else split
+
+
+def raw_split(raw: DatasetDict, split: str) -> Dataset:
+    """The raw split that feeds `split`; an absent or empty one is an error naming the option that gives it."""
+    name = source_split(raw, split)
+    if name not in raw:
+        option = "predict_file" if split == "predict" else f"{split}_file"
+        raise LitHFError(f"The data has no {name} split (it has: {', '.join(raw) or 'none'}); set --data.{option}.")
+    if len(raw[name]) == 0:
+        raise LitHFError(f"The {name} split is empty.")
+    return raw[name]

@@ -22,16 +22,9 @@ from lit_hf.data.prepared import (
     running_stage,
 )
 from lit_hf.data.sampling import eval_dataloader, longest_first, train_dataloader
-from lit_hf.data.sources import check_files, check_sources, load_raw, source_identity
-from lit_hf.data.translation_inputs import (
-    collate_pairs,
-    pair_columns,
-    raw_split,
-    set_language_codes,
-    source_split,
-    t5_prefix,
-    tokenize_pairs,
-)
+from lit_hf.data.seq2seq_inputs import collate_pairs
+from lit_hf.data.sources import check_files, check_sources, load_raw, raw_split, source_identity, source_split
+from lit_hf.data.translation_inputs import pair_columns, set_language_codes, t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.models import T5_FAMILY, max_positions
 from lit_hf.paths import LocalPath, ModelPath

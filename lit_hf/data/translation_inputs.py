@@ -1,11 +1,6 @@
 """Per-example transforms for translation: token ids of the pairs, batches with references, T5's task prefix."""
 
-from typing import Any
-
-import torch
-from datasets import Dataset, DatasetDict
-from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from lit_hf.errors import LitHFError
@@ -54,22 +49,6 @@ def tokenize_pairs(
         out["labels"] = [[-100 if ignore and t == pad else t for t in ids] for ids in labels["input_ids"]]
         out["target_text"] = refs  # BLEU is scored against the raw text, not decoded (truncated) labels
     return out
-
-
-def collate_pairs(examples: list[dict[str, Any]], *, pad_token_id: int, label_pad_token_id: int) -> dict[str, Any]:
-    """Pads to the longest in the batch. Adds `index` (position in the split) and `references` when known."""
-
-    def pad(key: str, value: int) -> Tensor:  # (batch, longest)
-        rows = [torch.as_tensor(ex[key], dtype=torch.long) for ex in examples]
-        return pad_sequence(rows, batch_first=True, padding_value=value)
-
-    batch = {"input_ids": pad("input_ids", pad_token_id), "attention_mask": pad("attention_mask", 0)}
-    if "labels" in examples[0]:
-        batch["labels"] = pad("labels", label_pad_token_id)
-    batch["index"] = torch.tensor([int(ex["index"]) for ex in examples])
-    if "target_text" in examples[0]:
-        batch["references"] = [str(ex["target_text"]) for ex in examples]
-    return batch
 
 
 def t5_prefix(source_lang: str, target_lang: str) -> str:
@@ -126,19 +105,3 @@ def pair_columns(
             "set --data.target_column."
         )
     return (source, source_lang), (target, target_lang)
-
-
-def source_split(raw: DatasetDict, split: str) -> str:
-    """The raw split that feeds `split`: `predict` reads the test split unless a predict_file was given."""
-    return "test" if split == "predict" and "predict" not in raw else split
-
-
-def raw_split(raw: DatasetDict, split: str) -> Dataset:
-    """The raw split that feeds `split`; an absent or empty one is an error naming the option that gives it."""
-    name = source_split(raw, split)
-    if name not in raw:
-        option = "predict_file" if split == "predict" else f"{split}_file"
-        raise LitHFError(f"The data has no {name} split (it has: {', '.join(raw) or 'none'}); set --data.{option}.")
-    if len(raw[name]) == 0:
-        raise LitHFError(f"The {name} split is empty.")
-    return raw[name]

@@ -1,0 +1,260 @@
+"""Multiple-choice data: SWAG from the hub or its json/csv dumps, or a generic layout, tokenized once per node."""
+
+from functools import partial
+from typing import Any
+
+import lightning as L
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from lit_hf.data.choice_inputs import (
+    SWAG_CONTEXT,
+    SWAG_ENDINGS,
+    SWAG_QUESTION,
+    UNLABELLED,
+    collate_choices,
+    encode_choice_labels,
+    tokenize_choices,
+)
+from lit_hf.data.prepared import (
+    STAGE_SPLITS,
+    Caches,
+    caches,
+    capped_length,
+    linked_position_limit,
+    linked_tokenizer,
+    load_splits,
+    map_batched,
+    prepare_splits,
+    running_stage,
+)
+from lit_hf.data.sampling import eval_dataloader, train_dataloader
+from lit_hf.data.sources import (
+    check_files,
+    check_sources,
+    load_raw,
+    raw_split,
+    require_columns,
+    source_identity,
+    source_split,
+)
+from lit_hf.errors import LitHFError, check_positive
+from lit_hf.paths import LocalPath, ModelPath
+
+
+class MultipleChoiceDataModule(L.LightningDataModule):
+    """Batches of `input_ids`, `attention_mask` (and `token_type_ids`), each (batch, num_choices, longest), `labels`
+    (the correct choice's index), `index` (position in the split) and `choices` (the choice texts).
+
+    Layouts: SWAG's (`sent1` the context, `sent2` the start every `ending0..3` completes, `label`), from the hub
+    (`allenai/swag`, `regular`) or json/jsonl/csv/parquet files; or a generic one: a context column, a column holding
+    the list of choices (`choices_column`) and a label index. Each choice is tokenized as the pair (context,
+    question + " " + choice), as run_swag.py does, in `prepare_data` (once per node) into a cache; `setup` loads it
+    on every process. All choices of a batch are padded to the batch's longest (to a multiple of 8 under mixed
+    precision).
+
+    Args:
+        tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
+        config_name_or_path: Model config whose position limit caps max_seq_length; linked by the CLI.
+        revision: Hub revision of the tokenizer and config; linked to the model's.
+        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
+        trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
+        dataset_name: Hub dataset id, e.g. `allenai/swag`. Local files win when both are given.
+        dataset_config_name: Hub dataset configuration, e.g. `regular`.
+        train_file: Local training examples (.json, .jsonl, .csv or .parquet).
+        validation_file: Local validation examples, same types.
+        test_file: Local test examples (read by `test`, and by `predict` without a predict_file), same types.
+        predict_file: Examples to choose for with `predict` (labels not needed), same types.
+        dataset_path: A DatasetDict written by `save_to_disk`.
+        context_column: Column of the context (first sentence). Default: `sent1`, or `context` with choices_column.
+        question_column: Column of the text every choice continues (`sent2` in SWAG; default: it with the ending
+            columns, none with choices_column); "" for none.
+        ending_columns: One column per choice. Default: SWAG's `ending0`..`ending3`.
+        choices_column: Column holding each example's list of choices (the generic layout, instead of ending_columns).
+        label_column: Column of the correct choice's index (0-based).
+        num_choices: Choices per example; every example must have this many. Default: the number of ending columns,
+            or the first example's list length.
+        max_seq_length: Most tokens per (context, choice) pair; longer ones are truncated. Default: min(1024, the
+            tokenizer's and the model's limit).
+        pad_to_max_length: Pad every choice to max_seq_length instead of to the longest in its batch.
+        max_train_samples: Keep only the first N training examples (debugging, quick runs).
+        max_eval_samples: Keep only the first N validation/test examples.
+        max_predict_samples: Keep only the first N examples to predict.
+        preprocessing_num_workers: Processes for tokenization.
+        overwrite_cache: Tokenize again even when a cached result exists.
+        data_cache_dir: Where datasets and the tokenized cache go (default: the `datasets` cache).
+        batch_size: Training examples (each with all its choices) per batch per process.
+        eval_batch_size: Evaluation examples per batch per process (default: batch_size).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        tokenizer_name_or_path: ModelPath,
+        config_name_or_path: ModelPath | None = None,
+        revision: str | None = None,
+        cache_dir: LocalPath | None = None,
+        trust_remote_code: bool = False,
+        dataset_name: str | None = None,
+        dataset_config_name: str | None = None,
+        train_file: LocalPath | None = None,
+        validation_file: LocalPath | None = None,
+        test_file: LocalPath | None = None,
+        predict_file: LocalPath | None = None,
+        dataset_path: LocalPath | None = None,
+        context_column: str | None = None,
+        question_column: str | None = None,
+        ending_columns: list[str] | None = None,
+        choices_column: str | None = None,
+        label_column: str = "label",
+        num_choices: int | None = None,
+        max_seq_length: int | None = None,
+        pad_to_max_length: bool = False,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        max_predict_samples: int | None = None,
+        preprocessing_num_workers: int | None = None,
+        overwrite_cache: bool = False,
+        data_cache_dir: LocalPath | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
+        check_positive(num_choices=num_choices, max_seq_length=max_seq_length)
+        if choices_column and ending_columns:
+            raise LitHFError("Give either choices_column (a list per example) or ending_columns, not both.")
+        if ending_columns is not None and len(ending_columns) < 2:
+            raise LitHFError(f"ending_columns needs at least two columns, got {ending_columns}.")
+        self.datasets: dict[str, Dataset] = {}
+
+    def prepare_data(self) -> None:
+        tokenizer = linked_tokenizer(self.hparams)
+        stage = running_stage(self.trainer)
+
+        def build(raw: DatasetDict, split: str, tag: str) -> Dataset | None:
+            optional = self.trainer is None or (split == "validation" and stage == "fit")
+            if optional and source_split(raw, split) not in raw:
+                return None  # fit without validation data, or a split this data lacks when used outside a trainer
+            return self._tokenize(raw_split(raw, split), split, tokenizer, tag)
+
+        prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
+
+    def setup(self, stage: str) -> None:
+        self.tokenizer = linked_tokenizer(self.hparams)
+        hp = self.hparams
+        limits = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}
+        self.datasets.update(
+            load_splits(self._caches(self.tokenizer, stage), lambda s: limits.get(s, hp.max_eval_samples))
+        )
+        for split in ("validation", "test"):
+            if stage in ("validate", "test", "fit") and split in self.datasets and not self._labelled(split):
+                raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        train = self.datasets["train"]
+        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=self._collate(), num_workers=hp.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        hp = self.hparams
+        batch_size = hp.eval_batch_size or hp.batch_size
+        return eval_dataloader(
+            self.datasets[split], batch_size=batch_size, collate_fn=self._collate(), num_workers=hp.num_workers
+        )
+
+    def _collate(self) -> partial:
+        precision = str(getattr(self.trainer, "precision", "")) if self.trainer is not None else ""
+        multiple = 8 if precision.endswith("-mixed") and not self.hparams.pad_to_max_length else None
+        return partial(collate_choices, tokenizer=self.tokenizer, pad_to_multiple_of=multiple)  # tensor cores like 8s
+
+    def _labelled(self, split: str) -> bool:
+        data = self.datasets[split]
+        return "labels" in data.column_names and UNLABELLED not in data.unique("labels")
+
+    def _files(self) -> dict[str, str]:
+        hp = self.hparams
+        files = {"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file}
+        return check_files({**files, "predict": hp.predict_file})
+
+    def _load_raw(self) -> DatasetDict:
+        hp = self.hparams
+        sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
+        return load_raw(self._files(), dataset_path=hp.dataset_path, cache_dir=hp.data_cache_dir, **sources)
+
+    def _columns(self) -> tuple[str, str | None, list[str] | None, str | None]:
+        """(context, question or None, ending columns or None, choices column or None)."""
+        hp = self.hparams
+        if hp.choices_column:
+            return hp.context_column or "context", hp.question_column or None, None, hp.choices_column
+        question = SWAG_QUESTION if hp.question_column is None else hp.question_column or None
+        return hp.context_column or SWAG_CONTEXT, question, list(hp.ending_columns or SWAG_ENDINGS), None
+
+    def _num_choices(self, raw: Dataset) -> int:
+        _, _, endings, choices = self._columns()
+        return self.hparams.num_choices or (len(endings) if endings else len(raw[0][choices]))
+
+    def _tokenize(self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, tag: str) -> Dataset:
+        hp = self.hparams
+        context, question, endings, choices = self._columns()
+        columns = {context: "context_column", question: "question_column", choices: "choices_column"}
+        require_columns(raw, split, {**columns, **{column: "ending_columns" for column in endings or ()}})
+        num_choices = self._num_choices(raw)
+        fn = partial(
+            tokenize_choices,
+            tokenizer=tokenizer,
+            context_column=context,
+            question_column=question,
+            ending_columns=endings,
+            choices_column=choices,
+            num_choices=num_choices,
+            max_length=self._max_length(tokenizer),
+            padding=hp.pad_to_max_length,
+        )
+        examples = map_batched(raw, fn, tag, "tokenize", hp, drop=False)
+        if hp.label_column in raw.column_names:
+            encode = partial(encode_choice_labels, label_column=hp.label_column, num_choices=num_choices)
+            examples = map_batched(examples, encode, tag, "labels", hp, drop=False)
+        elif split != "predict":
+            raise LitHFError(f"The {split} split has no label column {hp.label_column!r}; set --data.label_column.")
+        keep = [
+            c
+            for c in ("input_ids", "attention_mask", "token_type_ids", "labels", "choices")
+            if c in examples.column_names
+        ]
+        examples = examples.select_columns(keep)
+        return examples.add_column("index", list(range(len(examples))))  # input order, for prediction files
+
+    def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
+        return capped_length(
+            self.hparams.max_seq_length, tokenizer, linked_position_limit(self.hparams), "max_seq_length"
+        )
+
+    def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> Caches:
+        """The cache of each split the stage reads (the running trainer's, else all)."""
+        hp = self.hparams
+        splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
+
+        def key(split: str) -> dict[str, Any]:
+            reads = ("test",) if split == "predict" and not hp.predict_file else (split,)
+            sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
+            return {
+                "source": source_identity(self._files(), reads, dataset_path=hp.dataset_path, **sources),
+                "columns": [*self._columns(), hp.label_column, hp.num_choices],
+                "max_length": self._max_length(tokenizer),
+                "padding": hp.pad_to_max_length,
+            }
+
+        return caches(splits, "choice", hp.data_cache_dir, tokenizer, key)
