@@ -1,5 +1,7 @@
 """Causal language modeling: any AutoModelForCausalLM, reporting exact perplexity and next-token accuracy."""
 
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,6 +13,8 @@ from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, max_positions, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
+from lit_hf.tasks.generation import generation_options
 
 
 class CausalLMTask(L.LightningModule):
@@ -36,6 +40,15 @@ class CausalLMTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        max_new_tokens: `predict`: most tokens generated per prompt. Default (for every generation option below):
+            the model's own generation config.
+        do_sample: Sample instead of greedy or beam search (reproducible with `seed_everything`).
+        temperature: Sampling temperature.
+        top_k: Sample only from the k most likely tokens.
+        top_p: Sample only from the smallest set of tokens whose probability reaches top_p.
+        num_beams: Beam width (1: greedy or plain sampling).
+        repetition_penalty: Penalty (> 1) on tokens already in the prompt or the completion.
+        no_repeat_ngram_size: No n-gram of this size occurs twice in prompt plus completion.
     """
 
     def __init__(
@@ -55,6 +68,14 @@ class CausalLMTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_beams: int | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -75,8 +96,12 @@ class CausalLMTask(L.LightningModule):
         fit_embeddings(self.model, self.tokenizer)
         self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         self.max_positions = max_positions(self.model.config)
+        self.generate_kwargs = generation_options(self.tokenizer, self.hparams)
+        if self.model.generation_config.pad_token_id is None:  # else generate warns on every batch and picks EOS
+            self.generate_kwargs["pad_token_id"] = self.tokenizer.pad_token_id
         self.val_nll = NextTokenNLL()
         self.test_nll = NextTokenNLL()
+        self._shard: Path | None = None  # this process's predictions file while `predict` runs
 
     def forward(self, **batch: Tensor) -> Any:
         return self.model(**batch)
@@ -98,6 +123,26 @@ class CausalLMTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._end_epoch(self.test_nll, "test")
+
+    def on_predict_epoch_start(self) -> None:
+        self._shard = open_shard(self.trainer, "predictions")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Continues left-padded prompts; the completion is the text of the new tokens only, as
+        `pipeline("text-generation", return_full_text=False)` decodes it."""
+        tokens = self.model.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **self.generate_kwargs
+        )  # (batch, prompt_len + new tokens)
+        new = tokens[:, batch["input_ids"].shape[1] :].cpu()
+        completions = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        rows = zip(batch["index"].tolist(), batch["prompt"], completions, strict=True)
+        append_rows(self._shard, ({"index": i, "prompt": p, "completion": c} for i, p, c in rows))
+
+    def on_predict_epoch_end(self) -> None:
+        path = log_dir(self.trainer) / "predictions.jsonl"
+        write_merged(self.trainer, "predictions", lambda rows: write_lines(path, map(json.dumps, rows)))
+        if self.trainer.is_global_zero:
+            print(f"predictions written to {path}")
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
