@@ -42,6 +42,7 @@ class LitHFCLI(LightningCLI):
         for name in ("revision", "cache_dir", "trust_remote_code"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
         parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
+        parser.add_lightning_class_args(SavePretrained, "save_pretrained")  # --save_pretrained.enabled=false
 
     def before_instantiate_classes(self) -> None:
         """Values the data decides join the task's arguments before the task is built.
@@ -66,12 +67,18 @@ class LitHFCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `lit-hf` and `python -m lit_hf`; user mistakes end with one line and exit status 2."""
+    argv = sys.argv[1:] if args is None else args
     try:
+        if argv[:1] == ["export"]:  # no Trainer subcommand: `export` builds the task only (lit_hf/export_command.py)
+            from lit_hf.export_command import export_main  # it subclasses LitHFCLI, so it imports this module
+
+            export_main(argv[1:])
+            return
         LitHFCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), SavePretrained()]},
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor()]},
             args=args,
         )
     except Exception as err:

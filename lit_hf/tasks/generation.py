@@ -55,7 +55,9 @@ def generation_options(
     """The `GenerationConfig` options set in `options` (a task's hyperparameters); those left None come from the
     model's own generation config at `generate` time. One function for every generating task."""
     kwargs = {name: options[name] for name in GENERATION_OPTIONS if options.get(name) is not None}
-    check_positive(**{k: kwargs.get(k) for k in ("max_new_tokens", "num_beams", "top_k")})
+    check_positive(**{k: kwargs.get(k) for k in ("max_new_tokens", "num_beams")})
+    if kwargs.get("top_k", 0) < 0:
+        raise ConfigError(f"top_k must be 0 (no top-k filtering) or more, got {kwargs['top_k']}.")
     for name in ("temperature", "top_p", "repetition_penalty"):
         if name in kwargs and kwargs[name] <= 0:
             raise ConfigError(f"{name} must be positive, got {kwargs[name]}.")
