@@ -54,7 +54,7 @@ def greedy_one_at_a_time(model_dir: Path, prompts: list[str], max_new_tokens: in
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     out = []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
         tokens = model.generate(
             ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
         )

@@ -52,3 +52,6 @@ def test_peak_memory_of_predict_does_not_grow_with_rows(tmp_path, classifier_dir
         indices = [json.loads(line)["index"] for line in lines]
     assert indices == list(range(50_000))  # complete and in order
     assert large <= small * 1.10
+    # The 10% bound alone also held for the in-memory all_gather_object path this replaced (6897dda: +32 MiB,
+    # 1.056x); streamed, the growth measured +12 MiB (1.022x), all of it outside the prediction rows.
+    assert large - small < 24 * 1024

@@ -8,10 +8,10 @@ from transformers import PreTrainedTokenizerBase
 
 
 def tokenize_prompts(batch: dict[str, list], *, tokenizer: PreTrainedTokenizerBase, column: str) -> dict[str, list]:
-    """Token ids of each prompt with no special tokens added (as the text-generation pipeline), and the prompt text
-    (a .txt line without its line break)."""
+    """Token ids of each prompt with the tokenizer's own special tokens (a BOS for Llama-style tokenizers; none for
+    GPT-2), as `pipeline("text-generation")` tokenizes, and the prompt text (a .txt line without its line break)."""
     prompts = [text.rstrip("\r\n") for text in batch[column]]
-    ids = tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
+    ids = tokenizer(prompts, verbose=False)["input_ids"]
     return {"input_ids": ids, "prompt": prompts}
 
 

@@ -14,7 +14,7 @@ from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_t
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
-from lit_hf.tasks.generation import generation_options
+from lit_hf.tasks.generation import exported_generation_config, generation_options
 
 
 class CausalLMTask(L.LightningModule):
@@ -130,11 +130,7 @@ class CausalLMTask(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Continues left-padded prompts; the completion is the text of the new tokens only, as
         `pipeline("text-generation", return_full_text=False)` decodes it."""
-        tokens = self.model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **self.generate_kwargs
-        )  # (batch, prompt_len + new tokens)
-        new = tokens[:, batch["input_ids"].shape[1] :].cpu()
-        completions = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        completions = [self.tokenizer.decode(new, skip_special_tokens=True) for new in self._generate(batch)]
         rows = zip(batch["index"].tolist(), batch["prompt"], completions, strict=True)
         append_rows(self._shard, ({"index": i, "prompt": p, "completion": c} for i, p, c in rows))
 
@@ -156,6 +152,17 @@ class CausalLMTask(L.LightningModule):
         values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
         self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
         metric.reset()
+
+    def _generate(self, batch: dict[str, Any]) -> list[Tensor]:
+        """The new tokens of each prompt. Options that count tokens over the whole sequence (no_repeat_ngram_size,
+        repetition_penalty) would count the left padding too, so with them each prompt is generated alone."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        config = exported_generation_config(self.model, self.generate_kwargs)
+        if config.no_repeat_ngram_size or (config.repetition_penalty or 1.0) != 1.0:
+            rows = [row[keep.bool()][None] for row, keep in zip(ids, mask, strict=True)]
+            return [self.model.generate(input_ids=r, **self.generate_kwargs)[0, r.shape[1] :].cpu() for r in rows]
+        tokens = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs)
+        return list(tokens[:, ids.shape[1] :].cpu())  # (prompt_len + new tokens) per row; the new ones
 
     def _check_length(self, batch: dict[str, Tensor]) -> None:
         length = batch["input_ids"].shape[1]
