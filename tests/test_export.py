@@ -142,3 +142,33 @@ def test_export_of_another_tasks_checkpoint_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "does not fit --model SequenceClassificationTask" in capsys.readouterr().err
     assert not (tmp_path / "export").exists()
+
+
+def test_export_from_a_sharded_checkpoint_folder(tmp_path, causal_lm_dir, data_dir):
+    """The layout Lightning's FSDP strategy writes (state_dict_type="sharded"): a torch.distributed.checkpoint
+    folder with the weights under "model" and the rest in meta.pt. Exported whole, equal to the weights saved."""
+    import torch.distributed.checkpoint as dcp
+
+    from lit_hf.tasks import CausalLMTask
+
+    model_dir = causal_lm_dir("gpt2")
+    task = CausalLMTask(str(model_dir))
+    with torch.no_grad():
+        for p in task.parameters():
+            p.add_(torch.randn_like(p))  # "trained": not the weights the config's model starts from
+    weights = {k: v.clone() for k, v in task.state_dict().items()}
+    folder = tmp_path / "epoch=0-step=1.ckpt"
+    dcp.save({"model": weights}, storage_writer=dcp.FileSystemWriter(folder), no_dist=True)
+    torch.save({"epoch": 0, "global_step": 1, "hyper_parameters": dict(task.hparams)}, folder / "meta.pt")
+    config = [
+        "--model=lit_hf.tasks.CausalLMTask",
+        f"--model.model_name_or_path={model_dir}",
+        "--data=lit_hf.data.LanguageModelingDataModule",
+        f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+    ]
+    target = export(config, folder, tmp_path / "export")
+    exported = load_file(target / "model.safetensors")
+    assert exported and all(torch.equal(t, weights[f"model.{name}"]) for name, t in exported.items())
+    assert not torch.equal(
+        exported["transformer.wte.weight"], load_file(model_dir / "model.safetensors")["transformer.wte.weight"]
+    )
