@@ -172,3 +172,16 @@ def test_export_from_a_sharded_checkpoint_folder(tmp_path, causal_lm_dir, data_d
     assert not torch.equal(
         exported["transformer.wte.weight"], load_file(model_dir / "model.safetensors")["transformer.wte.weight"]
     )
+
+
+def test_which_weights_the_fit_end_export_takes():
+    from types import SimpleNamespace
+
+    from lit_hf.callbacks import SavePretrained
+
+    monitored = SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor="val/loss", best_model_path="best.ckpt"))
+    unmonitored = SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor=None, best_model_path="e.ckpt"))
+    assert SavePretrained()._best_path(monitored) == "best.ckpt"
+    assert SavePretrained(weights="last")._best_path(monitored) is None
+    assert SavePretrained()._best_path(unmonitored) is None
+    assert SavePretrained()._best_path(SimpleNamespace(checkpoint_callback=None)) is None
