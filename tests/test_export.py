@@ -128,14 +128,10 @@ def test_translation_export_translates_as_predict(tmp_path):
     assert json.loads((target / "generation_config.json").read_text())["max_new_tokens"] == 64  # the data's length
 
 
-def test_fit_export_can_be_switched_off(tmp_path):
-    quickstart(tmp_path, "quickstart_clm", "--save_pretrained.enabled=false", "--trainer.limit_val_batches=0")
-    run = newest_run(tmp_path)
-    assert (run / "config.yaml").is_file() and not (run / "huggingface").exists()
-
-
-def test_export_of_another_tasks_checkpoint_is_one_line(tmp_path, capsys):
+def test_fit_export_switched_off_and_another_tasks_checkpoint_is_one_line(tmp_path, capsys):
     config, ckpt = quickstart(tmp_path, "quickstart_clm", "--save_pretrained.enabled=false")
+    run = newest_run(tmp_path)
+    assert (run / "config.yaml").is_file() and ckpt is not None and not (run / "huggingface").exists()
     other = [f"--config={REPO / 'configs/quickstart_classification.yaml'}"]
     with pytest.raises(SystemExit) as exit_info:
         export(other, ckpt, tmp_path / "export")
