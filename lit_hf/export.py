@@ -3,6 +3,7 @@ labels, tokenizer, generation config and a model card, written to a temporary fo
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, weights_only: bool = False) -> dict[str, Any]:
     """A Lightning checkpoint on the CPU: a `.ckpt` file, or a sharded (FSDP, `torch.distributed.checkpoint`) folder
     consolidated into full tensors."""
     path = Path(path)
@@ -83,8 +84,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
 
             return _format_checkpoint(_load_distributed_checkpoint(path))
-        return torch.load(path, map_location="cpu", weights_only=False)  # the user's own run; hparams are pickled
-    except (RuntimeError, EOFError, OSError, KeyError) as err:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)  # default: the user's own run
+    except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as err:
         raise LitHFError(f"--ckpt_path {str(path)!r} is not a readable checkpoint ({err}).") from err
 
 

@@ -19,6 +19,8 @@ class ExportCLI(LitHFCLI):
         super().add_arguments_to_parser(parser)
         parser.add_argument("--ckpt_path", type=str, required=True, help="The checkpoint (.ckpt or sharded folder).")
         parser.add_argument("--export_dir", type=str, required=True, help="Where the Hugging Face folder goes.")
+        # A run's saved config.yaml (fit's) holds this too; only weights and plain values are loaded when true.
+        parser.add_argument("--weights_only", type=bool | None, default=None, help="torch.load's weights_only.")
 
     def instantiate_classes(self) -> None:
         self.config_init = self.parser.instantiate_classes(self.config)
@@ -30,7 +32,7 @@ def export_main(args: list[str]) -> Path:
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # main() passes argv without "export"
     cli = ExportCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args, save_config_callback=None)
     task, ckpt_path = cli.model, Path(cli.config.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path, weights_only=bool(cli.config.weights_only))
     if "state_dict" not in checkpoint:
         raise LitHFError(f"--ckpt_path {str(ckpt_path)!r} holds no model weights (no state_dict).")
     task.on_load_checkpoint(checkpoint)

@@ -70,6 +70,12 @@ def test_classification_export_matches_predict_in_pipeline(tmp_path):
     print(f"classification: max |pipeline - predict| = {max(diffs):.3g} over {len(diffs)} probabilities")
     assert max(diffs) <= 1e-6
     assert [max(p, key=lambda x: x["score"])["label"] for p in outputs] == [row["prediction"] for row in rows]
+    again = export([f"--config={ckpt.parent.parent / 'config.yaml'}"], ckpt, tmp_path / "from-saved-config")
+    assert load_file(again / "model.safetensors").keys() == load_file(exported / "model.safetensors").keys()
+    assert all(
+        torch.equal(a, load_file(exported / "model.safetensors")[k])
+        for k, a in load_file(again / "model.safetensors").items()
+    )
     card = (exported / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card and "python -m lit_hf fit --config config.yaml" in card
     assert "val/accuracy" in card  # from the run's results.json
