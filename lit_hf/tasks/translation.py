@@ -184,11 +184,13 @@ class TranslationTask(L.LightningModule):
         folder = log_dir(self.trainer)
 
         def write(rows: Iterator[dict[str, Any]]) -> None:
-            with open(folder / "predictions.txt", "w") as txt, open(folder / "predictions.jsonl", "w") as jsonl:
-                for position, row in enumerate(rows):
+            txt, jsonl = (
+                open(folder / name, "w", encoding="utf-8") for name in ("predictions.txt", "predictions.jsonl")
+            )
+            with txt, jsonl:
+                for row in rows:
                     txt.write(row["translation"] + "\n")
-                    jsonl.write(json.dumps({"index": position, "translation": row["translation"]}, ensure_ascii=False))
-                    jsonl.write("\n")
+                    jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")  # {"index": ..., "translation": ...}
 
         write_merged(self.trainer, "predictions", write)
 
