@@ -1,15 +1,16 @@
-"""Callbacks every run gets: the results file, and learning rate plus throughput while training."""
+"""Callbacks every run gets: the results file, learning rate plus throughput while training, the export."""
 
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_hf.export import export_pretrained, load_checkpoint, model_card, model_weights
 from lit_hf.predictions import log_dir
 
 
@@ -82,24 +83,39 @@ class TrainMonitor(L.Callback):
 
 
 class SavePretrained(L.Callback):
-    """At the end of `fit`, saves the trained model and the task's tokenizer (or image processor) with
-    `save_pretrained`.
+    """At the end of `fit`, exports the model to `<log dir>/huggingface` (see `lit_hf.export.export_pretrained`):
+    safetensors weights, config with labels, the task's tokenizer, generation config and a model card.
 
-    The directory `<log dir>/huggingface` then loads back with `AutoModelFor*.from_pretrained`. The weights are
-    gathered through the strategy first, so sharded (FSDP) runs save whole tensors.
+    The weights are the best checkpoint's when a `ModelCheckpoint` monitors a metric, else those fit ended with
+    (gathered through the strategy, so sharded FSDP runs save whole tensors). CLI: `--save_pretrained.enabled=false`
+    switches the export off, `--save_pretrained.weights=last` exports the last weights even with a monitor.
+
+    Args:
+        enabled: Export at the end of fit.
+        weights: "best": the monitored checkpoint's best weights (the last weights when nothing is monitored);
+            "last": the weights fit ended with.
     """
+
+    def __init__(self, enabled: bool = True, weights: Literal["best", "last"] = "best") -> None:
+        self.enabled, self.weights = enabled, weights
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = getattr(pl_module, "model", None)
-        if model is None or not hasattr(model, "save_pretrained"):
+        if not self.enabled or model is None or not hasattr(model, "save_pretrained"):
             return
-        target = log_dir(trainer) / "huggingface"  # collective: all ranks
-        state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
+        folder = log_dir(trainer)  # collective: all ranks
+        best = self._best_path(trainer)
+        state = None if best else trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.is_global_zero:
-            weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-            model.save_pretrained(target, state_dict=weights)
-            for name in ("tokenizer", "processor"):  # the one the data module uses too (linked); images: a processor
-                if getattr(pl_module, name, None) is not None:
-                    getattr(pl_module, name).save_pretrained(target)
-            print(f"transformers model saved to {target}")
+            state = load_checkpoint(best)["state_dict"] if best else state
+            metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}
+            card = model_card(pl_module, metrics, folder / "config.yaml", best or f"the end of fit ({folder})")
+            target = export_pretrained(pl_module, model_weights(state), folder / "huggingface", card)
+            print(f"transformers model saved to {target}" + (f" (best checkpoint {best})" if best else ""))
         trainer.strategy.barrier()
+
+    def _best_path(self, trainer: L.Trainer) -> str | None:
+        callback = trainer.checkpoint_callback
+        if self.weights == "last" or callback is None or not getattr(callback, "monitor", None):
+            return None
+        return getattr(callback, "best_model_path", "") or None

@@ -47,6 +47,7 @@ class LitHFCLI(LightningCLI):
             "data.init_args.image_processor_name_or_path",
             compute_fn=tokenizer_of,
         )
+        parser.add_lightning_class_args(SavePretrained, "save_pretrained")  # --save_pretrained.enabled=false
 
     def before_instantiate_classes(self) -> None:
         """Values the data decides join the task's arguments before the task is built.
@@ -79,11 +80,16 @@ def main(args: list[str] | None = None) -> None:
 
         return download(argv[1:])
     try:
+        if argv[:1] == ["export"]:  # no Trainer subcommand: `export` builds the task only (lit_hf/export_command.py)
+            from lit_hf.export_command import export_main  # it subclasses LitHFCLI, so it imports this module
+
+            export_main(argv[1:])
+            return
         LitHFCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), SavePretrained()]},
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor()]},
             args=args,
         )
     except Exception as err:

@@ -25,8 +25,17 @@ from lit_hf.data.prepared import (
     prepare_splits,
     running_stage,
 )
-from lit_hf.data.sampling import eval_dataloader, train_dataloader
-from lit_hf.data.sources import carve_validation, check_files, check_sources, load_raw, require_columns, source_identity
+from lit_hf.data.prompts import collate_prompts, nonblank, tokenize_prompts
+from lit_hf.data.sampling import eval_dataloader, longest_first, train_dataloader
+from lit_hf.data.sources import (
+    carve_validation,
+    check_files,
+    check_sources,
+    load_raw,
+    loader_for,
+    require_columns,
+    source_identity,
+)
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
 
@@ -68,6 +77,9 @@ class LanguageModelingDataModule(L.LightningDataModule):
         train_file: Local training data: .csv, .tsv, .json, .jsonl, .parquet, or plain text (any other ending).
         validation_file: Local validation file, same types.
         test_file: Local test file, same types.
+        predict_file: Prompts for `predict`: .txt (one per line, blank lines skipped), or .jsonl/.json/.csv/.parquet
+            with a `prompt_column`. `predict` writes `predictions.jsonl` (index, prompt, completion) in file order.
+        prompt_column: Column holding the prompts in a jsonl/json/csv/parquet predict_file.
         dataset_path: A DatasetDict written by `save_to_disk`.
         text_column: Column holding the text in csv/json/parquet/hub data (.txt files always give `text`).
         validation_split_percentage: Percent of train used for validation when there is no validation split.
@@ -75,6 +87,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         block_size: Tokens per training block. Default: min(1024, the tokenizer's and the model's maximum length).
         max_train_samples: Keep only the first N training blocks (debugging, quick runs).
         max_eval_samples: Keep only the first N validation/test blocks.
+        max_predict_samples: Keep only the first N prompts.
         preprocessing_num_workers: Processes for tokenization.
         overwrite_cache: Tokenize again even when a cached result exists.
         data_cache_dir: Where datasets and the tokenized cache go (default: the `datasets` cache).
@@ -95,13 +108,16 @@ class LanguageModelingDataModule(L.LightningDataModule):
         train_file: LocalPath | None = None,
         validation_file: LocalPath | None = None,
         test_file: LocalPath | None = None,
+        predict_file: LocalPath | None = None,
         dataset_path: LocalPath | None = None,
         text_column: str = "text",
+        prompt_column: str = "prompt",
         validation_split_percentage: int = 5,
         keep_linebreaks: bool = True,
         block_size: int | None = None,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        max_predict_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
         overwrite_cache: bool = False,
         data_cache_dir: LocalPath | None = None,
@@ -111,7 +127,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_sources(dataset_name, dataset_path, [train_file, validation_file, test_file])
+        check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         if not 0 <= validation_split_percentage < 100:
             raise ConfigError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")
         check_positive(block_size=block_size)
@@ -128,6 +144,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
                 if split != required:
                     return None
                 raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+            if split == "predict":
+                return self._tokenize_prompts(raw[split], tokenizer, tag)
             return self._tokenize_and_group(raw[split], split, tokenizer, block_size, tag)
 
         prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
@@ -137,9 +155,11 @@ class LanguageModelingDataModule(L.LightningDataModule):
         hp = self.hparams
         loaded = load_splits(
             self._caches(self.tokenizer, self._block_size(self.tokenizer), stage),
-            lambda split: hp.max_train_samples if split == "train" else hp.max_eval_samples,
+            lambda split: {"train": hp.max_train_samples, "predict": hp.max_predict_samples}.get(
+                split, hp.max_eval_samples
+            ),
         )
-        self.datasets.update({split: blocks.with_format("numpy") for split, blocks in loaded.items()})
+        self.datasets.update({s: data if s == "predict" else data.with_format("numpy") for s, data in loaded.items()})
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -153,6 +173,16 @@ class LanguageModelingDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
+    def predict_dataloader(self) -> DataLoader:
+        prompts = self.datasets["predict"]
+        return eval_dataloader(
+            prompts,
+            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            collate_fn=partial(collate_prompts, pad_token_id=self.tokenizer.pad_token_id),
+            num_workers=self.hparams.num_workers,
+            order=longest_first(prompts),  # less padding; `index` restores file order
+        )
+
     def _eval_loader(self, split: str) -> DataLoader:
         return eval_dataloader(
             self.datasets[split],
@@ -164,7 +194,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
     def _files(self) -> dict[str, str]:
         hp = self.hparams
         files = {"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file}
-        return check_files(files, default="text")
+        return check_files({**files, "predict": hp.predict_file}, default="text")
 
     def _load_raw(self) -> DatasetDict:
         hp = self.hparams
@@ -195,13 +225,33 @@ class LanguageModelingDataModule(L.LightningDataModule):
             )
         return blocks
 
+    def _tokenize_prompts(self, raw: Dataset, tokenizer: PreTrainedTokenizerBase, tag: str) -> Dataset:
+        hp = self.hparams
+        column = "text" if loader_for(hp.predict_file, "text") == "text" else hp.prompt_column
+        require_columns(raw, "predict", {column: "prompt_column"})
+        raw = raw.filter(nonblank, input_columns=column, batched=True, new_fingerprint=f"{tag}-nonblank")
+        if len(raw) == 0:
+            raise LitHFError(f"predict_file {hp.predict_file!r} holds no prompts.")
+        tokenize = partial(tokenize_prompts, tokenizer=tokenizer, column=column)
+        prompts = map_batched(raw, tokenize, tag, "tokenize", hp, drop=True)
+        return prompts.add_column("index", list(range(len(prompts))))
+
     def _caches(self, tokenizer: PreTrainedTokenizerBase, block_size: int, stage: str | None = None) -> Caches:
         """The cache of each split the stage reads (the running trainer's, else all)."""
         hp = self.hparams
         splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
-        splits = tuple(s for s in splits if s != "predict")
+        if "predict" in splits and not hp.predict_file:
+            raise LitHFError("predict continues the prompts of --data.predict_file; give one (.txt: one per line).")
+
+        def predict_key() -> dict[str, Any]:
+            source = source_identity(
+                self._files(), ("predict",), dataset_path=None, dataset_name=None, dataset_config_name=None
+            )
+            return {"source": source, "prompt_column": hp.prompt_column}
 
         def key(split: str) -> dict[str, Any]:
+            if split == "predict":
+                return predict_key()
             carved = split in ("train", "validation") and not hp.validation_file
             reads = ("validation", "train") if split == "validation" and carved else (split,)
             source = source_identity(

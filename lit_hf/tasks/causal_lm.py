@@ -1,5 +1,7 @@
 """Causal language modeling: any AutoModelForCausalLM, reporting exact perplexity and next-token accuracy."""
 
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,6 +13,8 @@ from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, max_positions, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
+from lit_hf.tasks.generation import exported_generation_config, generation_options
 
 
 class CausalLMTask(L.LightningModule):
@@ -36,6 +40,15 @@ class CausalLMTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        max_new_tokens: `predict`: most tokens generated per prompt. Default (for every generation option below):
+            the model's own generation config.
+        do_sample: Sample instead of greedy or beam search (reproducible with `seed_everything`).
+        temperature: Sampling temperature.
+        top_k: Sample only from the k most likely tokens.
+        top_p: Sample only from the smallest set of tokens whose probability reaches top_p.
+        num_beams: Beam width (1: greedy or plain sampling).
+        repetition_penalty: Penalty (> 1) on tokens already in the prompt or the completion.
+        no_repeat_ngram_size: No n-gram of this size occurs twice in prompt plus completion.
     """
 
     def __init__(
@@ -55,6 +68,14 @@ class CausalLMTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_beams: int | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,8 +95,12 @@ class CausalLMTask(L.LightningModule):
         )
         fit_embeddings(self.model, self.tokenizer)
         self.max_positions = max_positions(self.model.config)
+        self.generate_kwargs = generation_options(self.tokenizer, self.hparams)
+        if self.model.generation_config.pad_token_id is None:  # else generate warns on every batch and picks EOS
+            self.generate_kwargs["pad_token_id"] = self.tokenizer.pad_token_id
         self.val_nll = NextTokenNLL()
         self.test_nll = NextTokenNLL()
+        self._shard: Path | None = None  # this process's predictions file while `predict` runs
 
     def forward(self, **batch: Tensor) -> Any:
         return self.model(**batch)
@@ -98,6 +123,22 @@ class CausalLMTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_epoch(self.test_nll, "test")
 
+    def on_predict_epoch_start(self) -> None:
+        self._shard = open_shard(self.trainer, "predictions")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Continues left-padded prompts; the completion is the text of the new tokens only, as
+        `pipeline("text-generation", return_full_text=False)` decodes it."""
+        completions = [self.tokenizer.decode(new, skip_special_tokens=True) for new in self._generate(batch)]
+        rows = zip(batch["index"].tolist(), batch["prompt"], completions, strict=True)
+        append_rows(self._shard, ({"index": i, "prompt": p, "completion": c} for i, p, c in rows))
+
+    def on_predict_epoch_end(self) -> None:
+        path = log_dir(self.trainer) / "predictions.jsonl"
+        write_merged(self.trainer, "predictions", lambda rows: write_lines(path, map(json.dumps, rows)))
+        if self.trainer.is_global_zero:
+            print(f"predictions written to {path}")
+
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
 
@@ -110,6 +151,17 @@ class CausalLMTask(L.LightningModule):
         values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
         self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
         metric.reset()
+
+    def _generate(self, batch: dict[str, Any]) -> list[Tensor]:
+        """The new tokens of each prompt. Options that count tokens over the whole sequence (no_repeat_ngram_size,
+        repetition_penalty) would count the left padding too, so with them each prompt is generated alone."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        config = exported_generation_config(self.model, self.generate_kwargs)
+        if config.no_repeat_ngram_size or (config.repetition_penalty or 1.0) != 1.0:
+            rows = [row[keep.bool()][None] for row, keep in zip(ids, mask, strict=True)]
+            return [self.model.generate(input_ids=r, **self.generate_kwargs)[0, r.shape[1] :].cpu() for r in rows]
+        tokens = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs)
+        return list(tokens[:, ids.shape[1] :].cpu())  # (prompt_len + new tokens) per row; the new ones
 
     def _check_length(self, batch: dict[str, Tensor]) -> None:
         length = batch["input_ids"].shape[1]

@@ -1,13 +1,15 @@
 """Encoder-decoder evaluation shared by the generating families: one encoder pass for the loss and `generate`,
 hypotheses as text, and the generation options."""
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import T5_FAMILY
 from lit_hf.predictions import gather_by_index
@@ -32,21 +34,56 @@ def ensure_decoder_start(model: PreTrainedModel, name: str) -> None:
     model.generation_config.decoder_start_token_id = config.pad_token_id
 
 
-def generate_kwargs(
-    tokenizer: PreTrainedTokenizerBase, num_beams: int | None, max_new_tokens: int | None, forced_bos_token: str | None
+# The `transformers.GenerationConfig` options a generating task takes as constructor options (same names).
+GENERATION_OPTIONS = (
+    "max_new_tokens",
+    "num_beams",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "length_penalty",
+    "early_stopping",
+)
+
+
+def generation_options(
+    tokenizer: PreTrainedTokenizerBase, options: Mapping[str, Any], forced_bos_token: str | None = None
 ) -> dict[str, Any]:
-    """The options given; what is left unset comes from the model's generation config."""
-    kwargs: dict[str, Any] = {}
-    if num_beams is not None:
-        kwargs["num_beams"] = num_beams
-    if max_new_tokens is not None:
-        kwargs["max_new_tokens"] = max_new_tokens
+    """The `GenerationConfig` options set in `options` (a task's hyperparameters); those left None come from the
+    model's own generation config at `generate` time. One function for every generating task."""
+    kwargs = {name: options[name] for name in GENERATION_OPTIONS if options.get(name) is not None}
+    check_positive(**{k: kwargs.get(k) for k in ("max_new_tokens", "num_beams")})
+    if kwargs.get("top_k", 0) < 0:
+        raise ConfigError(f"top_k must be 0 (no top-k filtering) or more, got {kwargs['top_k']}.")
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        if name in kwargs and kwargs[name] <= 0:
+            raise ConfigError(f"{name} must be positive, got {kwargs[name]}.")
+    if kwargs.get("top_p", 0) > 1:
+        raise ConfigError(f"top_p is a probability mass in (0, 1], got {kwargs['top_p']}.")
     if forced_bos_token is not None:
         token_id = tokenizer.convert_tokens_to_ids(forced_bos_token)
         if token_id is None or token_id == tokenizer.unk_token_id:
             raise ConfigError(f"forced_bos_token {forced_bos_token!r} is not a token of the tokenizer.")
         kwargs["forced_bos_token_id"] = token_id
     return kwargs
+
+
+def generate_kwargs(
+    tokenizer: PreTrainedTokenizerBase, num_beams: int | None, max_new_tokens: int | None, forced_bos_token: str | None
+) -> dict[str, Any]:
+    """The options given; what is left unset comes from the model's generation config."""
+    return generation_options(tokenizer, {"num_beams": num_beams, "max_new_tokens": max_new_tokens}, forced_bos_token)
+
+
+def exported_generation_config(model: PreTrainedModel, kwargs: dict[str, Any]) -> GenerationConfig:
+    """The model's generation config with the task's options written in, so `pipeline()` on an export generates
+    as lit_hf did without being told the options again."""
+    config = copy.deepcopy(model.generation_config)
+    config.update(**kwargs)
+    return config
 
 
 def update_loss(model: PreTrainedModel, nll: NextTokenNLL, batch: dict[str, Any]) -> Any:

@@ -1,6 +1,8 @@
 """Sequence classification and regression: any AutoModelForSequenceClassification, with GLUE's exact metrics."""
 
 import json
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
-from lit_hf.predictions import gather_by_index, log_dir
+from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
 from lit_hf.tasks.labels import configure_labels, make_metric
 
 __all__ = ["SequenceClassificationTask", "make_metric"]
@@ -100,7 +102,7 @@ class SequenceClassificationTask(L.LightningModule):
         self.regression = regression or self.model.config.problem_type == "regression"
         self.val_metrics = self._metrics("validation")
         self.test_metrics = self._metrics("test")
-        self._predictions: dict[int, list[tuple[int, Tensor]]] = {}
+        self._shards: list[Path] = []  # per prediction set, this process's rows file (streamed, see predictions.py)
 
     def forward(self, **batch: Tensor) -> tuple[Tensor | None, Tensor]:
         """The loss (when `labels` are given) and the logits in the data's label order (batch, num_labels)."""
@@ -127,20 +129,21 @@ class SequenceClassificationTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_epoch(self.test_metrics, "test")
 
+    def on_predict_epoch_start(self) -> None:
+        names = split_names(GLUE_TASKS.get(self.hparams.glue_task), "test")
+        self._shards = [open_shard(self.trainer, f"predict-{idx}") for idx in range(len(names))]
+
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         _, logits = self(**model_inputs(batch, labels=False))
         scores = logits.squeeze(-1) if self.regression else logits.float().softmax(-1)
-        rows = zip(batch["index"].tolist(), scores.float().cpu(), strict=True)
-        self._predictions.setdefault(dataloader_idx, []).extend(rows)
+        rows = zip(batch["index"].tolist(), scores.float().cpu().tolist(), strict=True)
+        append_rows(self._shards[dataloader_idx], ({"index": i, "scores": s} for i, s in rows))
 
     def on_predict_epoch_end(self) -> None:
         folder = log_dir(self.trainer)
-        names = split_names(GLUE_TASKS.get(self.hparams.glue_task), "test")
-        for idx in range(len(names)):
-            rows = gather_by_index(self._predictions.get(idx, []))  # collective: every rank calls it
-            if self.trainer.is_global_zero:
-                self._write_predictions(folder, idx, rows)
-        self._predictions = {}
+        for idx in range(len(self._shards)):  # collective: every rank calls it
+            write_merged(self.trainer, f"predict-{idx}", partial(self._write_predictions, folder, idx))
+        self._shards = []
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
@@ -181,19 +184,20 @@ class SequenceClassificationTask(L.LightningModule):
             for metric in per_set.values():
                 metric.reset()
 
-    def _write_predictions(self, log_dir: Path, idx: int, rows: list[tuple[int, Tensor]]) -> None:
+    def _write_predictions(self, log_dir: Path, idx: int, rows: Iterator[dict[str, Any]]) -> None:
         task = self.hparams.glue_task
         name = "predict_results" + (f"_{task}" if task else "") + ("-mm" if idx == 1 else "")
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"{name}.txt", "w") as txt, open(log_dir / f"{name}.jsonl", "w") as jsonl:
             txt.write("index\tprediction\n")
-            for index, scores in rows:
+            for row in rows:
+                index, scores = row["index"], row["scores"]
                 if self.regression:
-                    txt.write(f"{index}\t{scores.item():3.3f}\n")
-                    jsonl.write(json.dumps({"index": index, "score": scores.item()}) + "\n")
+                    txt.write(f"{index}\t{scores:3.3f}\n")
+                    jsonl.write(json.dumps({"index": index, "score": scores}) + "\n")
                     continue
-                label = self.label_names[int(scores.argmax())]
-                probs = dict(zip(self.label_names, scores.tolist(), strict=True))
+                label = self.label_names[max(range(len(scores)), key=scores.__getitem__)]  # the first maximum
+                probs = dict(zip(self.label_names, scores, strict=True))
                 txt.write(f"{index}\t{label}\n")
                 jsonl.write(json.dumps({"index": index, "prediction": label, "probabilities": probs}) + "\n")
         print(f"predictions written to {log_dir / name}.txt and .jsonl")

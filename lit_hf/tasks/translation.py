@@ -1,6 +1,8 @@
 """Translation: any AutoModelForSeq2SeqLM (T5, BART, Marian, mBART), scored by corpus SacreBLEU and chrF."""
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -10,17 +12,16 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from transformers import AutoModelForSeq2SeqLM
 
-from lit_hf.errors import ConfigError, check_positive
+from lit_hf.errors import ConfigError
 from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
-from lit_hf.predictions import log_dir, write_lines
+from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.tasks.generation import (
     ensure_decoder_start,
-    generate_kwargs,
     generate_texts,
-    in_dataset_order,
+    generation_options,
     update_loss,
     warn_if_fp16_overflows,
 )
@@ -68,9 +69,17 @@ class TranslationTask(L.LightningModule):
         from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         config_overrides: With from_scratch: comma-separated overrides, e.g. "d_model=64,num_layers=2".
         predict_with_generate: Generate and score BLEU/chrF in fit's validation too (validate and test always do).
-        num_beams: Beam width for generation. Default: the model's generation config.
+        num_beams: Beam width for generation. Default (for every generation option): the model's generation config.
         max_new_tokens: Longest generated translation in tokens. Default: the data's val_max_target_length
             (linked by the CLI), else the model's generation config.
+        length_penalty: Beam scores are divided by length ** length_penalty (> 0 favours longer translations).
+        no_repeat_ngram_size: No n-gram of this size occurs twice in a translation.
+        early_stopping: Beam search stops once num_beams finished candidates exist.
+        do_sample: Sample instead of greedy or beam search (seeded by `seed_everything`).
+        temperature: Sampling temperature.
+        top_k: Sample only from the k most likely tokens.
+        top_p: Sample only from the smallest set of tokens whose probability reaches top_p.
+        repetition_penalty: Penalty (> 1) on tokens already generated.
         forced_bos_token: Token forced first in every translation, e.g. `ro_RO` for mBART-50 or `__ro__` for M2M100.
         bleu_tokenize: SacreBLEU tokenizer for `bleu` ("13a" as sacrebleu's default; "zh", "ja-mecab" etc.).
         learning_rate: Peak AdamW learning rate, reached at the end of warmup.
@@ -96,6 +105,14 @@ class TranslationTask(L.LightningModule):
         num_beams: int | None = None,
         max_new_tokens: int | None = None,
         forced_bos_token: str | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        early_stopping: bool | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
         bleu_tokenize: BleuTokenize = "13a",
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
@@ -109,7 +126,6 @@ class TranslationTask(L.LightningModule):
         check_warmup(warmup_ratio, warmup_steps)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
-        check_positive(num_beams=num_beams, max_new_tokens=max_new_tokens)
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
         self.tokenizer = load_tokenizer(tokenizer_name or model_name_or_path, **hub)
         self.model = load_model(
@@ -123,10 +139,10 @@ class TranslationTask(L.LightningModule):
         )
         fit_embeddings(self.model, self.tokenizer)
         ensure_decoder_start(self.model, model_name_or_path)
-        self.generate_kwargs = generate_kwargs(self.tokenizer, num_beams, max_new_tokens, forced_bos_token)
+        self.generate_kwargs = generation_options(self.tokenizer, self.hparams, forced_bos_token)
         self.val_metrics = EvalMetrics(bleu_tokenize)
         self.test_metrics = EvalMetrics(bleu_tokenize)
-        self.outputs: list[tuple[int, str]] = []  # (index in the split, hypothesis) on this process, CPU only
+        self._shard: Path | None = None  # this process's hypotheses file while an epoch that writes them runs
 
     def forward(self, **batch: Tensor) -> Any:
         return self.model(**batch)
@@ -139,11 +155,17 @@ class TranslationTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._shard = self._open_shard("val")
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(self.val_metrics, batch)
 
     def on_validation_epoch_end(self) -> None:
         self._end_epoch(self.val_metrics, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._shard = self._open_shard("test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(self.test_metrics, batch)
@@ -151,20 +173,26 @@ class TranslationTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_epoch(self.test_metrics, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+    def on_predict_epoch_start(self) -> None:
+        self._shard = open_shard(self.trainer, "predictions")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hypotheses, _ = self._generate(batch)
-        self.outputs.extend(zip(batch["index"].tolist(), hypotheses, strict=True))
-        return hypotheses
+        self._append(batch, hypotheses)  # to disk, not returned: Lightning would keep every batch's return value
 
     def on_predict_epoch_end(self) -> None:
-        translations = in_dataset_order(self._take_outputs())
         folder = log_dir(self.trainer)
-        if self.trainer.is_global_zero:
-            write_lines(folder / "predictions.txt", translations)
-            rows = [
-                json.dumps({"index": i, "translation": text}, ensure_ascii=False) for i, text in enumerate(translations)
-            ]
-            write_lines(folder / "predictions.jsonl", rows)
+
+        def write(rows: Iterator[dict[str, Any]]) -> None:
+            txt, jsonl = (
+                open(folder / name, "w", encoding="utf-8") for name in ("predictions.txt", "predictions.jsonl")
+            )
+            with txt, jsonl:
+                for row in rows:
+                    txt.write(row["translation"] + "\n")
+                    jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")  # {"index": ..., "translation": ...}
+
+        write_merged(self.trainer, "predictions", write)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
@@ -180,8 +208,7 @@ class TranslationTask(L.LightningModule):
         metrics.bleu.update(hypotheses, batch["references"])
         metrics.chrf.update(hypotheses, batch["references"])
         metrics.gen_len.update(lengths)
-        if not self.trainer.sanity_checking:
-            self.outputs.extend(zip(batch["index"].tolist(), hypotheses, strict=True))
+        self._append(batch, hypotheses)
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
         return generate_texts(self.model, self.tokenizer, batch, self.generate_kwargs, encoder_outputs)
@@ -189,15 +216,18 @@ class TranslationTask(L.LightningModule):
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
         generated = self._generates()
         self.log_dict(metrics.compute(prefix, generated), prog_bar=True)  # reduced across processes
-        writes = self.trainer.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) and not self.trainer.sanity_checking
-        if not (generated and writes):
-            self.outputs.clear()
+        if self._shard is None:
             return
-        hypotheses = in_dataset_order(self._take_outputs())
-        folder = log_dir(self.trainer)
-        if self.trainer.is_global_zero:
-            write_lines(folder / f"{prefix}_predictions.txt", hypotheses)
+        self._shard = None
+        path = log_dir(self.trainer) / f"{prefix}_predictions.txt"
+        write_merged(self.trainer, prefix, lambda rows: write_lines(path, (row["translation"] for row in rows)))
 
-    def _take_outputs(self) -> list[tuple[int, str]]:
-        rows, self.outputs = self.outputs, []
-        return rows
+    def _open_shard(self, prefix: str) -> Path | None:
+        """`validate` and `test` write their hypotheses (fit's validation and the sanity check do not)."""
+        writes = self.trainer.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) and not self.trainer.sanity_checking
+        return open_shard(self.trainer, prefix) if writes and self._generates() else None
+
+    def _append(self, batch: dict[str, Any], hypotheses: list[str]) -> None:
+        if self._shard is not None:
+            rows = zip(batch["index"].tolist(), hypotheses, strict=True)
+            append_rows(self._shard, ({"index": i, "translation": text} for i, text in rows))

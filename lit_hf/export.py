@@ -1,0 +1,122 @@
+"""A task as a Hugging Face directory that `from_pretrained` and `transformers.pipeline()` load: safetensors weights,
+labels, tokenizer, generation config and a model card, written to a temporary folder and renamed into place."""
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lit_hf.errors import LitHFError
+from lit_hf.tasks.generation import exported_generation_config
+
+# The `pipeline()` task each lit_hf task's export serves (the model card's `pipeline_tag`).
+PIPELINE_TAGS = {
+    "SequenceClassificationTask": "text-classification",
+    "CausalLMTask": "text-generation",
+    "TranslationTask": "translation",
+}
+
+# How the model card says to load it: transformers 5 has no translation or text2text-generation pipeline.
+USAGE = {
+    "text-classification": [
+        "from transformers import pipeline",
+        "",
+        'pipe = pipeline("text-classification", model=PATH)',
+    ],
+    "text-generation": ["from transformers import pipeline", "", 'pipe = pipeline("text-generation", model=PATH)'],
+    "translation": [
+        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+        "",
+        "tokenizer, model = AutoTokenizer.from_pretrained(PATH), AutoModelForSeq2SeqLM.from_pretrained(PATH)",
+        'print(tokenizer.decode(model.generate(**tokenizer("...", return_tensors="pt"))[0], skip_special_tokens=True))',
+    ],
+}
+
+
+def export_pretrained(
+    task: L.LightningModule, weights: dict[str, torch.Tensor], target: Path, card: str | None = None
+) -> Path:
+    """Saves `task.model` with `weights` (its own state dict keys), the task's tokenizer (or image processor), its generation options
+    and `card` as README.md into a temporary folder beside `target`, then renames it into place: a kill midway
+    leaves the old export (or none), never a half-written one."""
+    model = task.model
+    if getattr(task, "label_names", None) is not None and model.config.problem_type is None:
+        model.config.problem_type = (
+            "regression" if getattr(task, "regression", False) else "single_label_classification"
+        )
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=weights)  # safetensors; config.json with id2label/label2id/problem_type
+    for name in ("tokenizer", "processor"):  # the one the data module used (linked); images: an image processor
+        if getattr(task, name, None) is not None:
+            getattr(task, name).save_pretrained(tmp)
+    if model.can_generate():
+        exported_generation_config(model, getattr(task, "generate_kwargs", {})).save_pretrained(tmp)
+    if card is not None:
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    replace_dir(tmp, target)
+    return target
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """`new` becomes `target`; an existing `target` is moved aside first and removed after (directories cannot be
+    replaced in one rename)."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: str | Path, weights_only: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint on the CPU: a `.ckpt` file, or a sharded (FSDP, `torch.distributed.checkpoint`) folder
+    consolidated into full tensors."""
+    path = Path(path)
+    if not path.exists():
+        raise LitHFError(f"--ckpt_path {str(path)!r} does not exist.")
+    try:
+        if path.is_dir():
+            # Lightning's own consolidation (what `python -m lightning.pytorch.utilities.consolidate_checkpoint` runs)
+            from lightning.fabric.utilities.load import _load_distributed_checkpoint
+            from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
+
+            return _format_checkpoint(_load_distributed_checkpoint(path))
+        return torch.load(path, map_location="cpu", weights_only=weights_only)  # default: the user's own run
+    except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as err:
+        raise LitHFError(f"--ckpt_path {str(path)!r} is not a readable checkpoint ({err}).") from err
+
+
+def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The Hugging Face model's part of a task's state dict (the task holds it as `model`)."""
+    return {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+
+
+def model_card(task: L.LightningModule, metrics: dict[str, Any], config_yaml: Path | None, source: str) -> str:
+    """README.md: what it is, how to load it, the run's final metrics and the command (config) that trained it."""
+    tag = PIPELINE_TAGS.get(type(task).__name__)
+    lines = ["---", "library_name: transformers", *([f"pipeline_tag: {tag}"] if tag else []), "tags: [lit_hf]", "---"]
+    lines += [f"# {task.model.config.model_type} fine-tuned with lit_hf", "", f"Exported from `{source}`.", ""]
+    lines += ["```python", *USAGE[tag], "```"] if tag in USAGE else []
+    numbers = {k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numbers:
+        lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {name} | {value:.6g} |" for name, value in numbers.items()]
+    if config_yaml is not None and config_yaml.is_file():
+        lines += ["", "## Training", "", "```", "python -m lit_hf fit --config config.yaml", "```", "", "config.yaml:"]
+        lines += ["", "```yaml", config_yaml.read_text(encoding="utf-8").rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def run_files(ckpt_path: Path) -> tuple[dict[str, Any], Path | None]:
+    """The metrics (`results.json`) and `config.yaml` of the run whose log dir holds `checkpoints/<ckpt>`."""
+    folder = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    results = folder / "results.json"
+    metrics = json.loads(results.read_text()) if results.is_file() else {}
+    return metrics, (folder / "config.yaml") if (folder / "config.yaml").is_file() else None
