@@ -41,9 +41,9 @@ USAGE = {
 def export_pretrained(
     task: L.LightningModule, weights: dict[str, torch.Tensor], target: Path, card: str | None = None
 ) -> Path:
-    """Saves `task.model` with `weights` (its own state dict keys), the task's tokenizer (or image processor), its generation options
-    and `card` as README.md into a temporary folder beside `target`, then renames it into place: a kill midway
-    leaves the old export (or none), never a half-written one."""
+    """Saves `task.model` with `weights` (its own state dict keys), the task's tokenizer (or image processor), its
+    generation options and `card` as README.md into a temporary folder beside `target`, then renames it into place:
+    a kill midway leaves the old export (or none), never a half-written one."""
     model = task.model
     if getattr(task, "label_names", None) is not None and model.config.problem_type is None:
         model.config.problem_type = (
