@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.cache import file_identity
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -25,14 +26,13 @@ from lit_hf.data.prepared import (
     prepare_splits,
     running_stage,
 )
-from lit_hf.data.prompts import collate_prompts, nonblank, tokenize_prompts
-from lit_hf.data.sampling import eval_dataloader, longest_first, train_dataloader
+from lit_hf.data.prompts import prepare_prompts, prompt_loader
+from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import (
     carve_validation,
     check_files,
     check_sources,
     load_raw,
-    loader_for,
     require_columns,
     source_identity,
 )
@@ -145,7 +145,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
                     return None
                 raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
             if split == "predict":
-                return self._tokenize_prompts(raw[split], tokenizer, tag)
+                return prepare_prompts(raw[split], self.hparams, tokenizer, tag)
             return self._tokenize_and_group(raw[split], split, tokenizer, block_size, tag)
 
         prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
@@ -153,12 +153,9 @@ class LanguageModelingDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         self.tokenizer = linked_tokenizer(self.hparams)
         hp = self.hparams
-        loaded = load_splits(
-            self._caches(self.tokenizer, self._block_size(self.tokenizer), stage),
-            lambda split: {"train": hp.max_train_samples, "predict": hp.max_predict_samples}.get(
-                split, hp.max_eval_samples
-            ),
-        )
+        limits = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}
+        caches = self._caches(self.tokenizer, self._block_size(self.tokenizer), stage)
+        loaded = load_splits(caches, lambda split: limits.get(split, hp.max_eval_samples))
         self.datasets.update({s: data if s == "predict" else data.with_format("numpy") for s, data in loaded.items()})
 
     def train_dataloader(self) -> DataLoader:
@@ -174,14 +171,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        prompts = self.datasets["predict"]
-        return eval_dataloader(
-            prompts,
-            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
-            collate_fn=partial(collate_prompts, pad_token_id=self.tokenizer.pad_token_id),
-            num_workers=self.hparams.num_workers,
-            order=longest_first(prompts),  # less padding; `index` restores file order
-        )
+        return prompt_loader(self.datasets["predict"], self.hparams, self.tokenizer)
 
     def _eval_loader(self, split: str) -> DataLoader:
         return eval_dataloader(
@@ -225,17 +215,6 @@ class LanguageModelingDataModule(L.LightningDataModule):
             )
         return blocks
 
-    def _tokenize_prompts(self, raw: Dataset, tokenizer: PreTrainedTokenizerBase, tag: str) -> Dataset:
-        hp = self.hparams
-        column = "text" if loader_for(hp.predict_file, "text") == "text" else hp.prompt_column
-        require_columns(raw, "predict", {column: "prompt_column"})
-        raw = raw.filter(nonblank, input_columns=column, batched=True, new_fingerprint=f"{tag}-nonblank")
-        if len(raw) == 0:
-            raise LitHFError(f"predict_file {hp.predict_file!r} holds no prompts.")
-        tokenize = partial(tokenize_prompts, tokenizer=tokenizer, column=column)
-        prompts = map_batched(raw, tokenize, tag, "tokenize", hp, drop=True)
-        return prompts.add_column("index", list(range(len(prompts))))
-
     def _caches(self, tokenizer: PreTrainedTokenizerBase, block_size: int, stage: str | None = None) -> Caches:
         """The cache of each split the stage reads (the running trainer's, else all)."""
         hp = self.hparams
@@ -243,24 +222,13 @@ class LanguageModelingDataModule(L.LightningDataModule):
         if "predict" in splits and not hp.predict_file:
             raise LitHFError("predict continues the prompts of --data.predict_file; give one (.txt: one per line).")
 
-        def predict_key() -> dict[str, Any]:
-            source = source_identity(
-                self._files(), ("predict",), dataset_path=None, dataset_name=None, dataset_config_name=None
-            )
-            return {"source": source, "prompt_column": hp.prompt_column}
-
         def key(split: str) -> dict[str, Any]:
-            if split == "predict":
-                return predict_key()
+            if split == "predict":  # prompts: the predict file only
+                return {"source": ["files", file_identity(self._files()["predict"])], "prompt_column": hp.prompt_column}
             carved = split in ("train", "validation") and not hp.validation_file
             reads = ("validation", "train") if split == "validation" and carved else (split,)
-            source = source_identity(
-                self._files(),
-                reads,
-                dataset_path=hp.dataset_path,
-                dataset_name=hp.dataset_name,
-                dataset_config_name=hp.dataset_config_name,
-            )
+            sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
+            source = source_identity(self._files(), reads, dataset_path=hp.dataset_path, **sources)
             return {
                 "source": source,
                 "text_column": hp.text_column,

@@ -4,7 +4,7 @@ from functools import partial
 from typing import Any
 
 import lightning as L
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -17,6 +17,7 @@ from lit_hf.data.choice_inputs import (
     encode_choice_labels,
     tokenize_choices,
 )
+from lit_hf.data.given import build_given, given_limit, given_source, load_given
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -31,13 +32,8 @@ from lit_hf.data.prepared import (
 )
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import (
-    check_files,
     check_sources,
-    load_raw,
-    raw_split,
     require_columns,
-    source_identity,
-    source_split,
 )
 from lit_hf.errors import LitHFError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
@@ -133,23 +129,12 @@ class MultipleChoiceDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         tokenizer = linked_tokenizer(self.hparams)
-        stage = running_stage(self.trainer)
-
-        def build(raw: DatasetDict, split: str, tag: str) -> Dataset | None:
-            optional = self.trainer is None or (split == "validation" and stage == "fit")
-            if optional and source_split(raw, split) not in raw:
-                return None  # fit without validation data, or a split this data lacks when used outside a trainer
-            return self._tokenize(raw_split(raw, split), split, tokenizer, tag)
-
-        prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
+        build = build_given(self.trainer, lambda raw, split, tag: self._tokenize(raw, split, tokenizer, tag))
+        prepare_splits(self._caches(tokenizer), lambda: load_given(self.hparams), build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
         self.tokenizer = linked_tokenizer(self.hparams)
-        hp = self.hparams
-        limits = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}
-        self.datasets.update(
-            load_splits(self._caches(self.tokenizer, stage), lambda s: limits.get(s, hp.max_eval_samples))
-        )
+        self.datasets.update(load_splits(self._caches(self.tokenizer, stage), given_limit(self.hparams)))
         for split in ("validation", "test"):
             if stage in ("validate", "test", "fit") and split in self.datasets and not self._labelled(split):
                 raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
@@ -170,10 +155,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         hp = self.hparams
-        batch_size = hp.eval_batch_size or hp.batch_size
-        return eval_dataloader(
-            self.datasets[split], batch_size=batch_size, collate_fn=self._collate(), num_workers=hp.num_workers
-        )
+        loader = {"collate_fn": self._collate(), "num_workers": hp.num_workers}
+        return eval_dataloader(self.datasets[split], batch_size=hp.eval_batch_size or hp.batch_size, **loader)
 
     def _collate(self) -> partial:
         precision = str(getattr(self.trainer, "precision", "")) if self.trainer is not None else ""
@@ -183,16 +166,6 @@ class MultipleChoiceDataModule(L.LightningDataModule):
     def _labelled(self, split: str) -> bool:
         data = self.datasets[split]
         return "labels" in data.column_names and UNLABELLED not in data.unique("labels")
-
-    def _files(self) -> dict[str, str]:
-        hp = self.hparams
-        files = {"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file}
-        return check_files({**files, "predict": hp.predict_file})
-
-    def _load_raw(self) -> DatasetDict:
-        hp = self.hparams
-        sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
-        return load_raw(self._files(), dataset_path=hp.dataset_path, cache_dir=hp.data_cache_dir, **sources)
 
     def _columns(self) -> tuple[str, str | None, list[str] | None, str | None]:
         """(context, question or None, ending columns or None, choices column or None)."""
@@ -229,12 +202,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             examples = map_batched(examples, encode, tag, "labels", hp, drop=False)
         elif split != "predict":
             raise LitHFError(f"The {split} split has no label column {hp.label_column!r}; set --data.label_column.")
-        keep = [
-            c
-            for c in ("input_ids", "attention_mask", "token_type_ids", "labels", "choices")
-            if c in examples.column_names
-        ]
-        examples = examples.select_columns(keep)
+        keep = ("input_ids", "attention_mask", "token_type_ids", "labels", "choices")
+        examples = examples.select_columns([c for c in keep if c in examples.column_names])
         return examples.add_column("index", list(range(len(examples))))  # input order, for prediction files
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
@@ -248,10 +217,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
 
         def key(split: str) -> dict[str, Any]:
-            reads = ("test",) if split == "predict" and not hp.predict_file else (split,)
-            sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
             return {
-                "source": source_identity(self._files(), reads, dataset_path=hp.dataset_path, **sources),
+                "source": given_source(hp, split),
                 "columns": [*self._columns(), hp.label_column, hp.num_choices],
                 "max_length": self._max_length(tokenizer),
                 "padding": hp.pad_to_max_length,

@@ -4,11 +4,12 @@ from functools import partial
 from typing import Any
 
 import lightning as L
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.given import build_given, given_limit, given_source, load_given
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -21,16 +22,11 @@ from lit_hf.data.prepared import (
     prepare_splits,
     running_stage,
 )
-from lit_hf.data.sampling import eval_dataloader, longest_first, train_dataloader
-from lit_hf.data.seq2seq_inputs import collate_pairs, tokenize_documents
+from lit_hf.data.seq2seq import seq2seq_eval_loader, seq2seq_train_loader
+from lit_hf.data.seq2seq_inputs import tokenize_documents
 from lit_hf.data.sources import (
-    check_files,
     check_sources,
-    load_raw,
-    raw_split,
     require_columns,
-    source_identity,
-    source_split,
 )
 from lit_hf.errors import check_positive
 from lit_hf.models import T5_FAMILY, max_positions
@@ -145,27 +141,19 @@ class SummarizationDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         tokenizer, prefix, max_source = self._settings(notify=True)
-        stage = running_stage(self.trainer)
-
-        def build(raw: DatasetDict, split: str, tag: str) -> Dataset | None:
-            optional = self.trainer is None or (split == "validation" and stage == "fit")
-            if optional and source_split(raw, split) not in raw:
-                return None  # fit without validation data, or a split this data lacks when used outside a trainer
-            return self._tokenize(raw_split(raw, split), split, tokenizer, prefix, max_source, tag)
-
-        prepare_splits(self._caches(tokenizer, prefix, max_source), self._load_raw, build, self.hparams.overwrite_cache)
+        build = build_given(
+            self.trainer, lambda raw, split, tag: self._tokenize(raw, split, tokenizer, prefix, max_source, tag)
+        )
+        caches = self._caches(tokenizer, prefix, max_source)
+        prepare_splits(caches, lambda: load_given(self.hparams), build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
         self.tokenizer, prefix, max_source = self._settings(notify=False)
-        hp = self.hparams
-        limits = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}
         caches = self._caches(self.tokenizer, prefix, max_source, stage)
-        self.datasets.update(load_splits(caches, lambda split: limits.get(split, hp.max_eval_samples)))
+        self.datasets.update(load_splits(caches, given_limit(self.hparams)))
 
     def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        train = self.datasets["train"].remove_columns("target_text")
-        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=self._collate(), num_workers=hp.num_workers)
+        return seq2seq_train_loader(self.datasets["train"], self.hparams, self.tokenizer)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation
@@ -177,28 +165,7 @@ class SummarizationDataModule(L.LightningDataModule):
         return self._eval_loader("predict")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        examples = self.datasets[split]
-        return eval_dataloader(
-            examples,
-            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
-            collate_fn=self._collate(),
-            num_workers=self.hparams.num_workers,
-            order=longest_first(examples) if self.hparams.sort_by_length else None,
-        )
-
-    def _collate(self) -> partial:
-        label_pad = -100 if self.hparams.ignore_pad_token_for_loss else self.tokenizer.pad_token_id
-        return partial(collate_pairs, pad_token_id=self.tokenizer.pad_token_id, label_pad_token_id=label_pad)
-
-    def _files(self) -> dict[str, str]:
-        hp = self.hparams
-        files = {"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file}
-        return check_files({**files, "predict": hp.predict_file})
-
-    def _load_raw(self) -> DatasetDict:
-        hp = self.hparams
-        sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
-        return load_raw(self._files(), dataset_path=hp.dataset_path, cache_dir=hp.data_cache_dir, **sources)
+        return seq2seq_eval_loader(self.datasets[split], self.hparams, self.tokenizer)
 
     def _columns(self, raw: Dataset, split: str) -> tuple[str, str | None]:
         """(text column, summary column or None for a predict split without summaries), checked against the split."""
@@ -242,10 +209,8 @@ class SummarizationDataModule(L.LightningDataModule):
         splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
 
         def key(split: str) -> dict[str, Any]:
-            reads = ("test",) if split == "predict" and not hp.predict_file else (split,)
-            sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
             return {
-                "source": source_identity(self._files(), reads, dataset_path=hp.dataset_path, **sources),
+                "source": given_source(hp, split),
                 "columns": [hp.text_column, hp.summary_column],
                 "prefix": prefix,
                 "lengths": [max_source, hp.max_target_length, hp.val_max_target_length if split != "train" else None],

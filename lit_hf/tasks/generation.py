@@ -12,7 +12,6 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import T5_FAMILY
-from lit_hf.predictions import gather_by_index
 
 
 def warn_if_fp16_overflows(model: PreTrainedModel, precision: str) -> None:
@@ -118,11 +117,3 @@ def generate_texts(
     texts = tokenizer.batch_decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     lengths = (tokens != tokenizer.pad_token_id).sum(-1).float()  # as run_translation.py counts gen_len
     return [text.strip().replace("\r", " ").replace("\n", " ") for text in texts], lengths
-
-
-def in_dataset_order(rows: list[tuple[int, str]]) -> list[str]:
-    """Every process's (index, text) rows, on every process, as texts in dataset order."""
-    ordered = gather_by_index(rows)
-    if [index for index, _ in ordered] != list(range(len(ordered))):
-        rank_zero_warn(f"Only {len(ordered)} examples were generated (limit_*_batches?); written in order.")
-    return [text for _, text in ordered]

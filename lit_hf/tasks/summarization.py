@@ -1,6 +1,5 @@
 """Summarization: any AutoModelForSeq2SeqLM (T5, BART, Pegasus), scored by ROUGE as `rouge_score` computes it."""
 
-import json
 from typing import Any
 
 import lightning as L
@@ -15,12 +14,11 @@ from lit_hf.metrics import CorpusRouge, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
-from lit_hf.predictions import log_dir, write_lines
+from lit_hf.tasks.generated_texts import GeneratedTexts
 from lit_hf.tasks.generation import (
     ensure_decoder_start,
-    generate_kwargs,
     generate_texts,
-    in_dataset_order,
+    generation_options,
     update_loss,
     warn_if_fp16_overflows,
 )
@@ -66,10 +64,18 @@ class SummarizationTask(L.LightningModule):
         from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         config_overrides: With from_scratch: comma-separated overrides, e.g. "d_model=64,num_layers=2".
         predict_with_generate: Generate and score ROUGE in fit's validation too (validate and test always do).
-        num_beams: Beam width for generation. Default: the model's generation config.
+        num_beams: Beam width for generation. Default (for every generation option): the model's generation config.
         max_new_tokens: Longest generated summary in tokens. Default: the data's val_max_target_length
             (linked by the CLI), else the model's generation config.
         forced_bos_token: Token forced first in every summary (multilingual models, e.g. mBART's `en_XX`).
+        length_penalty: Beam scores are divided by length ** length_penalty (> 0 favours longer summaries).
+        no_repeat_ngram_size: No n-gram of this size occurs twice in a summary.
+        early_stopping: Beam search stops once num_beams finished candidates exist.
+        do_sample: Sample instead of greedy or beam search (seeded by `seed_everything`).
+        temperature: Sampling temperature.
+        top_k: Sample only from the k most likely tokens.
+        top_p: Sample only from the smallest set of tokens whose probability reaches top_p.
+        repetition_penalty: Penalty (> 1) on tokens already generated.
         learning_rate: Peak AdamW learning rate, reached at the end of warmup.
         weight_decay: Decoupled weight decay for matrices; biases and norm weights get none.
         adam_epsilon: AdamW epsilon.
@@ -93,6 +99,14 @@ class SummarizationTask(L.LightningModule):
         num_beams: int | None = None,
         max_new_tokens: int | None = None,
         forced_bos_token: str | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        early_stopping: bool | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
         adam_epsilon: float = 1e-8,
@@ -118,12 +132,11 @@ class SummarizationTask(L.LightningModule):
             **hub,
         )
         fit_embeddings(self.model, self.tokenizer)
-        self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         ensure_decoder_start(self.model, model_name_or_path)
-        self.generate_kwargs = generate_kwargs(self.tokenizer, num_beams, max_new_tokens, forced_bos_token)
+        self.generate_kwargs = generation_options(self.tokenizer, self.hparams, forced_bos_token)
         self.val_metrics = EvalMetrics()
         self.test_metrics = EvalMetrics()
-        self.outputs: list[tuple[int, str]] = []  # (index in the split, hypothesis) on this process, CPU only
+        self.texts = GeneratedTexts("summary")  # the summaries files of validate, test and predict
 
     def forward(self, **batch: Tensor) -> Any:
         return self.model(**batch)
@@ -136,11 +149,17 @@ class SummarizationTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self.texts.start(self.trainer, "val", self._generates())
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(self.val_metrics, batch)
 
     def on_validation_epoch_end(self) -> None:
         self._end_epoch(self.val_metrics, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.texts.start(self.trainer, "test", self._generates())
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(self.test_metrics, batch)
@@ -148,18 +167,14 @@ class SummarizationTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_epoch(self.test_metrics, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        hypotheses, _ = self._generate(batch)
-        self.outputs.extend(zip(batch["index"].tolist(), hypotheses, strict=True))
-        return hypotheses
+    def on_predict_epoch_start(self) -> None:
+        self.texts.start(self.trainer, "predictions", generates=True)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.texts.add(batch, self._generate(batch)[0])  # to disk, not returned: Lightning would keep every batch's
 
     def on_predict_epoch_end(self) -> None:
-        summaries = in_dataset_order(self._take_outputs())
-        folder = log_dir(self.trainer)
-        if self.trainer.is_global_zero:
-            write_lines(folder / "predictions.txt", summaries)
-            rows = [json.dumps({"index": i, "summary": text}, ensure_ascii=False) for i, text in enumerate(summaries)]
-            write_lines(folder / "predictions.jsonl", rows)
+        self.texts.finish(self.trainer, "predictions")
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
@@ -174,24 +189,11 @@ class SummarizationTask(L.LightningModule):
         hypotheses, lengths = self._generate(batch, encoder_outputs)
         metrics.rouge.update(hypotheses, batch["references"])
         metrics.gen_len.update(lengths)
-        if not self.trainer.sanity_checking:
-            self.outputs.extend(zip(batch["index"].tolist(), hypotheses, strict=True))
+        self.texts.add(batch, hypotheses)
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
         return generate_texts(self.model, self.tokenizer, batch, self.generate_kwargs, encoder_outputs)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
-        generated = self._generates()
-        self.log_dict(metrics.compute(prefix, generated), prog_bar=True)  # reduced across processes
-        writes = self.trainer.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) and not self.trainer.sanity_checking
-        if not (generated and writes):
-            self.outputs.clear()
-            return
-        hypotheses = in_dataset_order(self._take_outputs())
-        folder = log_dir(self.trainer)
-        if self.trainer.is_global_zero:
-            write_lines(folder / f"{prefix}_predictions.txt", hypotheses)
-
-    def _take_outputs(self) -> list[tuple[int, str]]:
-        rows, self.outputs = self.outputs, []
-        return rows
+        self.log_dict(metrics.compute(prefix, self._generates()), prog_bar=True)  # reduced across processes
+        self.texts.finish(self.trainer, prefix)

@@ -1,8 +1,5 @@
 """Translation: any AutoModelForSeq2SeqLM (T5, BART, Marian, mBART), scored by corpus SacreBLEU and chrF."""
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,7 +14,7 @@ from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
-from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
+from lit_hf.tasks.generated_texts import GeneratedTexts
 from lit_hf.tasks.generation import (
     ensure_decoder_start,
     generate_texts,
@@ -142,7 +139,7 @@ class TranslationTask(L.LightningModule):
         self.generate_kwargs = generation_options(self.tokenizer, self.hparams, forced_bos_token)
         self.val_metrics = EvalMetrics(bleu_tokenize)
         self.test_metrics = EvalMetrics(bleu_tokenize)
-        self._shard: Path | None = None  # this process's hypotheses file while an epoch that writes them runs
+        self.texts = GeneratedTexts("translation")  # the hypotheses files of validate, test and predict
 
     def forward(self, **batch: Tensor) -> Any:
         return self.model(**batch)
@@ -156,7 +153,7 @@ class TranslationTask(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._shard = self._open_shard("val")
+        self.texts.start(self.trainer, "val", self._generates())
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(self.val_metrics, batch)
@@ -165,7 +162,7 @@ class TranslationTask(L.LightningModule):
         self._end_epoch(self.val_metrics, "val")
 
     def on_test_epoch_start(self) -> None:
-        self._shard = self._open_shard("test")
+        self.texts.start(self.trainer, "test", self._generates())
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(self.test_metrics, batch)
@@ -174,25 +171,13 @@ class TranslationTask(L.LightningModule):
         self._end_epoch(self.test_metrics, "test")
 
     def on_predict_epoch_start(self) -> None:
-        self._shard = open_shard(self.trainer, "predictions")
+        self.texts.start(self.trainer, "predictions", generates=True)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        hypotheses, _ = self._generate(batch)
-        self._append(batch, hypotheses)  # to disk, not returned: Lightning would keep every batch's return value
+        self.texts.add(batch, self._generate(batch)[0])  # to disk, not returned: Lightning would keep every batch's
 
     def on_predict_epoch_end(self) -> None:
-        folder = log_dir(self.trainer)
-
-        def write(rows: Iterator[dict[str, Any]]) -> None:
-            txt, jsonl = (
-                open(folder / name, "w", encoding="utf-8") for name in ("predictions.txt", "predictions.jsonl")
-            )
-            with txt, jsonl:
-                for row in rows:
-                    txt.write(row["translation"] + "\n")
-                    jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")  # {"index": ..., "translation": ...}
-
-        write_merged(self.trainer, "predictions", write)
+        self.texts.finish(self.trainer, "predictions")
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
@@ -208,26 +193,11 @@ class TranslationTask(L.LightningModule):
         metrics.bleu.update(hypotheses, batch["references"])
         metrics.chrf.update(hypotheses, batch["references"])
         metrics.gen_len.update(lengths)
-        self._append(batch, hypotheses)
+        self.texts.add(batch, hypotheses)
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
         return generate_texts(self.model, self.tokenizer, batch, self.generate_kwargs, encoder_outputs)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
-        generated = self._generates()
-        self.log_dict(metrics.compute(prefix, generated), prog_bar=True)  # reduced across processes
-        if self._shard is None:
-            return
-        self._shard = None
-        path = log_dir(self.trainer) / f"{prefix}_predictions.txt"
-        write_merged(self.trainer, prefix, lambda rows: write_lines(path, (row["translation"] for row in rows)))
-
-    def _open_shard(self, prefix: str) -> Path | None:
-        """`validate` and `test` write their hypotheses (fit's validation and the sanity check do not)."""
-        writes = self.trainer.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) and not self.trainer.sanity_checking
-        return open_shard(self.trainer, prefix) if writes and self._generates() else None
-
-    def _append(self, batch: dict[str, Any], hypotheses: list[str]) -> None:
-        if self._shard is not None:
-            rows = zip(batch["index"].tolist(), hypotheses, strict=True)
-            append_rows(self._shard, ({"index": i, "translation": text} for i, text in rows))
+        self.log_dict(metrics.compute(prefix, self._generates()), prog_bar=True)  # reduced across processes
+        self.texts.finish(self.trainer, prefix)
