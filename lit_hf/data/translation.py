@@ -155,7 +155,8 @@ class TranslationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         train = self.datasets["train"].remove_columns("target_text")
-        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=self._collate(), num_workers=hp.num_workers)
+        loader = {"batch_size": hp.batch_size, "collate_fn": self._collate(), "num_workers": hp.num_workers}
+        return train_dataloader(train, accumulate=getattr(self.trainer, "accumulate_grad_batches", 1), **loader)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation
