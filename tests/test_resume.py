@@ -3,8 +3,7 @@
 from pathlib import Path
 
 import pytest
-from reference import run_lit_hf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from reference import logged, run_lit_hf
 
 from lit_hf.cli import main
 
@@ -44,18 +43,6 @@ def fit_args(root: Path, data_dir: Path, model_dir: Path, devices: int, max_step
         "--trainer.callbacks.save_top_k=0",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",  # saves at validation end
     ]
-
-
-def logged(root: Path, tag: str) -> dict[int, float]:
-    """step -> value of `tag` over all the TensorBoard runs under `root` (a resumed fit logs to a new version)."""
-    values: dict[int, list[float]] = {}
-    for run in sorted({p.parent for p in root.rglob("events.out.tfevents.*")}):
-        events = EventAccumulator(str(run))
-        events.Reload()
-        for event in events.Scalars(tag) if tag in events.Tags()["scalars"] else []:
-            values.setdefault(event.step, []).append(event.value)
-    assert all(len(v) == 1 for v in values.values()), f"{tag} logged twice at a step: {values}"
-    return {step: v[0] for step, v in values.items()}
 
 
 def differences(want: Path, got: Path) -> dict[str, float]:
