@@ -79,8 +79,9 @@ def test_two_processes_and_accumulation_equal_one_process_with_the_whole_batch(t
     run_lit_hf(*fit(tmp_path / "ddp", family, model_dir, data_dir, *ddp))
 
     one_lr = logged(tmp_path / "one", "train/lr")
-    schedule = {s: LR * (s / WARMUP if s < WARMUP else (STEPS - s) / (STEPS - WARMUP)) for s in range(STEPS)}
-    assert one_lr == pytest.approx(schedule, rel=1e-6)  # transformers' linear schedule, counted in optimizer steps
+    linear = {s: LR * (s / WARMUP if s < WARMUP else (STEPS - s) / (STEPS - WARMUP)) for s in range(1, STEPS + 1)}
+    # transformers' linear schedule, counted in optimizer steps; train/lr at step s is the rate after its update
+    assert one_lr == pytest.approx({s - 1: lr for s, lr in linear.items()}, rel=1e-6)
     val = [tag for tag in ("val/loss", "val/ppl", "val/accuracy") if family == "clm" or tag != "val/ppl"]
     for other in ("acc", "ddp"):
         assert logged(tmp_path / other, "train/lr") == pytest.approx(one_lr, rel=1e-6), other
