@@ -55,8 +55,15 @@ class TrainMonitor(L.Callback):
     """Logs `train/lr` every step and `train/tokens_per_sec`, `train/samples_per_sec` averaged over the epoch.
 
     Tokens are non-padding input tokens (`attention_mask` ones, else all of `input_ids`), counted on this process
-    and multiplied by the number of processes. The first batch of an epoch starts the clock.
+    and multiplied by the number of processes. The first batch of an epoch (or of a resumed fit) starts the clock.
     """
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._tokens = self._samples = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a fit resumed mid-epoch gets no epoch start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start: float | None = None

@@ -9,6 +9,7 @@ from lightning.pytorch.cli import LightningCLI
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.errors import LitHFError
 from lit_hf.paths import plain
+from lit_hf.resume import RandomState, last_checkpoint
 
 
 def tokenizer_of(model_name_or_path: str, tokenizer_name: str | None) -> str:
@@ -71,6 +72,11 @@ class LitHFCLI(LightningCLI):
         if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
             model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
 
+    def before_fit(self) -> None:
+        """`--ckpt_path=last` resumes from the newest `last.ckpt` of earlier runs (each run logs to a new folder)."""
+        if self.config_init["fit"].get("ckpt_path") == "last":
+            self.config_init["fit"]["ckpt_path"] = last_checkpoint(self.trainer) or "last"
+
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `lit-hf` and `python -m lit_hf`; user mistakes end with one line and exit status 2."""
@@ -89,7 +95,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor()]},
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState()]},
             args=args,
         )
     except Exception as err:

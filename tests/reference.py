@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,3 +52,15 @@ def run_lit_hf(*args: str, timeout: float = 600) -> None:
         [sys.executable, "-m", "lit_hf", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def logged(root: Path, tag: str) -> dict[int, float]:
+    """step -> value of `tag` over all the TensorBoard runs under `root` (a resumed fit logs to a new version)."""
+    values: dict[int, list[float]] = {}
+    for run in sorted({p.parent for p in root.rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(run))
+        events.Reload()
+        for event in events.Scalars(tag) if tag in events.Tags()["scalars"] else []:
+            values.setdefault(event.step, []).append(event.value)
+    assert all(len(v) == 1 for v in values.values()), f"{tag} logged twice at a step: {values}"
+    return {step: v[0] for step, v in values.items()}

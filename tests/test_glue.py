@@ -148,7 +148,7 @@ def test_length_grouped_batches_pad_less(tmp_path, data_dir, classifier_dir):
         dm.prepare_data()
         dm.setup("fit")
         batches = list(dm.train_dataloader())
-        assert sum(len(b["labels"]) for b in batches) == 7250
+        assert sum(len(b["labels"]) for b in batches) == 7250 // 32 * 32  # whole steps only: 18 left out per epoch
         padding[group] = sum(int((b["attention_mask"] == 0).sum()) for b in batches)
     assert padding[True] < padding[False] / 3
 

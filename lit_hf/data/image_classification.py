@@ -129,7 +129,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         collate = ImageCollator(self.processor, seed=hp.seed + 100_003 * rank)  # each process its own crops
         train = self.datasets["train"].select_columns(["image", "labels"])
-        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=collate, num_workers=hp.num_workers)
+        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)  # a global batch is one optimizer step
+        return train_dataloader(
+            train, batch_size=hp.batch_size, collate_fn=collate, num_workers=hp.num_workers, accumulate=accumulate
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

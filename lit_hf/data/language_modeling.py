@@ -161,7 +161,11 @@ class LanguageModelingDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         return train_dataloader(
-            self.datasets["train"], batch_size=hp.batch_size, collate_fn=collate_blocks, num_workers=hp.num_workers
+            self.datasets["train"],
+            batch_size=hp.batch_size,
+            collate_fn=collate_blocks,
+            num_workers=hp.num_workers,
+            accumulate=getattr(self.trainer, "accumulate_grad_batches", 1),
         )
 
     def val_dataloader(self) -> DataLoader | list:

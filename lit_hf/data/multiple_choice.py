@@ -142,7 +142,14 @@ class MultipleChoiceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         train = self.datasets["train"]
-        return train_dataloader(train, batch_size=hp.batch_size, collate_fn=self._collate(), num_workers=hp.num_workers)
+        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)  # a global batch is one optimizer step
+        return train_dataloader(
+            train,
+            batch_size=hp.batch_size,
+            collate_fn=self._collate(),
+            num_workers=hp.num_workers,
+            accumulate=accumulate,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation

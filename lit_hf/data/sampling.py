@@ -1,13 +1,16 @@
-"""Data loaders: shuffled for training; for evaluation, each process a disjoint share of the set (no padding, no
-duplicates)."""
+"""Data loaders: for training, one seeded global order sliced across processes and resumable mid-epoch; for
+evaluation, each process a disjoint share of the set (no padding, no duplicates)."""
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
+import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lit_hf.errors import LitHFError
 
@@ -32,6 +35,89 @@ class EvalShardSampler(DistributedSampler):
         return self.num_samples
 
 
+class TrainSampler(DistributedSampler):
+    """One seeded order of the training set per epoch, cut into global batches; each process takes its slice.
+
+    With N processes, per-process batch B and A accumulated batches, a global batch (one optimizer step) holds
+    G = N * B * A examples: the order's global batch i is `order[i*G:(i+1)*G]`, its micro-batch m the N * B
+    examples from `i*G + m*N*B`, and process r takes the r-th B of those. So N processes with batch B see exactly
+    the batches of 1 process with batch N * B. The order is a random subset of `G * (len(dataset) // G)` examples:
+    the remainder (fewer than G, different every epoch) is left out on 1 and N processes alike, since splitting it
+    would give processes unequal batches and DDP averages per-process means. With `lengths`, each global batch
+    holds similar lengths (transformers' length-grouped order, computed with the global batch size).
+
+    The order depends only on `seed + epoch` (Lightning calls `set_epoch`, also when it resumes).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        batch_size: int,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        accumulate: int = 1,
+        lengths: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size, self.lengths = batch_size, lengths
+        self.global_batch = num_replicas * batch_size * accumulate
+        steps = len(dataset) // self.global_batch
+        if steps == 0:
+            raise LitHFError(
+                f"The training set has {len(dataset)} examples, fewer than one optimizer step's {self.global_batch} "
+                f"({num_replicas} processes x batch_size {batch_size} x accumulate_grad_batches {accumulate}); "
+                "use a smaller batch_size or more training data."
+            )
+        self.total_size = steps * self.global_batch
+        self.num_samples = self.total_size // num_replicas
+        self.skip = 0  # examples of this epoch (all processes) the next iteration leaves out: a resumed fit
+
+    def global_order(self) -> list[int]:
+        """This epoch's order of `total_size` dataset positions, the same on every process."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        kept = torch.randperm(len(self.dataset), generator=generator)[: self.total_size].tolist()
+        if self.lengths is None:
+            return kept
+        grouped = get_length_grouped_indices([self.lengths[i] for i in kept], self.global_batch, generator=generator)
+        return [kept[i] for i in grouped]
+
+    def __iter__(self) -> Iterator[int]:
+        mine = torch.tensor(self.global_order()).view(-1, self.num_replicas, self.batch_size)[:, self.rank]
+        return iter(mine[self.skip // self.micro_batch :].flatten().tolist())
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per batch on all processes together."""
+        return self.num_replicas * self.batch_size
+
+
+class TrainLoader(DataLoader):
+    """A `DataLoader` over a `TrainSampler` that Lightning saves in checkpoints and restores (it has `state_dict`),
+    so a fit resumed mid-epoch continues with the next batch instead of the epoch's first."""
+
+    def __iter__(self) -> Iterator[Any]:
+        # A generator: this runs at the first batch, after Lightning's `set_epoch`.
+        sampler: TrainSampler = self.sampler
+        epoch, seen = getattr(self, "_resume", None) or (sampler.epoch, 0)
+        self._resume = None
+        sampler.skip = self._seen = seen // sampler.micro_batch * sampler.micro_batch if epoch == sampler.epoch else 0
+        for batch in super().__iter__():
+            self._seen += sampler.micro_batch
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Epoch, seed, and the examples of the epoch all processes have consumed (counted as batches come out, so
+        worker prefetching does not count)."""
+        return {"epoch": self.sampler.epoch, "seed": self.sampler.seed, "seen": getattr(self, "_seen", 0)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.seed = state["seed"]  # the order of the run that saved it, whatever seed this run drew
+        self.sampler.set_epoch(state["epoch"])
+        self._resume = (state["epoch"], state["seen"])
+
+
 def eval_dataloader(
     dataset: Dataset,
     *,
@@ -50,9 +136,7 @@ def eval_dataloader(
         sampler = EvalShardSampler(dataset, dist.get_world_size(), dist.get_rank(), order)
     else:
         sampler = order
-    return train_dataloader(
-        dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers, sampler=sampler, shuffle=False
-    )
+    return DataLoader(dataset, sampler=sampler, **loader_options(batch_size, collate_fn, num_workers))
 
 
 def train_dataloader(
@@ -61,20 +145,38 @@ def train_dataloader(
     batch_size: int,
     collate_fn: Callable[[list[Any]], Any],
     num_workers: int = 0,
-    sampler: Sampler[int] | Sequence[int] | None = None,
-    shuffle: bool = True,
-) -> DataLoader:
-    """A shuffled training loader, or one in `sampler`'s order (Lightning shards a training loader across processes
-    itself; `eval_dataloader` shards its own)."""
-    return DataLoader(
+    accumulate: int = 1,
+    lengths: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> TrainLoader:
+    """The training loader of every family: this process's slices of one global order (`TrainSampler`).
+
+    `accumulate` is the trainer's `accumulate_grad_batches`; `lengths` (per example) groups similar lengths;
+    `seed` defaults to the run's `seed_everything` seed (Lightning exports it as PL_GLOBAL_SEED to every process).
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    sampler = TrainSampler(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        collate_fn=collate_fn,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        num_replicas=dist.get_world_size() if distributed else 1,
+        rank=dist.get_rank() if distributed else 0,
+        seed=int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed,
+        accumulate=accumulate,
+        lengths=lengths,
     )
+    return TrainLoader(dataset, sampler=sampler, **loader_options(batch_size, collate_fn, num_workers))
+
+
+def loader_options(batch_size: int, collate_fn: Callable[[list[Any]], Any], num_workers: int) -> dict[str, Any]:
+    """`DataLoader` options every loader shares. Its own generator keeps the loader from drawing worker seeds from
+    the global one, which would shift dropout after an evaluation and so make a resumed fit differ."""
+    return {
+        "batch_size": batch_size,
+        "collate_fn": collate_fn,
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "generator": torch.Generator(),
+    }
 
 
 def longest_first(dataset: Any) -> list[int]:

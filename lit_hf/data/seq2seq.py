@@ -4,6 +4,7 @@ length-sorted evaluation loaders."""
 from functools import partial
 from typing import Any
 
+import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -17,11 +18,12 @@ def seq2seq_collate(hp: Any, tokenizer: PreTrainedTokenizerBase) -> partial:
     return partial(collate_pairs, pad_token_id=tokenizer.pad_token_id, label_pad_token_id=label_pad)
 
 
-def seq2seq_train_loader(train: Dataset, hp: Any, tokenizer: PreTrainedTokenizerBase) -> DataLoader:
-    collate = seq2seq_collate(hp, tokenizer)
-    return train_dataloader(
-        train.remove_columns("target_text"), batch_size=hp.batch_size, collate_fn=collate, num_workers=hp.num_workers
-    )
+def seq2seq_train_loader(
+    train: Dataset, hp: Any, tokenizer: PreTrainedTokenizerBase, trainer: L.Trainer | None
+) -> DataLoader:
+    loader = {"batch_size": hp.batch_size, "collate_fn": seq2seq_collate(hp, tokenizer), "num_workers": hp.num_workers}
+    accumulate = getattr(trainer, "accumulate_grad_batches", 1)  # a global batch is one optimizer step
+    return train_dataloader(train.remove_columns("target_text"), accumulate=accumulate, **loader)
 
 
 def seq2seq_eval_loader(examples: Dataset, hp: Any, tokenizer: PreTrainedTokenizerBase) -> DataLoader:

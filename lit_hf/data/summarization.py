@@ -153,7 +153,7 @@ class SummarizationDataModule(L.LightningDataModule):
         self.datasets.update(load_splits(caches, given_limit(self.hparams)))
 
     def train_dataloader(self) -> DataLoader:
-        return seq2seq_train_loader(self.datasets["train"], self.hparams, self.tokenizer)
+        return seq2seq_train_loader(self.datasets["train"], self.hparams, self.tokenizer, self.trainer)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation

@@ -15,7 +15,7 @@ from lit_hf.data.cache import file_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import check_files, load_files, require_columns
-from lit_hf.data.text_inputs import LengthGroupedSampler, Truncation
+from lit_hf.data.text_inputs import Truncation
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import MODEL_INPUTS
 from lit_hf.paths import LocalPath, ModelPath
@@ -56,7 +56,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         batch_size: Training examples per batch per process.
         eval_batch_size: Evaluation/prediction examples per batch per process (default: batch_size).
         num_workers: DataLoader worker processes.
-        seed: Seed of the length-grouped training order.
+        seed: Seed of the training order, changed each epoch (default: the run's `seed_everything` seed).
     """
 
     def __init__(
@@ -87,7 +87,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        seed: int = 42,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -132,9 +132,9 @@ class TextClassificationDataModule(L.LightningDataModule):
         hp = self.hparams
         train = self._model_inputs(self.datasets["train"])
         lengths = pc.list_value_length(train.data.column("input_ids")).to_pylist() if hp.group_by_length else None
-        sampler = LengthGroupedSampler(lengths, hp.batch_size, hp.seed) if lengths else None
         loader = {"batch_size": hp.batch_size, "collate_fn": self._collator(), "num_workers": hp.num_workers}
-        return train_dataloader(train, sampler=sampler, **loader)
+        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)
+        return train_dataloader(train, accumulate=accumulate, lengths=lengths, seed=hp.seed, **loader)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(split) for split in split_names(self.task, "validation") if split in self.datasets]

@@ -1,12 +1,9 @@
-"""Per-example transforms and training order for text classification: token ids, label ids, length-grouped batches."""
+"""Per-example transforms for text classification: token ids, label ids, labels read from files."""
 
 from typing import Literal
 
-import torch
 from datasets import Dataset
-from torch.utils.data import Sampler
 from transformers import PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from lit_hf.data.sources import load_files
 from lit_hf.errors import LitHFError
@@ -77,22 +74,3 @@ def file_labels(files: dict[str, str], column: str, cache_dir: str | None) -> tu
                 "set --data.label_column."
             )
     return None, False
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Shuffled training order in which each batch holds examples of similar length (less padding).
-
-    The order depends only on the seed and how many times it was iterated, so every process draws the same one
-    (Lightning shards it across processes).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0) -> None:
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
-
-    def __iter__(self):  # noqa: ANN204
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-    def __len__(self) -> int:
-        return len(self.lengths)

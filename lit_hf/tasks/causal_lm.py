@@ -108,7 +108,7 @@ class CausalLMTask(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         self._check_length(batch)
         loss = self.model(**model_inputs(batch)).loss
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over processes, not rank 0's alone
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

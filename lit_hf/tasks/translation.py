@@ -149,7 +149,7 @@ class TranslationTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.model(**model_inputs(batch)).loss  # mean over labels that are not -100
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over processes, not rank 0's alone
         return loss
 
     def on_validation_epoch_start(self) -> None:
