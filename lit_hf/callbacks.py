@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_hf.atomic import replaced, write_text
 from lit_hf.predictions import log_dir
 
 
@@ -46,7 +47,7 @@ class ResultsWriter(L.Callback):
         while path.exists():
             n += 1
             path = log_dir / f"results-{n}.json"
-        path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")  # whole or not at all
         print(f"{stage} results written to {path}")
 
 
@@ -94,9 +95,10 @@ class SavePretrained(L.Callback):
         state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.is_global_zero:
             weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-            model.save_pretrained(target, state_dict=weights)
-            tokenizer = getattr(pl_module, "tokenizer", None)  # the one the data module uses too (linked)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(target)
+            with replaced(target) as tmp:  # a run killed while saving leaves no folder that looks complete
+                model.save_pretrained(tmp, state_dict=weights)
+                tokenizer = getattr(pl_module, "tokenizer", None)  # the one the data module uses too (linked)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
             print(f"transformers model saved to {target}")
         trainer.strategy.barrier()
