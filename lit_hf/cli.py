@@ -5,6 +5,7 @@ import inspect
 import sys
 from argparse import ArgumentError
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -71,6 +72,14 @@ class LitHFCLI(LightningCLI):
         if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
             model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
 
+    def after_instantiate_classes(self) -> None:
+        """Checkpoints are renamed into place, so a kill never leaves half of one (set here rather than as a
+        `plugins` default: an instance there cannot be written to config.yaml, and a user's own plugin wins)."""
+        super().after_instantiate_classes()
+        strategy = getattr(self, "trainer", None) and self.trainer.strategy
+        if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()
+
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningArgumentParser, ArgsType)
         """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches."""
         try:
@@ -120,10 +129,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={
-                "callbacks": [ResultsWriter(), TrainMonitor(), SavePretrained()],
-                "plugins": [AtomicCheckpointIO()],  # checkpoints renamed into place: a kill never leaves half of one
-            },
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), SavePretrained()]},
             parser_kwargs={"exit_on_error": False},  # parse errors reach `parse_arguments` as exceptions
             args=args,
         )

@@ -25,9 +25,9 @@ def _explain(message: str, options: list[str]) -> str:
     if match := re.search(r"unrecognized arguments: (\S+)", message):
         given = match.group(1).split("=")[0]
         return f"Unknown option {given}{_close(given, options)}{_listing(given)}."
-    if match := re.search(r"Group '([^']+)' does not accept option '([^']+)'", message):
+    if match := re.search(r"(?:Group|Subcommand) '([^']+)' does not accept option '([^']+)'", message):
         group, name = match.groups()
-        given = f"--{group}.{name}"
+        given = f"--{name}" if message.startswith("Subcommand") or "Subcommand '" in message else f"--{group}.{name}"
         return f"Unknown option {given}{_close(given, options)}{_listing(given)}."
     if match := re.search(r"Option '([^']+)' is not accepted", message):
         name, accepted = match.group(1), _parameters(class_path)
