@@ -6,6 +6,8 @@ missing file, missing column, empty .txt split, block size above the model's pos
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,38 @@ def test_stale_temporary_folders_are_removed(tmp_path: Path) -> None:
     assert (target / "a").read_text() == "done"
     assert not dead.exists() and live.exists()
     shutil.rmtree(live)
+
+
+@pytest.mark.slow
+def test_evaluation_set_smaller_than_the_processes(earlier_run, causal_lm_dir, tmp_path) -> None:  # noqa: ANN001
+    """Two processes, one block: one line from the two processes, status 2, and no `version_N/` left."""
+    (tmp_path / "v.txt").write_text((earlier_run / "text.txt").read_text()[:400])
+    args = [
+        "validate", *CLM, f"--data.validation_file={tmp_path / 'v.txt'}", "--data.block_size=64",
+        "--data.max_eval_samples=1", "--trainer.devices=2", "--trainer.strategy=ddp",
+        *common(tmp_path, causal_lm_dir()),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "lit_hf", *args], env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("lit_hf: error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines == [
+        "lit_hf: error: The evaluation set has 1 examples, fewer than the 2 processes; "
+        "use fewer devices or more evaluation data."
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_classification_longer_than_the_model_truncates_with_a_notice(earlier_run, classifier_dir, tmp_path) -> None:  # noqa: ANN001
+    """As run_glue.py: max_seq_length above the model's 128 positions truncates to 128 and says so."""
+    from lit_hf.data import TextClassificationDataModule
+
+    model_dir = str(classifier_dir("bert", None))
+    data = TextClassificationDataModule(
+        model_dir, model_dir, train_file=str(earlier_run / "train.csv"), max_seq_length=4096,
+        data_cache_dir=str(tmp_path),
+    )  # fmt: skip
+    with pytest.warns(
+        UserWarning, match="max_seq_length 4096 is more than the model takes; texts are truncated to 128"
+    ):
+        data.prepare_data()
