@@ -4,6 +4,7 @@ missing file, missing column, empty .txt split, block size above the model's pos
 (test_cli.py), label count against a checkpoint's head, unreadable parquet and an unknown GLUE name
 (test_classification.py), languages absent from the data and max_source_length (test_translation.py)."""
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal
     (root / "unseen.csv").write_text("text,label\nhello,a\nbye,c\n")
     (ckpt,) = (root / "runs").rglob("*.ckpt")
     (root / "truncated.ckpt").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": argparse.Namespace(a=1)}}, root / "unsafe.ckpt")
     return root
 
 
@@ -87,6 +89,7 @@ CASES = {
         ["validate", *CLS, "--data.validation_file=TRAIN_CSV", "--ckpt_path=CKPT"],
         ["checkpoint of lit_hf.tasks.CausalLMTask", "--model is lit_hf.tasks.SequenceClassificationTask"],
     ),
+    "ckpt-unsafe-objects": (["validate", *CLM, V, "--ckpt_path=UNSAFE"], ["holds Python objects", "weights_only"]),
     "more-devices-than-cores": (
         ["validate", *CLM, V, "--trainer.devices=MANY"],
         [f"more devices than this machine's {os.cpu_count()} CPU"],
@@ -109,6 +112,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir,
         "TEXT": root / "text.txt", "EMPTY_JSONL": root / "empty.jsonl", "LATIN1": root / "latin1.txt",
         "BROKEN_JSONL": root / "broken.jsonl", "A_DIR": root / "a_dir", "TRAIN_CSV": root / "train.csv",
         "UNSEEN_CSV": root / "unseen.csv", "NOWHERE": root / "nowhere.ckpt", "TRUNCATED": root / "truncated.ckpt",
+        "UNSAFE": root / "unsafe.ckpt",
         "CKPT": checkpoint(root), "BAD_YAML": root / "bad.yaml", "MANY": (os.cpu_count() or 1) + 1,
     }  # fmt: skip
     args, needles = CASES[case]
@@ -139,8 +143,21 @@ def test_checkpoints_load_weights_only(earlier_run) -> None:  # noqa: ANN001
 def test_export_is_safetensors_and_remote_code_stays_off(earlier_run) -> None:  # noqa: ANN001
     (export,) = (earlier_run / "runs").rglob("huggingface")
     assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
-    config = (next((earlier_run / "runs").rglob("config.yaml"))).read_text()
-    assert "trust_remote_code: false" in config
+    saved = torch.load(checkpoint(earlier_run), weights_only=True, map_location="cpu")
+    assert saved["hyper_parameters"]["trust_remote_code"] is False  # the task's and, linked, the data module's
+    assert saved["datamodule_hyper_parameters"]["trust_remote_code"] is False
+    cached = [p for p in (earlier_run / "cache" / "lit_hf").rglob("*") if p.is_file()]
+    assert cached and {p.suffix for p in cached} == {".arrow", ".json"}  # Arrow tables and JSON metadata only
+
+
+def test_more_gpus_than_the_machine_has(monkeypatch) -> None:  # noqa: ANN001
+    from lit_hf.checks import check_devices
+    from lit_hf.errors import LitHFError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_devices("gpu", 2)
+    with pytest.raises(LitHFError, match="--trainer.devices=3 asks for more devices than this machine's 2 GPUs"):
+        check_devices("gpu", 3)
 
 
 def test_stale_temporary_folders_are_removed(tmp_path: Path) -> None:
