@@ -92,7 +92,7 @@ CASES = {
     "ckpt-unsafe-objects": (["validate", *CLM, V, "--ckpt_path=UNSAFE"], ["holds Python objects", "weights_only"]),
     "more-devices-than-cores": (
         ["validate", *CLM, V, "--trainer.devices=MANY"],
-        [f"more devices than this machine's {os.cpu_count()} CPU"],
+        [f"more than this machine's {os.cpu_count()} CPU cores (os.cpu_count()) can run"],
     ),
     "predict-without-predict-step": (["predict", *CLM, V], ["CausalLMTask has nothing to predict", "validate"]),
 }
@@ -113,7 +113,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir,
         "BROKEN_JSONL": root / "broken.jsonl", "A_DIR": root / "a_dir", "TRAIN_CSV": root / "train.csv",
         "UNSEEN_CSV": root / "unseen.csv", "NOWHERE": root / "nowhere.ckpt", "TRUNCATED": root / "truncated.ckpt",
         "UNSAFE": root / "unsafe.ckpt",
-        "CKPT": checkpoint(root), "BAD_YAML": root / "bad.yaml", "MANY": (os.cpu_count() or 1) + 1,
+        "CKPT": checkpoint(root), "BAD_YAML": root / "bad.yaml", "MANY": 2 * (os.cpu_count() or 1) + 1,
     }  # fmt: skip
     args, needles = CASES[case]
     args = [
