@@ -94,6 +94,10 @@ CASES = {
         ["validate", *CLM, V, "--trainer.devices=MANY"],
         [f"more than this machine's {os.cpu_count()} CPU cores (os.cpu_count()) can run"],
     ),
+    "predict-without-test-split": (
+        ["predict", *CLS, "--data.train_file=TRAIN_CSV"],
+        ["no test split (it has: train)", "--data.test_file"],
+    ),
     "predict-without-predict-step": (["predict", *CLM, V], ["CausalLMTask has nothing to predict", "validate"]),
 }
 

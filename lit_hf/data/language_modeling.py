@@ -26,7 +26,15 @@ from lit_hf.data.prepared import (
     running_stage,
 )
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
-from lit_hf.data.sources import carve_validation, check_files, check_sources, load_raw, require_columns, source_identity
+from lit_hf.data.sources import (
+    carve_validation,
+    check_files,
+    check_sources,
+    load_raw,
+    missing_split,
+    require_columns,
+    source_identity,
+)
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
 
@@ -127,7 +135,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
             if split not in raw:
                 if split != required:
                     return None
-                raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+                raise missing_split(split, raw)
             return self._tokenize_and_group(raw[split], split, tokenizer, block_size, tag)
 
         prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)

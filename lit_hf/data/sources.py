@@ -93,6 +93,12 @@ def _json_problem(line: str) -> str | None:
     return None
 
 
+def missing_split(split: str, raw: DatasetDict) -> LitHFError:
+    """The error for a split the stage needs and the data lacks, naming the option that gives it."""
+    way_out = f"; give one with --data.{split}_file" if split in ("train", "validation", "test") else ""
+    return LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}){way_out}.")
+
+
 def load_hub(name: str, config_name: str | None, revision: str | None, cache_dir: str | None) -> DatasetDict:
     use_offline_mode_if_unreachable()
     try:

@@ -15,7 +15,7 @@ from lit_hf.data import glue, prepared, text_inputs
 from lit_hf.data.cache import file_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
-from lit_hf.data.sources import check_files, load_files, require_columns
+from lit_hf.data.sources import check_files, load_files, missing_split, require_columns
 from lit_hf.data.text_inputs import LengthGroupedSampler, Truncation
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import MODEL_INPUTS
@@ -114,7 +114,7 @@ class TextClassificationDataModule(L.LightningDataModule):
 
         def build(raw: DatasetDict, split: str, tag: str) -> Dataset:
             if split not in raw:
-                raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+                raise missing_split(split, raw)
             return self._tokenize(raw[split], split, tokenizer, tag)
 
         prepared.prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
