@@ -71,9 +71,10 @@ def incomplete_message(path: str, err: BaseException) -> str:
             f"--ckpt_path {path!r} holds Python objects beyond tensors and plain values, which are not loaded "
             "(weights_only=True: loading them would run code from the file); give a checkpoint lit_hf wrote."
         )
+    cause = first_line(err).split(". ")[0]  # torch's zip error goes on for three more sentences
     return (
-        f"--ckpt_path {path!r} is not a complete checkpoint ({first_line(err)}); it was cut short or is not a "
-        "Lightning checkpoint: give another one, e.g. an earlier .ckpt in the same folder."
+        f"--ckpt_path {path!r} is not a complete checkpoint ({cause}); it was cut short or is not a Lightning "
+        "checkpoint: give another one, e.g. an earlier .ckpt in the same folder."
     )
 
 
@@ -97,7 +98,7 @@ def check_checkpoint_task(path: str, saved: str | None, given: str | None) -> No
     if saved and given and saved != given:
         raise LitHFError(
             f"--ckpt_path {path!r} is a checkpoint of {saved}, but --model is {given}; "
-            f"use --model={saved} (or leave --model out), or a checkpoint of {given}."
+            f"use --model={saved}, or a checkpoint of {given}."
         )
 
 
