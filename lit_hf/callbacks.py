@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_hf.atomic import write_text
 from lit_hf.export import export_pretrained, load_checkpoint, model_card, model_weights
 from lit_hf.predictions import log_dir
 
@@ -47,7 +48,7 @@ class ResultsWriter(L.Callback):
         while path.exists():
             n += 1
             path = log_dir / f"results-{n}.json"
-        path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")  # whole or not at all
         print(f"{stage} results written to {path}")
 
 

@@ -3,11 +3,17 @@
 import importlib
 import inspect
 import sys
+from argparse import ArgumentError
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lit_hf import checks
+from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
-from lit_hf.errors import LitHFError
+from lit_hf.cli_errors import explain_parse_error, option_strings
+from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.paths import plain
 from lit_hf.resume import RandomState, last_checkpoint
 
@@ -59,6 +65,9 @@ class LitHFCLI(LightningCLI):
         Generation length follows the data's target length unless the task sets `max_new_tokens`.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        checks.check_devices(config.trainer.accelerator, config.trainer.devices)
+        if self.subcommand == "predict":
+            checks.check_predicts(class_of(config.model.class_path), class_of(config.data.class_path))
         model, data = config.model.init_args, config.data.init_args
         for args in (model, data):  # path types resolved where they were parsed; constructors get plain strings
             for key in list(args.keys()):
@@ -76,6 +85,55 @@ class LitHFCLI(LightningCLI):
         """`--ckpt_path=last` resumes from the newest `last.ckpt` of earlier runs (each run logs to a new folder)."""
         if self.config_init["fit"].get("ckpt_path") == "last":
             self.config_init["fit"]["ckpt_path"] = last_checkpoint(self.trainer) or "last"
+
+    def after_instantiate_classes(self) -> None:
+        """Checkpoints are renamed into place, so a kill never leaves half of one (set here rather than as a
+        `plugins` default: an instance there cannot be written to config.yaml, and a user's own plugin wins)."""
+        super().after_instantiate_classes()
+        strategy = getattr(self, "trainer", None) and self.trainer.strategy
+        if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningArgumentParser, ArgsType)
+        """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise ConfigError(explain_parse_error(str(err), option_strings(parser))) from err
+
+    def _parse_ckpt_path(self) -> None:
+        """`--ckpt_path` must be a complete checkpoint of the `--model` task; its hyperparameters join the config.
+
+        Lightning's own version reads any file that exists and puts the checkpoint's task in place of `--model`
+        without a word, so a classifier's checkpoint under `--model=CausalLMTask` failed deep in the loss.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not checks.is_local_checkpoint(ckpt_path):
+            return
+        hparams = checks.checkpoint_hparams(ckpt_path)
+        hparams.pop("_instantiator", None)
+        given = self.config[subcommand].get("model")
+        checks.check_checkpoint_task(ckpt_path, hparams.get("_class_path"), getattr(given, "class_path", None))
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except ArgumentError as err:
+            message = explain_parse_error(str(err), [])
+            raise LitHFError(f"The hyperparameters in --ckpt_path {ckpt_path!r} do not parse: {message}") from err
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """A run stopped by a user error leaves no new, empty `version_N/` behind."""
+        fresh = checks.new_log_dir(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as err:
+            if user_error(err) is not None and self.trainer.is_global_zero:
+                checks.remove_if_empty(*fresh)
+            raise
 
 
 def main(args: list[str] | None = None) -> None:
@@ -96,13 +154,15 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
             trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState()]},
+            parser_kwargs={"exit_on_error": False},  # parse errors reach `parse_arguments` as exceptions
             args=args,
         )
     except Exception as err:
         cause = user_error(err)
         if cause is None:
             raise
-        print(f"lit_hf: error: {cause}", file=sys.stderr)
+        if rank_zero_only.rank == 0:  # every process meets the same mistake; one says so
+            print(f"lit_hf: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,8 @@ import datasets
 from datasets import DatasetDict
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
+
+from lit_hf.atomic import replaced
 
 
 def file_identity(path: str) -> list[Any]:
@@ -45,19 +46,15 @@ def cache_path(cache_dir: str | None, family: str, key: dict[str, Any]) -> Path:
 
 
 def save_atomically(processed: DatasetDict, path: Path, key: dict[str, Any]) -> None:
-    """Write to a temporary sibling, then rename: readers never see a half-written cache."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    processed.save_to_disk(str(tmp))
-    (tmp / "lit_hf_key.json").write_text(json.dumps(key, indent=2, sort_keys=True, default=str))
-    if path.exists():  # overwrite_cache: move the old one aside first
-        old = path.with_name(f"{path.name}.old-{os.getpid()}")
-        path.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
+    """Write to a temporary sibling, then rename: readers never see a half-written cache (the key file, which
+    `is_cached` looks for, is written last). Leftovers of runs killed while writing are removed."""
     try:
-        tmp.rename(path)
+        with replaced(path) as tmp:
+            processed.save_to_disk(str(tmp))
+            (tmp / "lit_hf_key.json").write_text(json.dumps(key, indent=2, sort_keys=True, default=str))
     except OSError:  # another node on a shared filesystem finished first; its result is the same
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_cached(path):
+            raise
 
 
 def is_cached(path: Path) -> bool:

@@ -33,6 +33,7 @@ from lit_hf.data.sources import (
     check_files,
     check_sources,
     load_raw,
+    missing_split,
     require_columns,
     source_identity,
 )
@@ -143,7 +144,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
             if split not in raw:
                 if split != required:
                     return None
-                raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+                raise missing_split(split, raw)
             if split == "predict":
                 return prepare_prompts(raw[split], self.hparams, tokenizer, tag)
             return self._tokenize_and_group(raw[split], split, tokenizer, block_size, tag)

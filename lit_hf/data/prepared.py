@@ -100,6 +100,11 @@ def load_splits(caches: Caches, limits: Callable[[str], int | None]) -> dict[str
     for split, (path, _) in caches.items():
         if is_cached(path):
             loaded[split] = first_n(load_from_disk(str(path))[split], limits(split))
+            if len(loaded[split]) == 0:  # the cache holds no empty split: the limit cut it to nothing
+                raise LitHFError(
+                    f"The {split} split is empty after keeping its first {limits(split)} examples; raise the "
+                    f"--data.max_*_samples option for it or leave it unset."
+                )
     return loaded
 
 

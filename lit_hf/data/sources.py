@@ -1,5 +1,6 @@
 """Raw splits from the hub, local files or a saved dataset, with one clear error for each way that can fail."""
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ def check_files(files: dict[str, str | None], default: str | None = None) -> dic
     """The given files by split name; a missing file or an unknown ending is an error naming the option."""
     given = {split: path for split, path in files.items() if path}
     for split, path in given.items():
+        if os.path.isdir(path):
+            raise LitHFError(f"{split}_file {path!r} is a directory; give a file in it.")
         if not os.path.isfile(path):
             raise LitHFError(f"{split}_file {path!r} does not exist.")
         if loader_for(path, default) is None:
@@ -54,8 +57,46 @@ def load_files(
                 loader, data_files={split: path}, split=split, cache_dir=cache_dir, **options
             )
         except Exception as err:  # the builders raise many types for one cause: the file does not parse
-            raise LitHFError(f"{split}_file {path!r} could not be read as {loader}: {first_line(err)}") from err
+            cause = unreadable_cause(path, loader) or first_line(err)
+            raise LitHFError(f"{split}_file {path!r} could not be read as {loader}: {cause}") from err
     return DatasetDict(splits)
+
+
+def unreadable_cause(path: str, loader: str | None) -> str | None:
+    """Why a file did not load, found by reading it (`datasets` says only "An error occurred while generating the
+    dataset"): empty, not UTF-8 (with the line), or, for json, the first line that does not parse."""
+    if os.path.getsize(path) == 0:
+        return "the file is empty; give a file with data."
+    per_line = loader == "json" and _json_lines(path)
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"line {number} is not UTF-8 text ({err.reason} at byte {err.start}); save the file as UTF-8."
+            if per_line and line.strip() and (problem := _json_problem(line)):
+                return f"line {number} is not valid JSON ({problem}); fix or remove it."
+    return None
+
+
+def _json_lines(path: str) -> bool:
+    """A .json file written one object per line (as `datasets` reads it) rather than one document."""
+    with open(path, "rb") as f:
+        return f.read(1).strip() != b"["
+
+
+def _json_problem(line: str) -> str | None:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as err:
+        return f"{err.msg}, column {err.colno}"
+    return None
+
+
+def missing_split(split: str, raw: DatasetDict) -> LitHFError:
+    """The error for a split the stage needs and the data lacks, naming the option that gives it."""
+    way_out = f"; give one with --data.{split}_file" if split in ("train", "validation", "test") else ""
+    return LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}){way_out}.")
 
 
 def load_hub(name: str, config_name: str | None, revision: str | None, cache_dir: str | None) -> DatasetDict:

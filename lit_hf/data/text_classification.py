@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -14,7 +15,7 @@ from lit_hf.data import glue, prepared, text_inputs
 from lit_hf.data.cache import file_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
-from lit_hf.data.sources import check_files, load_files, require_columns
+from lit_hf.data.sources import check_files, load_files, missing_split, require_columns
 from lit_hf.data.text_inputs import Truncation
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import MODEL_INPUTS
@@ -113,7 +114,7 @@ class TextClassificationDataModule(L.LightningDataModule):
 
         def build(raw: DatasetDict, split: str, tag: str) -> Dataset:
             if split not in raw:
-                raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
+                raise missing_split(split, raw)
             return self._tokenize(raw[split], split, tokenizer, tag)
 
         prepared.prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
@@ -224,7 +225,13 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
         limit = min(self.hparams.max_seq_length, tokenizer.model_max_length)
-        return min(limit, prepared.linked_position_limit(self.hparams) or limit)
+        limit = min(limit, prepared.linked_position_limit(self.hparams) or limit)
+        if limit < self.hparams.max_seq_length:  # as run_glue.py: truncate to what the model takes, and say so
+            rank_zero_warn(
+                f"max_seq_length {self.hparams.max_seq_length} is more than the model takes; texts are truncated "
+                f"to {limit} tokens."
+            )
+        return limit
 
     def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> prepared.Caches:
         hp = self.hparams

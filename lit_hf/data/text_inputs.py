@@ -53,7 +53,8 @@ def check_labels(raw: Dataset, column: str, table: dict[str, int] | None, names:
     unknown = sorted({str(v) for v in raw.unique(column)} - set(table))
     if unknown:
         raise LitHFError(
-            f"The {split} split has labels {unknown[:5]} that are not among the labels ({', '.join(names or [])})."
+            f"The {split} split has labels {unknown[:5]} that are not among the labels ({', '.join(names or [])}); "
+            "fix those rows, or add examples of them to the training file."
         )
 
 

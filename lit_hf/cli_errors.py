@@ -1,0 +1,136 @@
+"""jsonargparse's parse errors (about 60 lines of nested Union alternatives) turned into one line: the option, what
+was wrong with it, and the close matches (difflib) or the way to list the options."""
+
+import difflib
+import importlib
+import inspect
+import re
+from argparse import ArgumentParser
+
+import lightning as L
+
+NOISE = re.compile(r"Expected a <class 'NoneType'>|Does not validate against|Subtypes:|Errors:|Given value")
+
+
+def explain_parse_error(message: str, options: list[str]) -> str:
+    """One line for a jsonargparse error `message`; `options` are the parser's option strings (`--trainer.devices`)."""
+    text = _explain(message, options)
+    return text.replace("?.", "?").replace("?; ", "? ")
+
+
+def _explain(message: str, options: list[str]) -> str:
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    class_path = _last(re.findall(r"Problem with given class_path '([^']+)'", message))
+    option = "--" + ".".join(_dedupe(keys)) if keys else None
+    if match := re.search(r"unrecognized arguments: (\S+)", message):
+        given = match.group(1).split("=")[0]
+        return f"Unknown option {given}{_close(given, options)}{_listing(given)}."
+    if match := re.search(r"(?:Group|Subcommand) '([^']+)' does not accept option '([^']+)'", message):
+        group, name = match.groups()
+        given = f"--{name}" if message.startswith("Subcommand") or "Subcommand '" in message else f"--{group}.{name}"
+        return f"Unknown option {given}{_close(given, options)}{_listing(given)}."
+    if match := re.search(r"Option '([^']+)' is not accepted", message):
+        name, accepted = match.group(1), _parameters(class_path)
+        return (
+            f"Unknown option {option}.{name}: {_short(class_path)} has no parameter {name!r}"
+            + (_close(name, accepted) or f" (it takes: {', '.join(accepted)})")
+            + _listing(f"{option}.{name}", class_path)
+            + "."
+        )
+    if match := re.search(r"module '([^']+)' has no attribute '([^']+)'", message):
+        module, name = match.groups()
+        classes = _classes(module)
+        return (
+            f"{option}: there is no class {module}.{name}"
+            + (_close(f"{module}.{name}", classes) or f" (classes there: {', '.join(classes)})")
+            + "."
+        )
+    if match := re.search(r"Expected a typing\.Literal\[([^\]]*)\]", message):
+        choices = re.findall(r"'([^']*)'", match.group(1))
+        value = _given(message)
+        return f"{option}: {value!r} is not one of {', '.join(choices)}{_close(value or '', choices)}."
+    if match := re.search(r"Expected a <class '([^']+)'>", message):
+        return f"{option}: expected {match.group(1)}, got {_given(message)!r}{_listing(option, class_path)}."
+    return f"{option or 'The command line'}: {_first_meaningful(message)}"
+
+
+def option_strings(parser: ArgumentParser) -> list[str]:
+    """Every option of a parser and of its subcommand parsers."""
+    found: list[str] = []
+    for action in parser._actions:
+        found += [s for s in action.option_strings if s.startswith("--")]
+        if isinstance(getattr(action, "choices", None), dict):
+            for sub in action.choices.values():
+                if isinstance(sub, ArgumentParser):
+                    found += option_strings(sub)
+    return sorted(set(found))
+
+
+def _close(given: str, candidates: list[str]) -> str:
+    candidates = [c for c in candidates if not c.endswith("+")]  # jsonargparse's append forms (`--trainer.devices+`)
+    matches = difflib.get_close_matches(given, candidates, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(matches)}?" if matches else ""
+
+
+def _listing(option: str | None, class_path: str | None = None) -> str:
+    """Where to read the accepted options."""
+    group = (option or "").lstrip("-").split(".")[0]
+    if class_path and group in ("model", "data"):
+        return f" (`--{group}.help {class_path}` lists its options)"
+    return " (`--help` lists the options)"
+
+
+def _parameters(class_path: str | None) -> list[str]:
+    try:
+        cls = _class(class_path or "")
+    except (ImportError, AttributeError, ValueError):
+        return []
+    return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+
+def _classes(module_name: str) -> list[str]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return []
+    kinds = (L.LightningModule, L.LightningDataModule)
+    return sorted(
+        f"{module_name}.{name}"
+        for name, value in vars(module).items()
+        if inspect.isclass(value) and issubclass(value, kinds) and value not in kinds
+    )
+
+
+def _class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _given(message: str) -> str | None:
+    for line in message.splitlines():
+        if match := re.search(r"(?:Given value|Got value): (.*)$", line.strip()):
+            if not match.group(1).startswith("NestedArg("):
+                return match.group(1)
+    return None
+
+
+def _short(class_path: str | None) -> str:
+    return (class_path or "the class").rpartition(".")[2]
+
+
+def _first_meaningful(message: str) -> str:
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip() and not NOISE.search(line)]
+    return lines[-1] if lines else message.strip()
+
+
+def _last(items: list[str]) -> str | None:
+    return items[-1] if items else None
+
+
+def _dedupe(keys: list[str]) -> list[str]:
+    """`Parser key "data"` then `"task_name"`: the path to the innermost key, once each."""
+    out: list[str] = []
+    for key in keys:
+        if key not in out:
+            out.append(key)
+    return out
