@@ -4,7 +4,9 @@ import importlib
 import inspect
 import sys
 
+import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.errors import LitHFError
@@ -52,6 +54,7 @@ class LitHFCLI(LightningCLI):
         Generation length follows the data's target length unless the task sets `max_new_tokens`.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        what_runs(config.trainer)
         model, data = config.model.init_args, config.data.init_args
         for args in (model, data):  # path types resolved where they were parsed; constructors get plain strings
             for key in list(args.keys()):
@@ -62,6 +65,31 @@ class LitHFCLI(LightningCLI):
             model.regression = getattr(module, "regression", False)
         if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
             model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
+
+
+def what_runs(trainer) -> None:  # noqa: ANN001 (the trainer's Namespace)
+    """Options Lightning 2 refuses or silently replaces become what runs, in the config that `config.yaml` saves,
+    each said in one line: `strategy=dp` (DataParallel is gone from Lightning 2) and `16-mixed` on a CPU."""
+    if trainer.get("strategy") == "dp":
+        say(
+            "--trainer.strategy=dp runs as ddp over the same devices: Lightning 2 removed DataParallel, "
+            "which was slower, and DDP computes the same result."
+        )
+        trainer.strategy = "ddp"
+    if str(trainer.get("precision")) in ("16", "16-mixed") and runs_on_cpu(trainer.get("accelerator")):
+        say("--trainer.precision=16-mixed runs as bf16-mixed: a CPU has no float16 autocast.")
+        trainer.precision = "bf16-mixed"
+
+
+def runs_on_cpu(accelerator: object) -> bool:
+    if accelerator in (None, "auto"):
+        return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return accelerator == "cpu"
+
+
+@rank_zero_only
+def say(line: str) -> None:
+    print(f"lit_hf: {line}", flush=True)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -178,7 +178,14 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _collate(self) -> partial:
         label_pad = -100 if self.hparams.ignore_pad_token_for_loss else self.tokenizer.pad_token_id
-        return partial(collate_pairs, pad_token_id=self.tokenizer.pad_token_id, label_pad_token_id=label_pad)
+        precision = str(getattr(self.trainer, "precision", "")) if self.trainer is not None else ""
+        multiple = 8 if precision.endswith("-mixed") else None  # as the classification collator: tensor cores like 8s
+        return partial(
+            collate_pairs,
+            pad_token_id=self.tokenizer.pad_token_id,
+            label_pad_token_id=label_pad,
+            pad_to_multiple_of=multiple,
+        )
 
     def _files(self) -> dict[str, str]:
         hp = self.hparams

@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric
 from transformers import AutoModelForSeq2SeqLM
 
 from lit_hf.errors import ConfigError, check_positive
-from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, NextTokenNLL
+from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, MetricStates, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
@@ -26,7 +26,7 @@ from lit_hf.tasks.generation import (
 )
 
 
-class EvalMetrics(torch.nn.Module):
+class EvalMetrics(MetricStates):
     """Loss, BLEU, chrF and generated length of one evaluation split, each reduced across processes."""
 
     def __init__(self, bleu_tokenize: BleuTokenize) -> None:
@@ -34,7 +34,7 @@ class EvalMetrics(torch.nn.Module):
         self.nll = NextTokenNLL(shift=False)  # decoder position t predicts label t
         self.bleu = CorpusSacreBLEU("bleu", tokenize=bleu_tokenize)
         self.chrf = CorpusSacreBLEU("chrf")
-        self.gen_len = MeanMetric()
+        self.gen_len = MeanMetric().set_dtype(torch.float64)  # a float32 mean of lengths drifts on big sets
 
     def compute(self, prefix: str, generated: bool) -> dict[str, Tensor]:
         values = {f"{prefix}/loss": self.nll.compute()["loss"].float()}
