@@ -91,7 +91,8 @@ class SavePretrained(L.Callback):
         if model is None or not hasattr(model, "save_pretrained"):
             return
         target = log_dir(trainer) / "huggingface"  # collective: all ranks
-        state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
+        # collective under FSDP; ShardedStrategy's own gives whole tensors, not this rank's shards
+        state = getattr(trainer.strategy, "full_state_dict", trainer.strategy.lightning_module_state_dict)()
         if trainer.is_global_zero:
             weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
             model.save_pretrained(target, state_dict=weights)

@@ -5,6 +5,7 @@ import inspect
 import sys
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -69,13 +70,20 @@ class LitHFCLI(LightningCLI):
 
 def what_runs(trainer) -> None:  # noqa: ANN001 (the trainer's Namespace)
     """Options Lightning 2 refuses or silently replaces become what runs, in the config that `config.yaml` saves,
-    each said in one line: `strategy=dp` (DataParallel is gone from Lightning 2) and `16-mixed` on a CPU."""
+    each said in one line: `strategy=dp` (DataParallel is gone from Lightning 2), `strategy=fsdp` (FSDP2, which
+    runs on CPUs too) and `16-mixed` on a CPU."""
     if trainer.get("strategy") == "dp":
         say(
             "--trainer.strategy=dp runs as ddp over the same devices: Lightning 2 removed DataParallel, "
             "which was slower, and DDP computes the same result."
         )
         trainer.strategy = "ddp"
+    if trainer.get("strategy") == "fsdp":
+        say(
+            "--trainer.strategy=fsdp runs as lit_hf.sharding.ShardedStrategy: PyTorch FSDP2 per transformer block, "
+            "on GPUs or CPUs (Lightning's FSDPStrategy refuses CPUs)."
+        )
+        trainer.strategy = Namespace(class_path="lit_hf.sharding.ShardedStrategy", init_args=Namespace())
     if str(trainer.get("precision")) in ("16", "16-mixed") and runs_on_cpu(trainer.get("accelerator")):
         say("--trainer.precision=16-mixed runs as bf16-mixed: a CPU has no float16 autocast.")
         trainer.precision = "bf16-mixed"

@@ -70,12 +70,29 @@ def torchrun_two_nodes(subcommand: str, root: Path, args_of_node, *extra: str) -
     procs = [
         subprocess.Popen(
             [
-                sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-                f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "lit_hf",
-                subcommand, *args_of_node(node), "--trainer.num_nodes=2", "--trainer.devices=1",
-                "--trainer.strategy=ddp", PROBE, f"--trainer.callbacks.folder={root / f'probe-{subcommand}'}", *extra,
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                f"--node_rank={node}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                "-m",
+                "lit_hf",
+                subcommand,
+                *args_of_node(node),
+                "--trainer.num_nodes=2",
+                "--trainer.devices=1",
+                "--trainer.strategy=ddp",
+                PROBE,
+                f"--trainer.callbacks.folder={root / f'probe-{subcommand}'}",
+                *extra,
             ],
-            env=probe_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=probe_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for node in (0, 1)
     ]
@@ -101,7 +118,13 @@ def test_fit_then_validate_on_two_torchrun_nodes_equals_one_process(tmp_path, da
     (checkpoint,) = (tmp_path / "nodes").rglob("*.ckpt")
     torchrun_two_nodes("validate", tmp_path, node_args, f"--ckpt_path={checkpoint}")
     assert [p.stat().st_mtime_ns for n in (0, 1) for p in keys[n]] == stamps  # validate tokenized nothing again
-    main(["validate", *clm_args(tmp_path / "one", model, data_dir, tmp_path / "cache-node0"), f"--ckpt_path={checkpoint}"])
+    main(
+        [
+            "validate",
+            *clm_args(tmp_path / "one", model, data_dir, tmp_path / "cache-node0"),
+            f"--ckpt_path={checkpoint}",
+        ]
+    )
     two, one = read_results(tmp_path / "nodes" / "lightning_logs" / "version_1"), read_results(tmp_path / "one")
     assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(two)
     for key in one:
@@ -127,7 +150,9 @@ def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, data_dir,
     command = [sys.executable, "-m", "lit_hf", "validate", *args, "--trainer.devices=2", "--trainer.strategy=ddp"]
     command += [PROBE, f"--trainer.callbacks.folder={tmp_path / 'probe'}"]
     procs = [
-        subprocess.Popen(command, env=slurm_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command, env=slurm_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for rank in (0, 1)
     ]
     wait_all(procs)

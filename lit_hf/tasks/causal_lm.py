@@ -11,6 +11,7 @@ from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, max_positions, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.sharding import shard_model
 
 
 class CausalLMTask(L.LightningModule):
@@ -98,6 +99,9 @@ class CausalLMTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._end_epoch(self.test_nll, "test")
+
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

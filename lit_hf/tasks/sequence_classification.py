@@ -16,6 +16,7 @@ from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_t
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import gather_by_index, log_dir
+from lit_hf.sharding import shard_model
 from lit_hf.tasks.labels import configure_labels, make_metric
 
 __all__ = ["SequenceClassificationTask", "make_metric"]
@@ -142,6 +143,9 @@ class SequenceClassificationTask(L.LightningModule):
             if self.trainer.is_global_zero:
                 self._write_predictions(folder, idx, rows)
         self._predictions = {}
+
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

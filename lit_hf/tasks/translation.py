@@ -16,6 +16,7 @@ from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_t
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import log_dir, write_lines
+from lit_hf.sharding import is_sharded_run, shard_model
 from lit_hf.tasks.generation import (
     ensure_decoder_start,
     generate_kwargs,
@@ -166,6 +167,9 @@ class TranslationTask(L.LightningModule):
             ]
             write_lines(folder / "predictions.jsonl", rows)
 
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
+
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
 
@@ -184,7 +188,8 @@ class TranslationTask(L.LightningModule):
             self.outputs.extend(zip(batch["index"].tolist(), hypotheses, strict=True))
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
-        return generate_texts(self.model, self.tokenizer, batch, self.generate_kwargs, encoder_outputs)
+        kwargs = {**self.generate_kwargs, "synced_gpus": is_sharded_run(self)}  # ranks that finish keep gathering
+        return generate_texts(self.model, self.tokenizer, batch, kwargs, encoder_outputs)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
         generated = self._generates()
