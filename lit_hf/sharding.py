@@ -69,6 +69,10 @@ def shard_model(task: L.LightningModule) -> None:
                 checkpoint(module)
             fully_shard(module, mesh=mesh, reshard_after_forward=strategy.reshard_after_forward)
     fully_shard(task.model, mesh=mesh, reshard_after_forward=strategy.reshard_after_forward)
+    if hasattr(task.model, "generate"):  # `generate` runs the encoder on its own: gather the root's weights for it
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        register_fsdp_forward_method(task.model, "generate")
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -52,13 +52,25 @@ def probes(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("rank-*.json"))]
 
 
-def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, data_dir, causal_lm_dir):
-    args = clm_args(tmp_path / "one", causal_lm_dir("gpt2"), data_dir, tmp_path / "cache")
-    main(["validate", *args])
-    args = clm_args(tmp_path / "dp", causal_lm_dir("gpt2"), data_dir, tmp_path / "cache")
-    done = run_lit_hf("validate", *args, "--trainer.strategy=dp", "--trainer.devices=2")
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):  # noqa: ANN001, ANN201
+    """Factory: root -> the arguments of a tiny GPT-2 `validate` into root, sharing one cache; and the 1-process
+    results of those arguments, computed once for the tests that compare with them."""
+    cache = tmp_path_factory.mktemp("cache")
+
+    def args(root: Path) -> list[str]:
+        return clm_args(root, causal_lm_dir("gpt2"), data_dir, cache)
+
+    one = tmp_path_factory.mktemp("one")
+    main(["validate", *args(one)])
+    return args, read_results(one)
+
+
+def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):  # noqa: ANN001
+    args, one = gpt2_run
+    done = run_lit_hf("validate", *args(tmp_path / "dp"), "--trainer.strategy=dp", "--trainer.devices=2")
     assert done.stdout.count("--trainer.strategy=dp runs as ddp over the same devices") == 1  # rank 0 only
-    one, dp = read_results(tmp_path / "one"), read_results(tmp_path / "dp")
+    dp = read_results(tmp_path / "dp")
     assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(dp)
     for key in one:
         assert dp[key] == pytest.approx(one[key], rel=1e-6), key
@@ -143,11 +155,11 @@ def slurm_rank_env(rank: int, port: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, data_dir, causal_lm_dir):
-    args = clm_args(tmp_path / "slurm", causal_lm_dir("gpt2"), data_dir, tmp_path / "cache")
-    main(["validate", *clm_args(tmp_path / "one", causal_lm_dir("gpt2"), data_dir, tmp_path / "cache")])
+def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, gpt2_run):  # noqa: ANN001
+    args, one = gpt2_run
     port = free_port()
-    command = [sys.executable, "-m", "lit_hf", "validate", *args, "--trainer.devices=2", "--trainer.strategy=ddp"]
+    command = [sys.executable, "-m", "lit_hf", "validate", *args(tmp_path / "slurm"), "--trainer.devices=2"]
+    command += ["--trainer.strategy=ddp"]
     command += [PROBE, f"--trainer.callbacks.folder={tmp_path / 'probe'}"]
     procs = [
         subprocess.Popen(
@@ -161,6 +173,7 @@ def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, data_dir,
         ("SLURMEnvironment", 0, 2),
         ("SLURMEnvironment", 1, 2),
     ]
-    one, two = read_results(tmp_path / "one"), read_results(tmp_path / "slurm")
+    two = read_results(tmp_path / "slurm")
+    assert set(two) == set(one)
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-6), key

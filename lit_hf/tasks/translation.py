@@ -177,7 +177,7 @@ class TranslationTask(L.LightningModule):
         return self.hparams.predict_with_generate or self.trainer.state.fn != TrainerFn.FITTING
 
     def _evaluate(self, metrics: EvalMetrics, batch: dict[str, Any]) -> None:
-        encoder_outputs = update_loss(self.model, metrics.nll, batch)
+        encoder_outputs = update_loss(self.model, metrics.nll, batch, reuse_encoder=not is_sharded_run(self))
         if not self._generates():
             return
         hypotheses, lengths = self._generate(batch, encoder_outputs)
