@@ -96,3 +96,32 @@ def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:  # n
         assert [len(g["params"]) for g in param_groups(model, 0.1)] == before  # DTensors keep their full shapes
     finally:
         dist.destroy_process_group()
+
+
+def test_t5_validate_under_fsdp_generates_like_one_process(tmp_path, data_dir) -> None:  # noqa: ANN001
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
+    torch.manual_seed(0)
+    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
+    config.update({"decoder_start_token_id": 0, "n_positions": 512})
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    # 10 pairs on 2 processes: 5 + 5 in 2 batches each; generate runs until every process is done (synced_gpus)
+    args = [
+        "--model=lit_hf.tasks.TranslationTask", f"--model.model_name_or_path={tmp_path / 't5'}",
+        "--data=lit_hf.data.TranslationDataModule", f"--data.validation_file={data_dir / 'wmt16/sample.json'}",
+        "--data.source_lang=en", "--data.target_lang=ro", "--data.max_target_length=12", "--data.eval_batch_size=4",
+        f"--data.data_cache_dir={tmp_path / 'cache'}", "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    main(["validate", *args, f"--trainer.default_root_dir={tmp_path / 'one'}"])
+    sharded = ["--trainer.devices=2", "--trainer.strategy=fsdp", f"--trainer.default_root_dir={tmp_path / 'fsdp'}"]
+    run_lit_hf("validate", *args, *sharded)
+    one, fsdp = read_results(tmp_path / "one"), read_results(tmp_path / "fsdp")
+    assert set(one) == {"val/loss", "val/bleu", "val/chrf", "val/gen_len"} == set(fsdp)
+    for key in one:
+        assert fsdp[key] == pytest.approx(one[key], rel=1e-6), key
+    (mine,) = (tmp_path / "fsdp").rglob("val_predictions.txt")
+    (theirs,) = (tmp_path / "one").rglob("val_predictions.txt")
+    assert mine.read_text() == theirs.read_text()  # the same hypotheses, in dataset order
