@@ -113,7 +113,9 @@ class SavePretrained(L.Callback):
             return
         folder = log_dir(trainer)  # collective: all ranks
         best = self._best_path(trainer)
-        state = None if best else trainer.strategy.lightning_module_state_dict()  # collective under FSDP
+        # collective under FSDP; ShardedStrategy's own gives whole tensors, not this rank's shards
+        full_state = getattr(trainer.strategy, "full_state_dict", trainer.strategy.lightning_module_state_dict)
+        state = None if best else full_state()
         if trainer.is_global_zero:
             state = load_checkpoint(best)["state_dict"] if best else state
             metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}

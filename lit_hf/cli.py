@@ -5,6 +5,8 @@ import inspect
 import sys
 from argparse import ArgumentError
 
+import torch
+from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -65,6 +67,7 @@ class LitHFCLI(LightningCLI):
         Generation length follows the data's target length unless the task sets `max_new_tokens`.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        what_runs(config.trainer)
         checks.check_devices(config.trainer.accelerator, config.trainer.devices)
         if self.subcommand == "predict":
             checks.check_predicts(class_of(config.model.class_path), class_of(config.data.class_path))
@@ -134,6 +137,38 @@ class LitHFCLI(LightningCLI):
             if user_error(err) is not None and self.trainer.is_global_zero:
                 checks.remove_if_empty(*fresh)
             raise
+
+
+def what_runs(trainer) -> None:  # noqa: ANN001 (the trainer's Namespace)
+    """Options Lightning 2 refuses or silently replaces become what runs, in the config that `config.yaml` saves,
+    each said in one line: `strategy=dp` (DataParallel is gone from Lightning 2), `strategy=fsdp` (FSDP2, which
+    runs on CPUs too) and `16-mixed` on a CPU."""
+    if trainer.get("strategy") == "dp":
+        say(
+            "--trainer.strategy=dp runs as ddp over the same devices: Lightning 2 removed DataParallel, "
+            "which was slower, and DDP computes the same result."
+        )
+        trainer.strategy = "ddp"
+    if trainer.get("strategy") == "fsdp":
+        say(
+            "--trainer.strategy=fsdp runs as lit_hf.sharding.ShardedStrategy: PyTorch FSDP2 per transformer block, "
+            "on GPUs or CPUs (Lightning's FSDPStrategy refuses CPUs)."
+        )
+        trainer.strategy = Namespace(class_path="lit_hf.sharding.ShardedStrategy", init_args=Namespace())
+    if str(trainer.get("precision")) in ("16", "16-mixed") and runs_on_cpu(trainer.get("accelerator")):
+        say("--trainer.precision=16-mixed runs as bf16-mixed: a CPU has no float16 autocast.")
+        trainer.precision = "bf16-mixed"
+
+
+def runs_on_cpu(accelerator: object) -> bool:
+    if accelerator in (None, "auto"):
+        return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return accelerator == "cpu"
+
+
+@rank_zero_only
+def say(line: str) -> None:
+    print(f"lit_hf: {line}", flush=True)
 
 
 def main(args: list[str] | None = None) -> None:

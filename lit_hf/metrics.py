@@ -2,18 +2,44 @@
 rouge_score's ROUGE averaged over the whole set."""
 
 import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from sacrebleu.metrics import BLEU, CHRF
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric, SpearmanCorrCoef
 from torchmetrics.functional.regression.spearman import _rank_data
 from torchmetrics.utilities import dim_zero_cat
 
 # Rows of logits per float64 chunk: about 16 MiB of them at a time (at least one row), whatever the vocabulary.
 CHUNK_BYTES = 16 * 2**20
+
+
+def moves_only(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """`fn` as `nn.Module._apply` receives it, less any dtype cast: metric states keep their float64/int64 sums.
+
+    `--trainer.precision=bf16-true` casts the whole task with `.to(torch.bfloat16)`, which torchmetrics applies to
+    its states too (it guards `.half()` and `.float()` but not `.to(dtype)`); a bf16 sum stops counting by 8 past
+    2,048, so a mean loss over 4,000 rows came out 1.000 instead of 0.692. Device moves still apply.
+    """
+    probe = fn(torch.zeros((), dtype=torch.float64))
+    if probe.dtype == torch.float64:
+        return fn
+    return lambda tensor: tensor.to(device=probe.device)
+
+
+class MetricStates(nn.ModuleDict):
+    """Metrics by name, moved with the task to its device but never cast to its dtype (see `moves_only`)."""
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "MetricStates":
+        # torchmetrics resets a metric's update dtype to float32 on any move; keep what `set_dtype` chose
+        dtypes = {metric: metric.dtype for metric in self.modules() if isinstance(metric, Metric)}
+        super()._apply(moves_only(fn), recurse)
+        for metric, dtype in dtypes.items():
+            metric._dtype = dtype
+        return self
 
 
 class NextTokenNLL(Metric):
@@ -38,6 +64,9 @@ class NextTokenNLL(Metric):
         self.add_state("nll", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("correct", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("tokens", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: tuple[str, ...] = ()) -> "NextTokenNLL":
+        return super()._apply(moves_only(fn), exclude_state)  # float64 sums whatever the task's dtype
 
     def update(self, logits: Tensor, labels: Tensor) -> None:
         # Shift the labels, not the logits: the last position then predicts nothing and is skipped like padding.

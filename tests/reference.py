@@ -44,7 +44,7 @@ def read_results(root: Path) -> dict[str, float]:
     return json.loads(path.read_text())
 
 
-def run_lit_hf(*args: str, timeout: float = 600) -> None:
+def run_lit_hf(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m lit_hf ARGS` in a fresh process, as multi-process runs need (Lightning starts the other ranks by
     re-running the command line); one thread per process, so N ranks do not oversubscribe the CPU."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -52,6 +52,7 @@ def run_lit_hf(*args: str, timeout: float = 600) -> None:
         [sys.executable, "-m", "lit_hf", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    return done
 
 
 def logged(root: Path, tag: str) -> dict[int, float]:

@@ -1,8 +1,10 @@
 """Data loaders: for training, one seeded global order sliced across processes and resumable mid-epoch; for
-evaluation, each process a disjoint share of the set (no padding, no duplicates)."""
+evaluation, each process a disjoint share of the set (no padding, no duplicates) in the same number of batches."""
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,19 +22,46 @@ class EvalShardSampler(DistributedSampler):
 
     Subclassing `DistributedSampler` tells Lightning to keep it instead of inserting its own, which pads every
     process's share to the same length with repeated samples and so skews metrics over the whole set.
+    With `batch_size`, it yields this process's share as batches (lists of positions), the same number on every
+    process: a sharded (FSDP) forward is a collective, so a process with one batch more would wait forever. The
+    share is cut into that many nearly equal batches (none larger than `batch_size`) instead of padding it with
+    filler rows, so no metric ever sees a row twice.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, order: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int,
+        rank: int,
+        order: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self.order = list(order) if order is not None else list(range(len(dataset)))
         self.num_samples = len(self.order[rank::num_replicas])
         self.total_size = len(self.order)
+        self.batch_size = batch_size
+        self.num_batches = -(-math.ceil(self.total_size / num_replicas) // batch_size) if batch_size else 0
+        if batch_size and self.total_size // num_replicas < self.num_batches:
+            raise LitHFError(
+                f"{self.total_size} evaluation examples on {num_replicas} processes in batches of {batch_size} "
+                "cannot give every process the same number of batches; use an eval batch size of 2 or more."
+            )
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order[self.rank :: self.num_replicas])
+    def __iter__(self) -> Iterator[int] | Iterator[list[int]]:
+        shard = self.order[self.rank :: self.num_replicas]
+        if not self.batch_size:
+            return iter(shard)
+        return iter([part.tolist() for part in np.array_split(np.asarray(shard, dtype=np.int64), self.num_batches)])
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_batches if self.batch_size else self.num_samples
+
+
+def collate_columns(collate_fn: Callable[[list[Any]], Any], columns: dict[str, Any]) -> Any:
+    """`collate_fn` on the rows of `dataset[positions]` (a dict of columns), as a loader fed whole batches gets."""
+    n = len(next(iter(columns.values())))
+    return collate_fn([{key: values[i] for key, values in columns.items()} for i in range(n)])
 
 
 class TrainSampler(DistributedSampler):
@@ -133,7 +162,15 @@ def eval_dataloader(
                 f"The evaluation set has {len(dataset)} examples, fewer than the {dist.get_world_size()} processes; "
                 "use fewer devices or more evaluation data."
             )
-        sampler = EvalShardSampler(dataset, dist.get_world_size(), dist.get_rank(), order)
+        sampler = EvalShardSampler(dataset, dist.get_world_size(), dist.get_rank(), order, batch_size=batch_size)
+        return DataLoader(  # the sampler yields whole batches: batch_size=None
+            dataset,
+            batch_size=None,
+            sampler=sampler,
+            collate_fn=partial(collate_columns, collate_fn),
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
     else:
         sampler = order
     return DataLoader(dataset, sampler=sampler, **loader_options(batch_size, collate_fn, num_workers))

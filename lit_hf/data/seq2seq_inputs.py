@@ -38,12 +38,17 @@ def tokenize_documents(
     return out
 
 
-def collate_pairs(examples: list[dict[str, Any]], *, pad_token_id: int, label_pad_token_id: int) -> dict[str, Any]:
-    """Pads to the longest in the batch. Adds `index` (position in the split) and `references` when known."""
+def collate_pairs(
+    examples: list[dict[str, Any]], *, pad_token_id: int, label_pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, Any]:
+    """Pads to the longest in the batch, rounded up to `pad_to_multiple_of` (tensor cores under mixed precision).
+    Adds `index` (position in the split) and `references` when known."""
 
     def pad(key: str, value: int) -> Tensor:  # (batch, longest)
         rows = [torch.as_tensor(ex[key], dtype=torch.long) for ex in examples]
-        return pad_sequence(rows, batch_first=True, padding_value=value)
+        padded = pad_sequence(rows, batch_first=True, padding_value=value)
+        extra = -padded.shape[1] % (pad_to_multiple_of or 1)
+        return torch.nn.functional.pad(padded, (0, extra), value=value)
 
     batch = {"input_ids": pad("input_ids", pad_token_id), "attention_mask": pad("attention_mask", 0)}
     if "labels" in examples[0]:

@@ -165,7 +165,7 @@ class SummarizationDataModule(L.LightningDataModule):
         return self._eval_loader("predict")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return seq2seq_eval_loader(self.datasets[split], self.hparams, self.tokenizer)
+        return seq2seq_eval_loader(self.datasets[split], self.hparams, self.tokenizer, self.trainer)
 
     def _columns(self, raw: Dataset, split: str) -> tuple[str, str | None]:
         """(text column, summary column or None for a predict split without summaries), checked against the split."""

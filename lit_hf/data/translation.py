@@ -151,7 +151,7 @@ class TranslationDataModule(L.LightningDataModule):
         return self._eval_loader("predict")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return seq2seq_eval_loader(self.datasets[split], self.hparams, self.tokenizer)
+        return seq2seq_eval_loader(self.datasets[split], self.hparams, self.tokenizer, self.trainer)
 
     def _tokenize(
         self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, prefix: str, max_source: int, tag: str

@@ -14,6 +14,7 @@ from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_t
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
+from lit_hf.sharding import shard_model
 from lit_hf.tasks.generation import exported_generation_config, generation_options
 
 
@@ -138,6 +139,9 @@ class CausalLMTask(L.LightningModule):
         write_merged(self.trainer, "predictions", lambda rows: write_lines(path, map(json.dumps, rows)))
         if self.trainer.is_global_zero:
             print(f"predictions written to {path}")
+
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

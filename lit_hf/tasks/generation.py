@@ -85,12 +85,19 @@ def exported_generation_config(model: PreTrainedModel, kwargs: dict[str, Any]) -
     return config
 
 
-def update_loss(model: PreTrainedModel, nll: NextTokenNLL, batch: dict[str, Any]) -> Any:
+def update_loss(model: PreTrainedModel, nll: NextTokenNLL, batch: dict[str, Any], reuse_encoder: bool = True) -> Any:
     """Adds the batch's token NLL to `nll` and returns the encoder outputs, for `generate` to reuse.
 
-    The loss and generation read one encoder pass: the same outputs as two, for one pass less per batch.
+    The loss and generation read one encoder pass: the same outputs as two, for one pass less per batch. Under
+    FSDP (`reuse_encoder=False`) the encoder cannot be called on its own: the root's weights (the shared
+    embedding) are gathered only by the whole model's forward, so the loss takes that and returns None.
     """
     labels = batch["labels"]
+    if not reuse_encoder:
+        inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        nll.update(model(**inputs, decoder_input_ids=decoder_input_ids).logits, labels)
+        return None
     encoder_outputs = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     logits = model(
         encoder_outputs=encoder_outputs,

@@ -11,10 +11,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import AutoModelForImageClassification
 
+from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, load_config, load_image_processor, load_model, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import gather_by_index, log_dir
+from lit_hf.sharding import shard_model
 from lit_hf.tasks.labels import configure_labels
 
 TOP_K = 5  # the second accuracy reported, as ImageNet results are; only with more than 5 classes
@@ -128,6 +130,9 @@ class ImageClassificationTask(L.LightningModule):
             self._write_predictions(folder, rows)
         self._predictions = []
 
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp
+
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
 
@@ -137,7 +142,7 @@ class ImageClassificationTask(L.LightningModule):
         metrics = {"loss": MeanMetric().set_dtype(torch.float64), "accuracy": MulticlassAccuracy(n, average="micro")}
         if n > TOP_K:
             metrics[f"top{TOP_K}_accuracy"] = MulticlassAccuracy(n, top_k=TOP_K, average="micro")
-        return nn.ModuleDict(metrics)
+        return MetricStates(metrics)  # float64 sums, never cast to the task's dtype
 
     def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
         loss, logits = self(**model_inputs(batch))

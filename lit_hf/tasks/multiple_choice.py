@@ -1,6 +1,7 @@
 """Multiple choice: any AutoModelForMultipleChoice (BERT, RoBERTa, ...), scored by exact accuracy and loss."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -10,10 +11,12 @@ from torch import Tensor
 from torchmetrics import Metric
 from transformers import AutoModelForMultipleChoice
 
+from lit_hf.metrics import moves_only
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import gather_by_index, log_dir, write_lines
+from lit_hf.sharding import shard_model
 
 
 class ChoiceScores(Metric):
@@ -39,6 +42,9 @@ class ChoiceScores(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         return {"loss": self.nll / self.count, "accuracy": self.correct / self.count}
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> "ChoiceScores":
+        return super()._apply(moves_only(fn), *args, **kwargs)  # float64 sums under bf16-true too
 
 
 class MultipleChoiceTask(L.LightningModule):
@@ -134,6 +140,9 @@ class MultipleChoiceTask(L.LightningModule):
         if self.trainer.is_global_zero:
             write_lines(folder / "predictions.txt", [row["choice"].replace("\n", " ") for row in rows])
             write_lines(folder / "predictions.jsonl", [json.dumps(row, ensure_ascii=False) for row in rows])
+
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

@@ -13,10 +13,12 @@ from transformers import AutoModelForSequenceClassification
 
 from lit_hf.errors import ConfigError
 from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
+from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
+from lit_hf.sharding import shard_model
 from lit_hf.tasks.labels import configure_labels, make_metric
 
 __all__ = ["SequenceClassificationTask", "make_metric"]
@@ -145,6 +147,9 @@ class SequenceClassificationTask(L.LightningModule):
             write_merged(self.trainer, f"predict-{idx}", partial(self._write_predictions, folder, idx))
         self._shards = []
 
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
+
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
 
@@ -158,7 +163,7 @@ class SequenceClassificationTask(L.LightningModule):
         """One dict of metrics per evaluation set (MNLI: matched, mismatched), keyed by the logged name."""
         names = ("loss", *self._metric_names())
         sets = split_names(GLUE_TASKS.get(self.hparams.glue_task), kind)
-        return nn.ModuleList(nn.ModuleDict({n: make_metric(n, len(self.label_names)) for n in names}) for _ in sets)
+        return nn.ModuleList(MetricStates({n: make_metric(n, len(self.label_names)) for n in names}) for _ in sets)
 
     def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
         loss, logits = self(**model_inputs(batch))

@@ -10,10 +10,11 @@ from torchmetrics import MeanMetric
 from transformers import AutoModelForSeq2SeqLM
 
 from lit_hf.errors import ConfigError
-from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, NextTokenNLL
+from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, MetricStates, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.sharding import is_sharded_run, shard_model
 from lit_hf.tasks.generated_texts import GeneratedTexts
 from lit_hf.tasks.generation import (
     ensure_decoder_start,
@@ -24,7 +25,7 @@ from lit_hf.tasks.generation import (
 )
 
 
-class EvalMetrics(torch.nn.Module):
+class EvalMetrics(MetricStates):
     """Loss, BLEU, chrF and generated length of one evaluation split, each reduced across processes."""
 
     def __init__(self, bleu_tokenize: BleuTokenize) -> None:
@@ -32,7 +33,7 @@ class EvalMetrics(torch.nn.Module):
         self.nll = NextTokenNLL(shift=False)  # decoder position t predicts label t
         self.bleu = CorpusSacreBLEU("bleu", tokenize=bleu_tokenize)
         self.chrf = CorpusSacreBLEU("chrf")
-        self.gen_len = MeanMetric()
+        self.gen_len = MeanMetric().set_dtype(torch.float64)  # a float32 mean of lengths drifts on big sets
 
     def compute(self, prefix: str, generated: bool) -> dict[str, Tensor]:
         values = {f"{prefix}/loss": self.nll.compute()["loss"].float()}
@@ -179,6 +180,9 @@ class TranslationTask(L.LightningModule):
     def on_predict_epoch_end(self) -> None:
         self.texts.finish(self.trainer, "predictions")
 
+    def configure_model(self) -> None:
+        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
+
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
 
@@ -186,7 +190,7 @@ class TranslationTask(L.LightningModule):
         return self.hparams.predict_with_generate or self.trainer.state.fn != TrainerFn.FITTING
 
     def _evaluate(self, metrics: EvalMetrics, batch: dict[str, Any]) -> None:
-        encoder_outputs = update_loss(self.model, metrics.nll, batch)
+        encoder_outputs = update_loss(self.model, metrics.nll, batch, reuse_encoder=not is_sharded_run(self))
         if not self._generates():
             return
         hypotheses, lengths = self._generate(batch, encoder_outputs)
@@ -196,7 +200,8 @@ class TranslationTask(L.LightningModule):
         self.texts.add(batch, hypotheses)
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
-        return generate_texts(self.model, self.tokenizer, batch, self.generate_kwargs, encoder_outputs)
+        kwargs = {**self.generate_kwargs, "synced_gpus": is_sharded_run(self)}  # ranks that finish keep gathering
+        return generate_texts(self.model, self.tokenizer, batch, kwargs, encoder_outputs)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
         self.log_dict(metrics.compute(prefix, self._generates()), prog_bar=True)  # reduced across processes
