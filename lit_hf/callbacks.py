@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_hf.adapters import exportable_model
 from lit_hf.predictions import log_dir
 
 
@@ -82,8 +83,9 @@ class TrainMonitor(L.Callback):
 class SavePretrained(L.Callback):
     """At the end of `fit`, saves the trained model and the task's tokenizer with `save_pretrained`.
 
-    The directory `<log dir>/huggingface` then loads back with `AutoModelFor*.from_pretrained`. The weights are
-    gathered through the strategy first, so sharded (FSDP) runs save whole tensors.
+    The directory `<log dir>/huggingface` then loads back with `AutoModelFor*.from_pretrained`; with LoRA it holds
+    the adapters (`PeftModel.from_pretrained(base, dir)`) or, with `--model.merge_adapters=true`, merged weights. The
+    weights are gathered through the strategy first, so sharded (FSDP) runs save whole tensors.
     """
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -94,7 +96,8 @@ class SavePretrained(L.Callback):
         state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.is_global_zero:
             weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-            model.save_pretrained(target, state_dict=weights)
+            export = exportable_model(pl_module)  # the model; with LoRA its adapters, or a merged copy
+            export.save_pretrained(target, state_dict=weights if export is model else None)
             tokenizer = getattr(pl_module, "tokenizer", None)  # the one the data module uses too (linked)
             if tokenizer is not None:
                 tokenizer.save_pretrained(target)
