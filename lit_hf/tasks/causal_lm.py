@@ -98,7 +98,7 @@ class CausalLMTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         self._check_length(batch)
-        loss = self.model(**model_inputs(batch)).loss
+        loss = self.model(**model_inputs(batch), use_cache=False).loss  # with a cache, packed positions are ignored
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -125,7 +125,7 @@ class CausalLMTask(L.LightningModule):
 
     def _evaluate(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
         self._check_length(batch)
-        logits = self.model(**model_inputs(batch, labels=False)).logits  # the metric computes the loss itself
+        logits = self.model(**model_inputs(batch, labels=False), use_cache=False).logits  # the metric computes the loss
         metric.update(logits, batch["labels"])
 
     def _end_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
