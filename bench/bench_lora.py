@@ -92,7 +92,8 @@ def report(runs: dict[str, list[dict]]) -> None:
     print(f"{'':16}{'full':>14}{'lora':>14}{'lora/full':>12}")
     for key in keys:
         full, lora = best["full"][key], best["lora"][key]
-        print(f"{key:16}{full:>14.4g}{lora:>14.4g}{lora / full:>12.4f}")
+        cells = [f"{v:>14,}" if isinstance(v, int) else f"{v:>14.4g}" for v in (full, lora)]
+        print(f"{key:16}{''.join(cells)}{lora / full:>12.4f}")
     print("all step times (s):", {mode: [round(r["step_s"], 4) for r in results] for mode, results in runs.items()})
 
 
