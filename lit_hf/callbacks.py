@@ -98,6 +98,9 @@ class SavePretrained(L.Callback):
     (gathered through the strategy, so sharded FSDP runs save whole tensors). CLI: `--save_pretrained.enabled=false`
     switches the export off, `--save_pretrained.weights=last` exports the last weights even with a monitor.
 
+    With LoRA the export holds the adapters (`PeftModel.from_pretrained(base, dir)`) or, with
+    `--model.merge_adapters=true`, merged weights.
+
     Args:
         enabled: Export at the end of fit.
         weights: "best": the monitored checkpoint's best weights (the last weights when nothing is monitored);

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lit_hf.adapters import exportable_model
 from lit_hf.errors import LitHFError
 from lit_hf.tasks.generation import exported_generation_config
 
@@ -53,7 +54,9 @@ def export_pretrained(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=weights)  # safetensors; config.json with id2label/label2id/problem_type
+    export = exportable_model(task)  # the model; with LoRA its adapters, or a merged copy (adapters.py)
+    # safetensors; config.json with id2label/label2id/problem_type
+    export.save_pretrained(tmp, state_dict=weights if export is model else None)
     for name in ("tokenizer", "processor"):  # the one the data module used (linked); images: an image processor
         if getattr(task, name, None) is not None:
             getattr(task, name).save_pretrained(tmp)

@@ -26,7 +26,7 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]
 T5_FAMILY = ("t5", "mt5", "umt5")  # T5 models: task prefixes; in float16 their activations overflow
 
 # The batch keys a Hugging Face model's forward takes; batches may carry more (`index`, `references`).
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "labels")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "pixel_values", "labels")
 
 
 def model_inputs(batch: dict[str, Any], *, labels: bool = True) -> dict[str, Tensor]:

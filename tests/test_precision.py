@@ -12,8 +12,8 @@ from torchmetrics import MeanMetric
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.translation import TranslationDataModule
 from lit_hf.data.seq2seq_inputs import collate_pairs
+from lit_hf.data.translation import TranslationDataModule
 from lit_hf.metrics import MetricStates
 from lit_hf.tasks import CausalLMTask, SequenceClassificationTask, TranslationTask
 

@@ -8,6 +8,7 @@ import lightning as L
 from torch import Tensor
 from transformers import AutoModelForCausalLM
 
+from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, max_positions, model_inputs
@@ -50,6 +51,13 @@ class CausalLMTask(L.LightningModule):
         num_beams: Beam width (1: greedy or plain sampling).
         repetition_penalty: Penalty (> 1) on tokens already in the prompt or the completion.
         no_repeat_ngram_size: No n-gram of this size occurs twice in prompt plus completion.
+        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
+        lora_dropout: Dropout on the input of the LoRA branch.
+        lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
+        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
+            adapter directory.
     """
 
     def __init__(
@@ -77,6 +85,12 @@ class CausalLMTask(L.LightningModule):
         num_beams: int | None = None,
         repetition_penalty: float | None = None,
         no_repeat_ngram_size: int | None = None,
+        peft: PeftMethod | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        merge_adapters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +109,7 @@ class CausalLMTask(L.LightningModule):
             **hub,
         )
         fit_embeddings(self.model, self.tokenizer)
+        self.model = apply_peft(self.model, "CAUSAL_LM", self.hparams)
         self.max_positions = max_positions(self.model.config)
         self.generate_kwargs = generation_options(self.tokenizer, self.hparams)
         if self.model.generation_config.pad_token_id is None:  # else generate warns on every batch and picks EOS
@@ -108,7 +123,7 @@ class CausalLMTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         self._check_length(batch)
-        loss = self.model(**model_inputs(batch)).loss
+        loss = self.model(**model_inputs(batch), use_cache=False).loss  # with a cache, packed positions are ignored
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over processes, not rank 0's alone
         return loss
 
@@ -146,9 +161,15 @@ class CausalLMTask(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)  # with adapters, only what trains
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen(self, checkpoint)
+
     def _evaluate(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
         self._check_length(batch)
-        logits = self.model(**model_inputs(batch, labels=False)).logits  # the metric computes the loss itself
+        logits = self.model(**model_inputs(batch, labels=False), use_cache=False).logits  # the metric computes the loss
         metric.update(logits, batch["labels"])
 
     def _end_epoch(self, metric: NextTokenNLL, prefix: str) -> None:

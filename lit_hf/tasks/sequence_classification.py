@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification
 
+from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.errors import ConfigError
 from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.metrics import MetricStates
@@ -53,6 +54,13 @@ class SequenceClassificationTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
+        lora_dropout: Dropout on the input of the LoRA branch.
+        lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
+        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
+            adapter directory.
     """
 
     def __init__(
@@ -75,6 +83,12 @@ class SequenceClassificationTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        peft: PeftMethod | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        merge_adapters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -98,6 +112,7 @@ class SequenceClassificationTask(L.LightningModule):
             **hub,
         )
         fit_embeddings(self.model, self.tokenizer)
+        self.model = apply_peft(self.model, "SEQ_CLS", self.hparams)  # the head (classifier/score) trains too
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
@@ -152,6 +167,12 @@ class SequenceClassificationTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)  # with adapters, only what trains
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen(self, checkpoint)
 
     def _metric_names(self) -> tuple[str, ...]:
         task = GLUE_TASKS.get(self.hparams.glue_task)

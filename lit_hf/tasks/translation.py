@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from transformers import AutoModelForSeq2SeqLM
 
+from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.errors import ConfigError
 from lit_hf.metrics import BleuTokenize, CorpusSacreBLEU, MetricStates, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
@@ -86,6 +87,13 @@ class TranslationTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
+        lora_dropout: Dropout on the input of the LoRA branch.
+        lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
+        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
+            adapter directory.
     """
 
     def __init__(
@@ -118,6 +126,12 @@ class TranslationTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        peft: PeftMethod | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        merge_adapters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -137,6 +151,7 @@ class TranslationTask(L.LightningModule):
         )
         fit_embeddings(self.model, self.tokenizer)
         ensure_decoder_start(self.model, model_name_or_path)
+        self.model = apply_peft(self.model, "SEQ_2_SEQ_LM", self.hparams)
         self.generate_kwargs = generation_options(self.tokenizer, self.hparams, forced_bos_token)
         self.val_metrics = EvalMetrics(bleu_tokenize)
         self.test_metrics = EvalMetrics(bleu_tokenize)
@@ -185,6 +200,12 @@ class TranslationTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)  # with adapters, only what trains
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen(self, checkpoint)
 
     def _generates(self) -> bool:
         return self.hparams.predict_with_generate or self.trainer.state.fn != TrainerFn.FITTING
