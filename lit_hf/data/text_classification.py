@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -224,14 +223,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         return text_inputs.file_labels(self._files(), self.hparams.label_column, self.hparams.data_cache_dir)
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        limit = min(self.hparams.max_seq_length, tokenizer.model_max_length)
-        limit = min(limit, prepared.linked_position_limit(self.hparams) or limit)
-        if limit < self.hparams.max_seq_length:  # as run_glue.py: truncate to what the model takes, and say so
-            rank_zero_warn(
-                f"max_seq_length {self.hparams.max_seq_length} is more than the model takes; texts are truncated "
-                f"to {limit} tokens."
-            )
-        return limit
+        limit = prepared.linked_position_limit(self.hparams)
+        return text_inputs.truncated_length(self.hparams.max_seq_length, tokenizer, limit)
 
     def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> prepared.Caches:
         hp = self.hparams

@@ -3,6 +3,7 @@
 from typing import Literal
 
 from datasets import Dataset
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
 from lit_hf.data.sources import load_files
@@ -75,3 +76,13 @@ def file_labels(files: dict[str, str], column: str, cache_dir: str | None) -> tu
                 "set --data.label_column."
             )
     return None, False
+
+
+def truncated_length(max_seq_length: int, tokenizer: PreTrainedTokenizerBase, model_limit: int | None) -> int:
+    """max_seq_length, or what the tokenizer and model take if less: as run_glue.py, truncate there and say so."""
+    limit = min(max_seq_length, tokenizer.model_max_length, model_limit or max_seq_length)
+    if limit < max_seq_length:
+        rank_zero_warn(
+            f"max_seq_length {max_seq_length} is more than the model takes; texts are truncated to {limit} tokens."
+        )
+    return limit
