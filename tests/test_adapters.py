@@ -172,3 +172,20 @@ def test_fit_on_two_processes_equals_one(gpt2_dir, data_dir, tmp_path) -> None: 
         assert two[key] == pytest.approx(one[key], rel=1e-6), key
     state = torch.load(checkpoint_of(tmp_path / "two"), weights_only=False)["state_dict"]
     assert state and all(".lora_A." in k or ".lora_B." in k for k in state)
+
+
+@pytest.mark.parametrize("family", ["multiple_choice", "summarization"])
+def test_new_families_train_adapters_and_their_head(family, classifier_dir, t5_dir) -> None:  # noqa: ANN001
+    """The families PEFT has no task type for keep their head trainable through modules_to_save."""
+    from lit_hf.tasks import MultipleChoiceTask, SummarizationTask
+
+    if family == "multiple_choice":
+        task = MultipleChoiceTask(model_name_or_path=str(classifier_dir("bert", None)), peft="lora")
+        head = {f"model.base_model.model.classifier.modules_to_save.default.{p}" for p in ("weight", "bias")}
+    else:
+        task = SummarizationTask(model_name_or_path=str(t5_dir), peft="lora")
+        head = set()
+    base = task.model.get_base_model()
+    adapted = [name for name, _ in base.named_modules() if name.split(".")[-1] in ("query", "value", "q", "v")]
+    want = {f"model.base_model.model.{m}.lora_{ab}.default.weight" for m in adapted for ab in "AB"} | head
+    assert adapted and {name for name, p in task.named_parameters() if p.requires_grad} == want

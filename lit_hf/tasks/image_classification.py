@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import AutoModelForImageClassification
 
+from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, load_config, load_image_processor, load_model, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
@@ -48,6 +49,14 @@ class ImageClassificationTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
+        lora_dropout: Dropout on the input of the LoRA branch.
+        lora_target_modules: Module names to adapt, e.g. ["query", "value"]. Default: PEFT's choice for the
+            architecture.
+        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
+            adapter directory.
     """
 
     def __init__(
@@ -68,6 +77,12 @@ class ImageClassificationTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        peft: PeftMethod | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        merge_adapters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -86,6 +101,7 @@ class ImageClassificationTask(L.LightningModule):
             **hub,
         )
         self.model.train()  # from_pretrained returns eval mode (BatchNorm would not learn its statistics)
+        self.model = apply_peft(self.model, None, self.hparams, modules_to_save=["classifier"])  # the head trains
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
@@ -135,6 +151,12 @@ class ImageClassificationTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)  # with adapters, only what trains
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen(self, checkpoint)
 
     def _metrics(self) -> nn.ModuleDict:
         """Loss (float64 weighted mean) and accuracies (integer counts): sums, so N processes equal one."""

@@ -11,6 +11,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from transformers import AutoModelForMultipleChoice
 
+from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.metrics import moves_only
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
@@ -70,6 +71,14 @@ class MultipleChoiceTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
+        lora_dropout: Dropout on the input of the LoRA branch.
+        lora_target_modules: Module names to adapt, e.g. ["query", "value"]. Default: PEFT's choice for the
+            architecture.
+        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
+            adapter directory.
     """
 
     def __init__(
@@ -88,6 +97,12 @@ class MultipleChoiceTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        peft: PeftMethod | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        merge_adapters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,6 +115,7 @@ class MultipleChoiceTask(L.LightningModule):
             AutoModelForMultipleChoice, model_name_or_path, config=config, dtype=dtype, from_scratch=from_scratch, **hub
         )
         fit_embeddings(self.model, self.tokenizer)
+        self.model = apply_peft(self.model, None, self.hparams, modules_to_save=["classifier"])  # the head trains
         self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         self.val_scores = ChoiceScores()
         self.test_scores = ChoiceScores()
@@ -146,6 +162,12 @@ class MultipleChoiceTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)  # with adapters, only what trains
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen(self, checkpoint)
 
     def _evaluate(self, scores: ChoiceScores, batch: dict[str, Any]) -> None:
         logits = self.model(**model_inputs(batch, labels=False)).logits  # (batch, num_choices)

@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from transformers import AutoModelForSeq2SeqLM
 
+from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.metrics import CorpusRouge, MetricStates, NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
@@ -83,6 +84,14 @@ class SummarizationTask(L.LightningModule):
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
         warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
         lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
+        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
+        lora_dropout: Dropout on the input of the LoRA branch.
+        lora_target_modules: Module names to adapt, e.g. ["query", "value"]. Default: PEFT's choice for the
+            architecture.
+        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
+            adapter directory.
     """
 
     def __init__(
@@ -114,6 +123,12 @@ class SummarizationTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         lr_scheduler_type: SchedulerType = "linear",
+        peft: PeftMethod | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        merge_adapters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,6 +148,7 @@ class SummarizationTask(L.LightningModule):
             **hub,
         )
         fit_embeddings(self.model, self.tokenizer)
+        self.model = apply_peft(self.model, "SEQ_2_SEQ_LM", self.hparams)
         ensure_decoder_start(self.model, model_name_or_path)
         self.generate_kwargs = generation_options(self.tokenizer, self.hparams, forced_bos_token)
         self.val_metrics = EvalMetrics()
@@ -182,6 +198,12 @@ class SummarizationTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)  # with adapters, only what trains
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen(self, checkpoint)
 
     def _generates(self) -> bool:
         return self.hparams.predict_with_generate or self.trainer.state.fn != TrainerFn.FITTING
