@@ -80,7 +80,10 @@ def incomplete_message(path: str, err: BaseException) -> str:
 
 def checkpoint_hparams(path: str) -> dict[str, Any]:
     """The hyperparameters saved in a checkpoint, read with `weights_only=True` (memory-mapped: the tensors are not
-    read); a missing, truncated or foreign file is a LitHFError."""
+    read); a missing, truncated or foreign file is a LitHFError. A sharded (FSDP) checkpoint folder holds its
+    hyperparameters among the shards: Lightning reads it, and nothing is checked here."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, ".metadata")):  # torch.distributed.checkpoint
+        return {}
     check_checkpoint_file(path)
     try:
         checkpoint = torch.load(path, weights_only=True, map_location="cpu", mmap=True)

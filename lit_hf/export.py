@@ -2,9 +2,7 @@
 labels, tokenizer, generation config and a model card, written to a temporary folder and renamed into place."""
 
 import json
-import os
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import lightning as L
 import torch
 
 from lit_hf.adapters import exportable_model
+from lit_hf.atomic import replaced
 from lit_hf.errors import LitHFError
 from lit_hf.tasks.generation import exported_generation_config
 
@@ -50,32 +49,18 @@ def export_pretrained(
         model.config.problem_type = (
             "regression" if getattr(task, "regression", False) else "single_label_classification"
         )
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export = exportable_model(task)  # the model; with LoRA its adapters, or a merged copy (adapters.py)
-    # safetensors; config.json with id2label/label2id/problem_type
-    export.save_pretrained(tmp, state_dict=weights if export is model else None)
-    for name in ("tokenizer", "processor"):  # the one the data module used (linked); images: an image processor
-        if getattr(task, name, None) is not None:
-            getattr(task, name).save_pretrained(tmp)
-    if model.can_generate():
-        exported_generation_config(model, getattr(task, "generate_kwargs", {})).save_pretrained(tmp)
-    if card is not None:
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-    replace_dir(tmp, target)
-    return target
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """`new` becomes `target`; an existing `target` is moved aside first and removed after (directories cannot be
-    replaced in one rename)."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with replaced(Path(target)) as tmp:  # a kill midway leaves no folder under the real name (lit_hf/atomic.py)
+        export = exportable_model(task)  # the model; with LoRA its adapters, or a merged copy (adapters.py)
+        # safetensors; config.json with id2label/label2id/problem_type
+        export.save_pretrained(tmp, state_dict=weights if export is model else None)
+        for name in ("tokenizer", "processor"):  # the one the data module used (linked); images: an image processor
+            if getattr(task, name, None) is not None:
+                getattr(task, name).save_pretrained(tmp)
+        if model.can_generate():
+            exported_generation_config(model, getattr(task, "generate_kwargs", {})).save_pretrained(tmp)
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+    return Path(target)
 
 
 def load_checkpoint(path: str | Path, weights_only: bool = False) -> dict[str, Any]:

@@ -178,6 +178,7 @@ def test_label_order_of_a_fine_tuned_checkpoint_is_kept(tmp_path, data_dir, clas
     model.save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(classifier_dir("bert", 2)).save_pretrained(model_dir)
     task = SequenceClassificationTask(str(model_dir), label_names=["entailment", "not_entailment"], glue_task="rte")
+    task.eval()  # tasks start in train mode (dropout on) for fit; two forwards must see the same weights only
     assert task.model_ids.tolist() == [1, 0]
     batch = AutoTokenizer.from_pretrained(model_dir)(["a b", "c d e"], return_tensors="pt", padding=True)
     with torch.no_grad():

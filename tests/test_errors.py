@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from lit_hf.cli import main
+from lit_hf.tasks import CausalLMTask
 
 CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
 CLS = ["--model=lit_hf.tasks.SequenceClassificationTask", "--data=lit_hf.data.TextClassificationDataModule"]
@@ -98,8 +100,17 @@ CASES = {
         ["predict", *CLS, "--data.train_file=TRAIN_CSV"],
         ["no test split (it has: train)", "--data.test_file"],
     ),
-    "predict-without-predict-step": (["predict", *CLM, V], ["CausalLMTask has nothing to predict", "validate"]),
+    "predict-without-predict-step": (
+        ["predict", *CLM, V, "--model=test_errors.NoPredictTask"],
+        ["NoPredictTask has nothing to predict", "validate"],
+    ),
 }
+
+
+class NoPredictTask(CausalLMTask):
+    """A task without its own predict_step (every lit_hf family has one now): what `predict` says for such a task."""
+
+    predict_step = L.LightningModule.predict_step
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

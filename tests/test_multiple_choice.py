@@ -202,7 +202,7 @@ def test_short_fit_on_the_quickstart_beats_chance(tmp_path: Path, monkeypatch: p
     config = str(REPO / "configs" / "quickstart_multiple_choice.yaml")
     common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
     common += [f"--data.data_cache_dir={tmp_path / 'cache'}", "--data.max_eval_samples=100"]
-    main(["fit", "--config", config, *common, "--trainer.max_epochs=1", "--trainer.val_check_interval=1.0"])
+    main(["fit", "--config", config, *common, "--trainer.max_epochs=2", "--trainer.val_check_interval=1.0"])
     assert read_results(run_dir(tmp_path))["val/accuracy"] > 0.35  # chance is 0.25
 
 

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
+from lit_hf.data.seq2seq import seq2seq_collate
 from lit_hf.data.seq2seq_inputs import collate_pairs
 from lit_hf.data.translation import TranslationDataModule
 from lit_hf.metrics import MetricStates
@@ -126,7 +127,7 @@ def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(t5_dir
     module = TranslationDataModule(str(t5_dir), validation_file="unused.json", source_lang="en", target_lang="ro")
     module.trainer = SimpleNamespace(precision=precision)
     module.tokenizer = T5Tokenizer.from_pretrained(t5_dir)  # what setup loads; pad id 0
-    collate = module._collate()
+    collate = seq2seq_collate(module.hparams, module.tokenizer, module.trainer)
     rows = [{"input_ids": [5, 6, 7, 8, 1], "attention_mask": [1] * 5, "labels": [9, 1], "index": 0}]
     batch = collate(rows + [{"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [9, 9, 1], "index": 1}])
     assert batch["input_ids"].shape == (2, width) and batch["attention_mask"][:, 5:].sum() == 0

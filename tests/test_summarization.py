@@ -235,8 +235,8 @@ def test_short_fit_on_the_quickstart_raises_rouge(tmp_path: Path, monkeypatch: p
     common += [f"--data.data_cache_dir={tmp_path / 'cache'}", "--data.max_eval_samples=20"]
     main(["validate", "--config", config, *common])
     before = read_results(run_dir(tmp_path))["val/rouge1"]
-    main(["fit", "--config", config, *common, "--trainer.max_epochs=3", "--model.predict_with_generate=false"])
-    checkpoint = next((run_dir(tmp_path) / "checkpoints").glob("*.ckpt"))
+    main(["fit", "--config", config, *common, "--trainer.max_epochs=5", "--model.predict_with_generate=false"])
+    checkpoint = run_dir(tmp_path) / "checkpoints" / "last.ckpt"  # the config also keeps step checkpoints
     main(["validate", "--config", config, *common, f"--ckpt_path={checkpoint}"])
     after = read_results(run_dir(tmp_path))["val/rouge1"]
     assert after > before + 10, (before, after)
