@@ -99,6 +99,7 @@ class LitHFCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningArgumentParser, ArgsType)
         """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches."""
+        self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -122,11 +123,18 @@ class LitHFCLI(LightningCLI):
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        # The command line's own --model options win over the checkpoint's (`predict --model.max_new_tokens=16`).
+        given = self.config[subcommand].model.init_args
+        explicit = {
+            key: given[key] for key in command_line_options(getattr(self, "_command_line", []), "model") if key in given
+        }
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         except ArgumentError as err:
             message = explain_parse_error(str(err), [])
             raise LitHFError(f"The hyperparameters in --ckpt_path {ckpt_path!r} do not parse: {message}") from err
+        for key, value in explicit.items():
+            self.config[subcommand].model.init_args[key] = value
 
     def _run_subcommand(self, subcommand: str) -> None:
         """A run stopped by a user error leaves no new, empty `version_N/` behind."""
@@ -169,6 +177,16 @@ def runs_on_cpu(accelerator: object) -> bool:
 @rank_zero_only
 def say(line: str) -> None:
     print(f"lit_hf: {line}", flush=True)
+
+
+def command_line_options(args: list[str], section: str) -> list[str]:
+    """The `--section.name` (or `--section.init_args.name`) options given on a command line, by name."""
+    names = []
+    for arg in args:
+        if arg.startswith(f"--{section}."):
+            name = arg.split("=", 1)[0].removeprefix(f"--{section}.").removeprefix("init_args.")
+            names.append(name)
+    return names
 
 
 def main(args: list[str] | None = None) -> None:

@@ -112,3 +112,21 @@ def test_predict_without_prompts_is_one_line(tmp_path, causal_lm_dir, capsys):
         main(args)
     assert exit_info.value.code == 2
     assert "predict_file" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_command_line_options_win_over_the_checkpoints(tmp_path, causal_lm_dir, prompts_txt, data_dir):
+    """`predict --ckpt_path=CKPT --model.max_new_tokens=5` generates 5 tokens although the checkpoint saved None."""
+    model_dir = causal_lm_dir("gpt2")
+    main([
+        "fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={model_dir}",
+        "--data=lit_hf.data.LanguageModelingDataModule", f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+        "--data.block_size=32", "--data.max_train_samples=8", f"--data.data_cache_dir={tmp_path / 'cache'}",
+        "--trainer.accelerator=cpu", "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'fit'}",
+    ])  # fmt: skip
+    (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
+    short = predict(tmp_path, model_dir, prompts_txt, f"--ckpt_path={ckpt}", "--model.max_new_tokens=5")
+    full = predict(tmp_path, model_dir, prompts_txt, f"--ckpt_path={ckpt}")  # the model's default, 20 tokens
+    for cut, whole in zip(short, full, strict=True):  # greedy: the 5-token completion starts the 20-token one
+        assert whole["completion"].startswith(cut["completion"]) and len(cut["completion"]) < len(whole["completion"])
