@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -127,12 +126,41 @@ CLM = [
 def test_unreachable_hub_model_fails_fast(tmp_path, env):
     (tmp_path / "v.txt").write_text("hello world\n")
     env = {**env, "HF_HOME": str(tmp_path / "hf")}  # an empty cache
-    start = time.perf_counter()
     result = cli(
         *CLM, "--model.model_name_or_path=openai-community/gpt2", f"--data.validation_file={tmp_path}/v.txt", env=env
     )
-    assert time.perf_counter() - start < 30
     assert_one_line_error(result, "'openai-community/gpt2'", "not in the cache", "local directory", "HF_ENDPOINT")
+
+
+@pytest.mark.parametrize(("offline", "attempts"), [(True, 0), (False, 1)], ids=["offline-mode", "hub-unreachable"])
+def test_unreachable_hub_is_tried_once(tmp_path, monkeypatch, offline, attempts):
+    """Fast means no retries: every TCP connection this process tries is counted (httpx connects through
+    `socket.create_connection` too); offline mode tries none, an unreachable hub exactly the one probe."""
+    import socket
+
+    import datasets.config
+    import huggingface_hub.constants
+    from transformers import AutoConfig
+
+    from lit_hf.errors import LitHFError
+    from lit_hf.hub import from_hub, hub_reachable
+
+    tried = []
+
+    def refuse(address, *args, **kwargs):
+        tried.append(address)
+        raise ConnectionRefusedError(f"refused {address}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    hub_reachable.cache_clear()
+    with pytest.raises(LitHFError, match="not in the cache"):
+        from_hub(AutoConfig.from_pretrained, "openai-community/gpt2", "config", cache_dir=str(tmp_path))
+    hub_reachable.cache_clear()
+    assert tried == [("127.0.0.1", 9)] * attempts
 
 
 def test_unreachable_hub_dataset_fails_fast(tmp_path, causal_lm_dir):
