@@ -55,6 +55,23 @@ def test_streamed_blocks_equal_the_map_style_blocks(
         np.testing.assert_array_equal(got, reference_blocks(text, gpt2_tokenizer, 32)[: len(got)])
 
 
+def test_worker_reads_the_same_blocks_ahead(tmp_path, data_dir, causal_lm_dir):
+    """num_workers=2: one worker process reads the stream (a second would read the same rows again), same blocks."""
+    options = {"train_file": str(data_dir / "wikitext/wiki_00"), "block_size": 32, "streaming": True}
+    main_process = streamed(data_module(tmp_path, causal_lm_dir("gpt2"), **options))
+    worker = data_module(tmp_path, causal_lm_dir("gpt2"), num_workers=2, **options)
+    assert worker.train_dataloader().num_workers == 1
+    np.testing.assert_array_equal(streamed(worker), main_process)
+
+
+def test_shuffle_buffer_is_a_seeded_permutation():
+    items = list(range(100))
+    once, again = (list(streaming.shuffled(iter(items), 10, np.random.default_rng(3))) for _ in "ab")
+    other_seed = list(streaming.shuffled(iter(items), 10, np.random.default_rng(4)))
+    assert sorted(once) == items and once == again and once != items and other_seed != once
+    assert all(once.index(i) >= i - 10 for i in items)  # nothing comes out before it entered the buffer of 10
+
+
 def unequal_rows(path: Path, wikitext: Path, n: int = 60) -> list[str]:
     """Alternating long (a WikiText paragraph) and short rows: with 2 processes, process 0 holds far more text."""
     paragraphs = [line for line in wikitext.read_text(encoding="utf-8").splitlines(keepends=True) if len(line) > 200]

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, NamedSplit
 from datasets import IterableDataset as RowStream
 from datasets.distributed import split_dataset_by_node
+from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
@@ -178,18 +179,31 @@ def train_rows(hp: Any, files: dict[str, str]) -> RowStream:
 
 def eval_splits(hp: Any, files: dict[str, str], needs_validation: bool) -> DatasetDict:
     """The raw evaluation splits when training streams: the given files, else the hub dataset's splits read as
-    streams and kept (evaluation sets are small); the train split is never read here, so never cached. A fit
-    without a validation split is one without validation, if validation_split_percentage says so."""
+    streams into Arrow files; the train split is never read here, so never cached. A fit without a validation split
+    is one without validation, if validation_split_percentage says so."""
     others = {split: path for split, path in files.items() if split != "train"}
     if others or not hp.dataset_name:
         text = {"keep_linebreaks": hp.keep_linebreaks, "sample_by": hp.sample_by}
         raw = load_files(others, hp.data_cache_dir, "text", **text)
     else:
         hub = load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir, streaming=True)
-        raw = DatasetDict({split: Dataset.from_list(list(rows)) for split, rows in hub.items() if split != "train"})
+        identity = [hp.dataset_name, hp.dataset_config_name]
+        raw = DatasetDict({split: written(rows, split, hp.data_cache_dir, identity) for split, rows in hub.items()
+                           if split != "train"})  # fmt: skip
     if needs_validation and "validation" not in raw:
         no_carving(hp.validation_split_percentage)
     return raw
+
+
+def written(rows: RowStream, split: str, cache_dir: str | None, identity: list[str | None]) -> Dataset:
+    """A streamed split written to an Arrow file as it is read (by `datasets`' generator builder, named by
+    `identity` so that the stream object is not hashed)."""
+    options = {"cache_dir": cache_dir, "split": NamedSplit(split), "fingerprint": Hasher.hash([*identity, split])}
+    return Dataset.from_generator(each_row, gen_kwargs={"rows": rows}, **options)
+
+
+def each_row(rows: RowStream) -> Iterator[dict]:
+    yield from rows
 
 
 def check_options(streaming: bool, dataset_path: str | None, shuffle_buffer: int) -> None:
