@@ -206,11 +206,20 @@ def test_hub_stream_offline_fails_in_one_line(tmp_path, causal_lm_dir, capsys):
     assert "Could not load the dataset 'org/tiny-wikitext'" in line and "HF_ENDPOINT" in line
 
 
-def test_streaming_without_max_steps_says_so(tmp_path, data_dir, causal_lm_dir, capsys):
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ([], "set --trainer.max_steps"),  # a stream has no length to count steps by
+        (["--trainer.max_steps=2"], "or set --data.validation_split_percentage=0"),  # nor a percentage to carve
+    ],
+)
+def test_what_a_streamed_fit_needs_is_said_in_one_line(tmp_path, data_dir, causal_lm_dir, capsys, extra, says):
     model = causal_lm_dir("gpt2")
     args = ["fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={model}"]
     args += ["--data=lit_hf.data.LanguageModelingDataModule", f"--data.train_file={data_dir / 'wikitext/wiki_00'}"]
+    args += ["--data.streaming=true", f"--data.data_cache_dir={tmp_path / 'cache'}", *extra]
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--data.streaming=true", f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu"])
+        main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu"])
     assert exit_info.value.code == 2
-    assert "set --trainer.max_steps" in capsys.readouterr().err
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit_hf: error:")]
+    assert says in line
