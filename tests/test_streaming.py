@@ -72,7 +72,7 @@ def test_shuffle_buffer_is_a_seeded_permutation():
     assert all(once.index(i) >= i - 10 for i in items)  # nothing comes out before it entered the buffer of 10
 
 
-def unequal_rows(path: Path, wikitext: Path, n: int = 60) -> list[str]:
+def unequal_rows(path: Path, wikitext: Path, n: int = 24) -> list[str]:
     """Alternating long (a WikiText paragraph) and short rows: with 2 processes, process 0 holds far more text."""
     paragraphs = [line for line in wikitext.read_text(encoding="utf-8").splitlines(keepends=True) if len(line) > 200]
     rows = [row for paragraph in paragraphs[:n] for row in (paragraph, f" row {len(paragraph)} is short.\n")]
