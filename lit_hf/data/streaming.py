@@ -181,10 +181,9 @@ def eval_splits(hp: Any, files: dict[str, str], needs_validation: bool) -> Datas
     """The raw evaluation splits when training streams: the given files, else the hub dataset's splits read as
     streams into Arrow files; the train split is never read here, so never cached. A fit without a validation split
     is one without validation, if validation_split_percentage says so."""
-    others = {split: path for split, path in files.items() if split != "train"}
-    if others or not hp.dataset_name:
+    if files or not hp.dataset_name:  # local files win over dataset_name, as without streaming
         text = {"keep_linebreaks": hp.keep_linebreaks, "sample_by": hp.sample_by}
-        raw = load_files(others, hp.data_cache_dir, "text", **text)
+        raw = load_files({s: path for s, path in files.items() if s != "train"}, hp.data_cache_dir, "text", **text)
     else:
         hub = load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir, streaming=True)
         identity = [hp.dataset_name, hp.dataset_config_name]
