@@ -14,6 +14,7 @@ from reference import logged, reference_blocks
 import lit_hf.data.streaming as streaming
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
+from lit_hf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,3 +224,15 @@ def test_what_a_streamed_fit_needs_is_said_in_one_line(tmp_path, data_dir, causa
     assert exit_info.value.code == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit_hf: error:")]
     assert says in line
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"dataset_path": "saved", "streaming": True}, "dataset_path is memory-mapped already"),
+        ({"train_file": "t.txt", "streaming": True, "streaming_shuffle_buffer": -1}, "streaming_shuffle_buffer"),
+    ],
+)
+def test_impossible_streaming_options_raise_in_the_constructor(options, says):
+    with pytest.raises(ConfigError, match=says):
+        LanguageModelingDataModule(tokenizer_name_or_path="gpt2", **options)
