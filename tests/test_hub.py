@@ -1,8 +1,10 @@
 """Hub access through a real mirror (olah on 127.0.0.1): download, resume, fit by hub id, proxies, a stopped mirror."""
 
 import hashlib
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +167,34 @@ def test_download_dataset_through_a_proxy(mirror, relay, tmp_path, data_dir, gpt
     text = tmp_path / "train.txt"
     text.write_text("".join((data_dir / "wikitext/wikitext-2/valid.txt").read_text().splitlines(True)[:60]))
     np.testing.assert_array_equal(data.datasets["train"]["input_ids"], reference_blocks(text, gpt2_tokenizer, 32))
+
+
+STREAM = """import json, sys
+from lit_hf.data import LanguageModelingDataModule
+dm = LanguageModelingDataModule(tokenizer_name_or_path=sys.argv[1], dataset_name="org/tiny-wikitext", streaming=True,
+    block_size=32, batch_size=2, data_cache_dir=sys.argv[2])
+dm.prepare_data(); dm.setup("fit")
+train = [block for batch in dm.train_dataloader() for block in batch["input_ids"].tolist()]
+print(json.dumps({"train": train, "validation": [b.tolist() for b in dm.datasets["validation"]["input_ids"]]}))
+"""
+
+
+def test_streaming_a_hub_dataset_through_the_mirror(mirror, tmp_path, data_dir, gpt2_tokenizer):
+    """--data.streaming=true by hub id: the train split's blocks are read from the mirror as a stream (nothing of it
+    in the datasets cache), the validation split cached; both are the lines' blocks tokenized one by one."""
+    env = hub_env(tmp_path, f"http://127.0.0.1:{mirror['port']}")
+    args = [str(mirror["repos"] / "models/org/tiny-gpt2"), str(tmp_path / "cache")]
+    done = subprocess.run([sys.executable, "-c", STREAM, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    lines = (data_dir / "wikitext/wikitext-2/valid.txt").read_text().splitlines(True)[:LINES]
+    for split, part in (("train", lines[:60]), ("validation", lines[60:])):
+        (tmp_path / f"{split}.txt").write_text("".join(part))
+    want = reference_blocks(tmp_path / "train.txt", gpt2_tokenizer, 32)
+    assert len(got["train"]) == len(want) // 2 * 2 > 10
+    np.testing.assert_array_equal(got["train"], want[: len(got["train"])])
+    np.testing.assert_array_equal(got["validation"], reference_blocks(tmp_path / "validation.txt", gpt2_tokenizer, 32))
+    assert not list((tmp_path / "hf").rglob("*train*.arrow")) and not list((tmp_path / "cache").rglob("*train*"))
 
 
 def test_fit_by_hub_ids_through_the_mirror(mirror, tmp_path):

@@ -9,6 +9,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+import lit_hf.data.streaming as streams
 from lit_hf.data.cache import file_identity
 from lit_hf.data.lm_inputs import check_packing, collate_blocks, document_separator, group_blocks, tokenize_text
 from lit_hf.data.prepared import (
@@ -73,6 +74,10 @@ class LanguageModelingDataModule(L.LightningDataModule):
             ids when no attention_mask is given: GPT-2 and Llama checked, and models built like them in
             transformers 5; OPT and BLOOM refused).
         block_size: Tokens per training block. Default: min(1024, the tokenizer's and the model's maximum length).
+        streaming: Stream the train split (train_file or dataset_name's), tokenized and grouped as training goes:
+            no cache, memory independent of its size; needs --trainer.max_steps. Each process reads every N-th row
+            (or whole shards) and all end an epoch at the smallest share's last full batch (lit_hf/data/streaming.py).
+        streaming_shuffle_buffer: With streaming, shuffle blocks in a buffer of this many; 0: stream order.
         max_train_samples: Keep only the first N training blocks (debugging, quick runs).
         max_eval_samples: Keep only the first N validation/test blocks.
         max_predict_samples: Keep only the first N prompts.
@@ -106,6 +111,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
         add_eos_between_documents: bool = False,
         packing: bool = False,
         block_size: int | None = None,
+        streaming: bool = False,
+        streaming_shuffle_buffer: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         max_predict_samples: int | None = None,
@@ -122,14 +129,17 @@ class LanguageModelingDataModule(L.LightningDataModule):
         if not 0 <= validation_split_percentage < 100:
             raise ConfigError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")
         check_positive(block_size=block_size)
+        streams.check_options(streaming, dataset_path, streaming_shuffle_buffer)
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         check_packing(self.hparams.packing, getattr(linked_config(self.hparams), "model_type", None))
+        streams.check_fit(self.hparams.streaming, self.trainer)
         tokenizer = linked_tokenizer(self.hparams)
         block_size = self._block_size(tokenizer)
         caches = self._caches(tokenizer, block_size)
-        required = next(iter(caches)) if self.trainer is not None else None  # validation during fit is optional
+        streamed = self.hparams.streaming and running_stage(self.trainer) == "fit"  # then train is not in caches
+        required = next(iter(caches)) if self.trainer is not None and not streamed else None  # validation is optional
 
         def build(raw: DatasetDict, split: str, tag: str) -> Dataset | None:
             if split not in raw:
@@ -152,6 +162,9 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
+        if hp.streaming:  # this process's rows, read as it trains
+            size = self._block_size(self.tokenizer)
+            return streams.train_loader(hp, self._files(), self.tokenizer, size, self.trainer)
         return train_dataloader(
             self.datasets["train"],
             batch_size=hp.batch_size,
@@ -184,6 +197,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def _load_raw(self) -> DatasetDict:
         hp = self.hparams
+        if hp.streaming:
+            return streams.eval_splits(hp, self._files(), needs_validation=running_stage(self.trainer) == "fit")
         sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
         raw = load_raw(
             self._files(),
@@ -217,13 +232,14 @@ class LanguageModelingDataModule(L.LightningDataModule):
         """The cache of each split the stage reads (the running trainer's, else all)."""
         hp = self.hparams
         splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
+        splits = [split for split in splits if not (hp.streaming and split == "train")]  # a stream is not cached
         if "predict" in splits and not hp.predict_file:
             raise LitHFError("predict continues the prompts of --data.predict_file; give one (.txt: one per line).")
 
         def key(split: str) -> dict[str, Any]:
             if split == "predict":  # prompts: the predict file only
                 return {"source": ["files", file_identity(self._files()["predict"])], "prompt_column": hp.prompt_column}
-            carved = split in ("train", "validation") and not hp.validation_file
+            carved = split in ("train", "validation") and not hp.validation_file and not hp.streaming
             reads = ("validation", "train") if split == "validation" and carved else (split,)
             sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
             source = source_identity(self._files(), reads, dataset_path=hp.dataset_path, **sources)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDatasetDict
 
 from lit_hf.data.cache import file_identity, tree_identity
 from lit_hf.errors import ConfigError, LitHFError, first_line
@@ -43,9 +43,14 @@ def check_files(files: dict[str, str | None], default: str | None = None) -> dic
 
 
 def load_files(
-    files: dict[str, str], cache_dir: str | None, default: str | None = None, **text_options: Any
-) -> DatasetDict:
-    """One split per file, read by the builder its ending names (`.tsv` as tab-separated csv)."""
+    files: dict[str, str],
+    cache_dir: str | None,
+    default: str | None = None,
+    streaming: bool = False,
+    **text_options: Any,
+) -> DatasetDict | IterableDatasetDict:
+    """One split per file, read by the builder its ending names (`.tsv` as tab-separated csv); with `streaming`, as
+    streams read while they are iterated (nothing converted or cached)."""
     splits = {}
     for split, path in files.items():
         loader = loader_for(path, default)
@@ -54,12 +59,12 @@ def load_files(
             options["delimiter"] = "\t"
         try:
             splits[split] = datasets.load_dataset(
-                loader, data_files={split: path}, split=split, cache_dir=cache_dir, **options
+                loader, data_files={split: path}, split=split, cache_dir=cache_dir, streaming=streaming, **options
             )
         except Exception as err:  # the builders raise many types for one cause: the file does not parse
             cause = unreadable_cause(path, loader) or first_line(err)
             raise LitHFError(f"{split}_file {path!r} could not be read as {loader}: {cause}") from err
-    return DatasetDict(splits)
+    return IterableDatasetDict(splits) if streaming else DatasetDict(splits)
 
 
 def unreadable_cause(path: str, loader: str | None) -> str | None:
@@ -99,10 +104,12 @@ def missing_split(split: str, raw: DatasetDict) -> LitHFError:
     return LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}){way_out}.")
 
 
-def load_hub(name: str, config_name: str | None, revision: str | None, cache_dir: str | None) -> DatasetDict:
+def load_hub(
+    name: str, config_name: str | None, revision: str | None, cache_dir: str | None, streaming: bool = False
+) -> DatasetDict | IterableDatasetDict:
     use_offline_mode_if_unreachable()
     try:
-        return datasets.load_dataset(name, config_name, revision=revision, cache_dir=cache_dir)
+        return datasets.load_dataset(name, config_name, revision=revision, cache_dir=cache_dir, streaming=streaming)
     except (ConnectionError, OSError) as err:
         raise LitHFError(
             f"Could not load the dataset {name!r}"
