@@ -31,6 +31,7 @@ from lit_hf.tasks import (
     TranslationTask,
 )
 
+DATA = ["--data=lit_hf.data.LanguageModelingDataModule", "--data.validation_file=unused.txt"]
 FAMILIES = ["causal_lm", "text_classification", "translation", "summarization", "multiple_choice", "image"]
 
 
@@ -239,3 +240,15 @@ def test_speed_options_that_cannot_work(gpt2_dir, tmp_path) -> None:  # noqa: AN
     ConvNextImageProcessorPil(size={"shortest_edge": 32}).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="ResNetForImageClassification does not support gradient_checkpointing"):
         ImageClassificationTask(model_name_or_path=str(tmp_path), gradient_checkpointing=True)
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [("--model.compile_mode=max-autotune", "needs compile=true"), ("--model.compile_mode=fast", "reduce-overhead")],
+)
+def test_cli_speed_mistakes_give_one_line(option, needle, gpt2_dir, capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={gpt2_dir}", *DATA, option])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lit_hf: error:")]
+    assert exit_info.value.code == 2 and len(lines) == 1 and needle in lines[0], err
