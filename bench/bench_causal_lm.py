@@ -10,15 +10,18 @@ gradients clipped to norm 1 (the Trainer's default, so all three do it).
 
 Variants: fp32; bf16-mixed (lit_hf `--trainer.precision=bf16-mixed`, Trainer `bf16=True`, the plain loop under
 `torch.autocast("cpu", torch.bfloat16)`); compiled (bf16-mixed and torch.compile: lit_hf with
-`--lit-compile-flags`, skipped when the task has no such option, Trainer `torch_compile=True`). Each run is its own
-process (peak RSS is its own; a fresh inductor cache). Tokens/s counts the steps after the first `--warmup`, timed
-at the end of each optimizer step by a callback on every side, so start-up and compilation are left out; the first
-step's seconds are printed apart. The validation perplexity is over the first `--val-blocks` validation blocks.
-Prints a table, the ratios of lit_hf to each peer (medians over repeats) and the targets of issue 12.
+`--lit-compile-flags` (`--model.compile=true`), Trainer `torch_compile=True`, the plain loop `torch.compile(model)`);
+checkpointed (fp32 with gradient checkpointing, non-reentrant: lit_hf `--model.gradient_checkpointing=true`, Trainer
+`gradient_checkpointing=True`, the plain loop `activation_checkpointing_enable`; not run unless named). Every side
+steps `torch.optim.AdamW(fused=True)`. Each run is its own process (peak RSS is its own; a fresh inductor cache).
+Tokens/s counts the steps after the first `--warmup`, timed at the end of each optimizer step by a callback on every
+side, so start-up and compilation are left out; the first step's seconds are printed apart, and the compile seconds
+as the compiled first step less the bf16-mixed one. The validation perplexity is over the first `--val-blocks`
+validation blocks. Prints a table, the ratios of lit_hf to each peer (medians over repeats), the targets of issue 12
+and, per system, the compile seconds and gradient checkpointing's speed and peak RSS against fp32.
 """
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -37,7 +40,8 @@ from transformers import TrainerCallback
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("lit_hf", "trainer", "plain")
-VARIANTS = ("fp32", "bf16-mixed", "compiled")
+VARIANTS = ("fp32", "bf16-mixed", "compiled", "checkpointed")
+MIXED = ("bf16-mixed", "compiled")  # the variants under bf16 autocast
 SHARED = ("steps", "warmup", "batch", "block", "n_embd", "n_layer", "n_head", "learning_rate", "max_grad_norm")
 SHARED += ("val_blocks", "threads", "lit_compile_flags")
 STEP_ENDS: list[float] = []  # perf_counter() at the end of every optimizer step of this process
@@ -93,8 +97,9 @@ def run_lit_hf(work: Path, args: argparse.Namespace, variant: str, out: Path) ->
             "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={out}", "--seed_everything=42",
             f"--trainer.gradient_clip_val={args.max_grad_norm}",
             "--trainer.callbacks+=__main__.LightningClock",  # this script, run as the worker
-            *(["--trainer.precision=bf16-mixed"] if variant != "fp32" else []),
+            *(["--trainer.precision=bf16-mixed"] if variant in MIXED else []),
             *(args.lit_compile_flags.split() if variant == "compiled" else []),
+            *(["--model.gradient_checkpointing=true"] if variant == "checkpointed" else []),
         ]
     )  # fmt: skip
     (results,) = out.rglob("results.json")
@@ -116,8 +121,9 @@ def run_trainer(work: Path, args: argparse.Namespace, variant: str, out: Path) -
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=args.batch, learning_rate=args.learning_rate, num_train_epochs=1,
         lr_scheduler_type="linear", max_grad_norm=args.max_grad_norm, seed=42, save_strategy="no",
-        eval_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, bf16=variant != "fp32",
-        torch_compile=variant == "compiled",
+        eval_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, bf16=variant in MIXED,
+        torch_compile=variant == "compiled", optim="adamw_torch_fused",
+        gradient_checkpointing=variant == "checkpointed", gradient_checkpointing_kwargs={"use_reentrant": False},
     )  # fmt: skip
     trainer = Trainer(
         model=model, args=training_args, train_dataset=data["train"].select(range(args.steps * args.batch)),
@@ -154,10 +160,12 @@ def run_plain(work: Path, args: argparse.Namespace, variant: str, out: Path) -> 
     val = blocks_of(work / "val.txt", tokenizer, args.block)[: args.val_blocks]
     torch.manual_seed(42)
     model = AutoModelForCausalLM.from_pretrained(work / "model").train()
+    if variant == "checkpointed":
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0, fused=True)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=args.steps)
     step = torch.compile(model) if variant == "compiled" else model
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant != "fp32")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant in MIXED)
     for batch in train[torch.randperm(len(train))].split(args.batch):
         with autocast:
             loss = step(input_ids=batch, labels=batch).loss
@@ -193,12 +201,6 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(report), flush=True)
 
 
-def lit_hf_compiles() -> bool:
-    from lit_hf.tasks import CausalLMTask
-
-    return "compile" in inspect.signature(CausalLMTask.__init__).parameters
-
-
 def launch(system: str, variant: str, work: Path, args: argparse.Namespace) -> dict:
     """A fresh process for one run; its report (or the failure, shown)."""
     flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in SHARED]
@@ -218,7 +220,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of all runs; medians are printed")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:3]))
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--block", type=int, default=128)
@@ -246,8 +248,6 @@ def run_all(work: Path, args: argparse.Namespace) -> dict[tuple[str, str], list[
         for variant in args.variants:
             systems = args.systems[repeat % len(args.systems) :] + args.systems[: repeat % len(args.systems)]
             for system in systems:
-                if system == "lit_hf" and variant == "compiled" and not lit_hf_compiles():
-                    continue
                 report = launch(system, variant, work, args)
                 print(f"  round {repeat + 1}: {variant:10} {system:7} {report}", flush=True)
                 runs.setdefault((variant, system), []).append(report)
@@ -283,6 +283,9 @@ def print_report(runs: dict, args: argparse.Namespace) -> None:
     print("\ntargets (issue 12):")
     for line in targets(runs):
         print("  " + line)
+    print("\ncompilation and gradient checkpointing, per system:")
+    for line in effects(runs, args.systems):
+        print("  " + line)
 
 
 def verdict(value: float | None, bound: float) -> str:
@@ -302,10 +305,24 @@ def targets(runs: dict) -> list[str]:
                      f"({100 * drift:+.2f}%)")  # fmt: skip
     if ("compiled", "lit_hf") in runs:
         compiled = ratio(runs, ("compiled", "lit_hf"), ("fp32", "plain"))
-        first = median(runs[("compiled", "lit_hf")], "first_step_sec")
-        lines.append(f"compiled: lit_hf >= 1.8x plain fp32: {verdict(compiled, 1.8)}; first step {first:.1f} s")
-    else:
-        lines.append("compiled: lit_hf skipped: CausalLMTask has no `compile` option yet (see --lit-compile-flags)")
+        lines.append(f"compiled: lit_hf >= 1.8x plain fp32: {verdict(compiled, 1.8)}")
+    return lines
+
+
+def effects(runs: dict, systems: list[str]) -> list[str]:
+    """Compile seconds (the compiled run's first step less the bf16-mixed run's: both load the same, the compiled
+    one compiles too) and gradient checkpointing against fp32 (speed and peak RSS), per system."""
+    lines = []
+    for system in systems:
+        if ("compiled", system) in runs and ("bf16-mixed", system) in runs:
+            first = [median(runs[(v, system)], "first_step_sec") for v in ("compiled", "bf16-mixed")]
+            lines.append(f"{system}: compiling takes {first[0] - first[1]:.1f} s (first step {first[0]:.1f} s "
+                         f"against {first[1]:.1f} s)")  # fmt: skip
+        if ("checkpointed", system) in runs and ("fp32", system) in runs:
+            speed = ratio(runs, ("checkpointed", system), ("fp32", system))
+            rss = [median(runs[(v, system)], "peak_rss_gb") for v in ("checkpointed", "fp32")]
+            lines.append(f"{system}: gradient checkpointing {speed:.2f}x the fp32 tokens/s, peak RSS {rss[0]:.2f} GB "
+                         f"against {rss[1]:.2f} GB")  # fmt: skip
     return lines
 
 
@@ -315,8 +332,6 @@ def main() -> None:
         return worker(args)
     steps = f"{args.steps} steps ({args.warmup} untimed) of {args.batch} x {args.block} tokens"
     print(f"torch {torch.__version__}, {args.threads} threads of {os.cpu_count()} CPUs; {steps}; {args.repeats} rounds")
-    if "compiled" in args.variants and "lit_hf" in args.systems and not lit_hf_compiles():
-        print("lit_hf compiled: skipped: CausalLMTask has no `compile` option (lit_hf's --model.compile) yet")
     with tempfile.TemporaryDirectory(prefix="bench-causal-lm-") as tmp:
         make_inputs(Path(tmp), args)
         print_report(run_all(Path(tmp), args), args)

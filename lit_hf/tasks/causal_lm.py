@@ -16,6 +16,7 @@ from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.sharding import shard_model
+from lit_hf.speed import CompileMode, checkpoint_activations, compile_model, eager
 from lit_hf.tasks.generation import exported_generation_config, generation_options
 
 
@@ -58,6 +59,10 @@ class CausalLMTask(L.LightningModule):
         lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
         merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
             adapter directory.
+        compile: `torch.compile` the model for training and evaluation (`generate` runs eagerly); the first steps
+            are slower while it compiles.
+        compile_mode: The `torch.compile` mode ("reduce-overhead": CUDA graphs; "max-autotune": tuned kernels).
+        gradient_checkpointing: Recompute each block's activations in the backward pass: less memory, more compute.
     """
 
     def __init__(
@@ -91,6 +96,9 @@ class CausalLMTask(L.LightningModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         merge_adapters: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -110,6 +118,7 @@ class CausalLMTask(L.LightningModule):
         )
         fit_embeddings(self.model, self.tokenizer)
         self.model = apply_peft(self.model, "CAUSAL_LM", self.hparams)
+        checkpoint_activations(self.model, self.hparams)
         self.max_positions = max_positions(self.model.config)
         self.generate_kwargs = generation_options(self.tokenizer, self.hparams)
         if self.model.generation_config.pad_token_id is None:  # else generate warns on every batch and picks EOS
@@ -157,6 +166,7 @@ class CausalLMTask(L.LightningModule):
 
     def configure_model(self) -> None:
         shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
+        compile_model(self)  # after sharding, so FSDP runs compile the sharded blocks
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
@@ -184,8 +194,10 @@ class CausalLMTask(L.LightningModule):
         config = exported_generation_config(self.model, self.generate_kwargs)
         if config.no_repeat_ngram_size or (config.repetition_penalty or 1.0) != 1.0:
             rows = [row[keep.bool()][None] for row, keep in zip(ids, mask, strict=True)]
-            return [self.model.generate(input_ids=r, **self.generate_kwargs)[0, r.shape[1] :].cpu() for r in rows]
-        tokens = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs)
+            with eager():  # a compiled model would recompile as the sequence grows
+                return [self.model.generate(input_ids=r, **self.generate_kwargs)[0, r.shape[1] :].cpu() for r in rows]
+        with eager():
+            tokens = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs)
         return list(tokens[:, ids.shape[1] :].cpu())  # (prompt_len + new tokens) per row; the new ones
 
     def _check_length(self, batch: dict[str, Tensor]) -> None:

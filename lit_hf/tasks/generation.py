@@ -12,6 +12,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import T5_FAMILY
+from lit_hf.speed import eager
 
 
 def warn_if_fp16_overflows(model: PreTrainedModel, precision: str) -> None:
@@ -118,9 +119,10 @@ def generate_texts(
     """Hypotheses as text, one line each (nothing stays on the device), and their lengths in non-padding tokens."""
     if encoder_outputs is not None:  # generate reuses them instead of running the encoder again
         kwargs = {**kwargs, "encoder_outputs": encoder_outputs}
-    tokens = model.generate(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs
-    )  # (batch, generated_len), starting with the decoder start token
+    with eager():  # a compiled model would recompile as the decoded length grows
+        tokens = model.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs
+        )  # (batch, generated_len), starting with the decoder start token
     texts = tokenizer.batch_decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     lengths = (tokens != tokenizer.pad_token_id).sum(-1).float()  # as run_translation.py counts gen_len
     return [text.strip().replace("\r", " ").replace("\n", " ") for text in texts], lengths

@@ -18,6 +18,7 @@ from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import gather_by_index, log_dir, write_lines
 from lit_hf.sharding import shard_model
+from lit_hf.speed import CompileMode, checkpoint_activations, compile_model
 
 
 class ChoiceScores(Metric):
@@ -79,6 +80,10 @@ class MultipleChoiceTask(L.LightningModule):
             architecture.
         merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
             adapter directory.
+        compile: `torch.compile` the model for training, evaluation and prediction; the first steps are slower
+            while it compiles.
+        compile_mode: The `torch.compile` mode ("reduce-overhead": CUDA graphs; "max-autotune": tuned kernels).
+        gradient_checkpointing: Recompute each block's activations in the backward pass: less memory, more compute.
     """
 
     def __init__(
@@ -103,6 +108,9 @@ class MultipleChoiceTask(L.LightningModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         merge_adapters: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,6 +124,7 @@ class MultipleChoiceTask(L.LightningModule):
         )
         fit_embeddings(self.model, self.tokenizer)
         self.model = apply_peft(self.model, None, self.hparams, modules_to_save=["classifier"])  # the head trains
+        checkpoint_activations(self.model, self.hparams)
         self.model.train()  # from_pretrained returns eval mode; Lightning switches modes around evaluation itself
         self.val_scores = ChoiceScores()
         self.test_scores = ChoiceScores()
@@ -159,6 +168,7 @@ class MultipleChoiceTask(L.LightningModule):
 
     def configure_model(self) -> None:
         shard_model(self)  # only under --trainer.strategy=fsdp
+        compile_model(self)  # after sharding, so FSDP runs compile the sharded blocks
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

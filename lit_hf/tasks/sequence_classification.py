@@ -20,6 +20,7 @@ from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
 from lit_hf.sharding import shard_model
+from lit_hf.speed import CompileMode, checkpoint_activations, compile_model
 from lit_hf.tasks.labels import configure_labels, make_metric
 
 __all__ = ["SequenceClassificationTask", "make_metric"]
@@ -61,6 +62,10 @@ class SequenceClassificationTask(L.LightningModule):
         lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
         merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
             adapter directory.
+        compile: `torch.compile` the model for training, evaluation and prediction; the first steps are slower
+            while it compiles.
+        compile_mode: The `torch.compile` mode ("reduce-overhead": CUDA graphs; "max-autotune": tuned kernels).
+        gradient_checkpointing: Recompute each block's activations in the backward pass: less memory, more compute.
     """
 
     def __init__(
@@ -89,6 +94,9 @@ class SequenceClassificationTask(L.LightningModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         merge_adapters: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -113,6 +121,7 @@ class SequenceClassificationTask(L.LightningModule):
         )
         fit_embeddings(self.model, self.tokenizer)
         self.model = apply_peft(self.model, "SEQ_CLS", self.hparams)  # the head (classifier/score) trains too
+        checkpoint_activations(self.model, self.hparams)
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
@@ -164,6 +173,7 @@ class SequenceClassificationTask(L.LightningModule):
 
     def configure_model(self) -> None:
         shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
+        compile_model(self)  # after sharding, so FSDP runs compile the sharded blocks
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

@@ -16,6 +16,7 @@ from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_t
 from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.sharding import is_sharded_run, shard_model
+from lit_hf.speed import CompileMode, checkpoint_activations, compile_model
 from lit_hf.tasks.generated_texts import GeneratedTexts
 from lit_hf.tasks.generation import (
     ensure_decoder_start,
@@ -94,6 +95,10 @@ class TranslationTask(L.LightningModule):
         lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
         merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
             adapter directory.
+        compile: `torch.compile` the model for training and evaluation (`generate` runs eagerly); the first steps
+            are slower while it compiles.
+        compile_mode: The `torch.compile` mode ("reduce-overhead": CUDA graphs; "max-autotune": tuned kernels).
+        gradient_checkpointing: Recompute each block's activations in the backward pass: less memory, more compute.
     """
 
     def __init__(
@@ -132,6 +137,9 @@ class TranslationTask(L.LightningModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         merge_adapters: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -152,6 +160,7 @@ class TranslationTask(L.LightningModule):
         fit_embeddings(self.model, self.tokenizer)
         ensure_decoder_start(self.model, model_name_or_path)
         self.model = apply_peft(self.model, "SEQ_2_SEQ_LM", self.hparams)
+        checkpoint_activations(self.model, self.hparams)
         self.generate_kwargs = generation_options(self.tokenizer, self.hparams, forced_bos_token)
         self.val_metrics = EvalMetrics(bleu_tokenize)
         self.test_metrics = EvalMetrics(bleu_tokenize)
@@ -197,6 +206,7 @@ class TranslationTask(L.LightningModule):
 
     def configure_model(self) -> None:
         shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
+        compile_model(self)  # after sharding, so FSDP runs compile the sharded blocks
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)
