@@ -46,6 +46,30 @@ def test_every_config_parses(config, capsys):
     assert "class_path: lit_hf." in printed
 
 
+LORA_CONFIGS = sorted(p for p in CONFIGS if p.stem.endswith("_lora"))
+
+
+@pytest.mark.parametrize("config", LORA_CONFIGS, ids=lambda p: p.name)
+def test_lora_configs_are_their_base_configs_plus_adapters(config, capsys):
+    """Each `*_lora.yaml` trains the same model on the same data as its base config; only the adapter options, the
+    optimizer's rates and (BERT: the LoRA paper's longer schedule) the epochs differ."""
+
+    def printed(path: Path) -> dict:
+        with pytest.raises(SystemExit):
+            main(["fit", f"--config={path}", "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    assert len(LORA_CONFIGS) == 4
+    lora, base = printed(config), printed(config.with_name(config.name.replace("_lora", "")))
+    assert lora["model"]["init_args"]["peft"] == "lora" and base["model"]["init_args"]["peft"] is None
+    tuned = {"peft", "lora_r", "lora_alpha", "lora_dropout", "learning_rate", "warmup_ratio"}
+    for key in set(lora["model"]["init_args"]) - tuned:
+        assert lora["model"]["init_args"][key] == base["model"]["init_args"][key], key
+    assert lora["data"] == base["data"]
+    assert {**lora["trainer"], "max_epochs": None} == {**base["trainer"], "max_epochs": None}
+    assert all("_LINE" not in line for line in config.read_text().splitlines())  # measured figures filled in
+
+
 @pytest.mark.parametrize("name", ["quickstart_clm", "quickstart_classification", "quickstart_translation"])
 def test_config_paths_resolve_against_the_config_file(name, tmp_path, monkeypatch):
     """Paths in a config file are relative to that file; on the command line, to the working directory."""
