@@ -6,12 +6,14 @@ import resource
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from reference import reference_blocks
 
 import lit_hf.data.lm_blocks as lm_blocks
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.data.lm_blocks import group_pieces
+from lit_hf.data.lm_inputs import group_blocks
 
 
 def plain_blocks(rows: list[list[int]], block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +45,16 @@ def test_chunked_blocks_equal_one_plain_pass(tmp_path, monkeypatch, chunk_tokens
     assert tokens == sum(map(len, rows)) and len(blocks) == len(want_ids) > 100
     np.testing.assert_array_equal(np.stack(blocks.with_format("numpy")["input_ids"]), want_ids)
     np.testing.assert_array_equal(np.stack(blocks.with_format("numpy")["position_ids"]), want_positions)
+
+
+def test_group_blocks_of_an_arrow_list_column(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(lm_blocks, "CHUNK_TOKENS", 50)
+    rows = random_rows(np.random.default_rng(1), 500)
+    column = pa.chunked_array([pa.array(rows[:123], pa.list_(pa.int64())), pa.array(rows[123:], pa.list_(pa.int64()))])
+    blocks = group_blocks(column, 32, packing=True).with_format("numpy")
+    want_ids, want_positions = plain_blocks(rows, 32)
+    np.testing.assert_array_equal(np.stack(blocks["input_ids"]), want_ids)
+    np.testing.assert_array_equal(np.stack(blocks["position_ids"]), want_positions)
 
 
 def test_two_workers_and_a_carved_split_give_the_reference_blocks(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):

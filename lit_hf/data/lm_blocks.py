@@ -16,7 +16,7 @@ from datasets.utils.tqdm import tqdm
 # (token ids, int32; tokens per row, int64): whole rows, except that a chunk's leftover starts with a row's tail.
 Piece = tuple[np.ndarray, np.ndarray]
 BATCH_ROWS = 1000  # rows per tokenizer call: `Dataset.map`'s default batch, so a batch holds what it held there
-CHUNK_TOKENS = 1 << 20  # tokens grouped and written at once (packing holds ~40 bytes per token of a chunk)
+CHUNK_TOKENS = 1 << 20  # tokens grouped and written at once (a chunk's ids and positions: ~13 bytes per token)
 
 _WORK: tuple[Dataset, str, Callable] | None = None  # what a worker process tokenizes, set by its initializer
 
