@@ -1,17 +1,18 @@
 """Language-modeling data: text from the hub, files or a saved dataset, tokenized and cut into fixed blocks."""
 
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 import lit_hf.data.streaming as streams
 from lit_hf.data.cache import file_identity
-from lit_hf.data.lm_inputs import check_packing, collate_blocks, document_separator, group_blocks, tokenize_text
+from lit_hf.data.lm_blocks import group_pieces, scratch_folder, tokenized_pieces
+from lit_hf.data.lm_inputs import check_packing, collate_blocks, document_separator, tokenize_text
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -21,7 +22,6 @@ from lit_hf.data.prepared import (
     linked_position_limit,
     linked_tokenizer,
     load_splits,
-    map_batched,
     prepare_splits,
     running_stage,
 )
@@ -148,9 +148,10 @@ class LanguageModelingDataModule(L.LightningDataModule):
                 raise missing_split(split, raw)
             if split == "predict":
                 return prepare_prompts(raw[split], self.hparams, tokenizer, tag)
-            return self._tokenize_and_group(raw[split], split, tokenizer, block_size, tag)
+            return self._tokenize_and_group(raw[split], split, tokenizer, block_size, scratch / f"{tag}.arrow")
 
-        prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
+        with scratch_folder(next(iter(caches.values()))[0]) as scratch:  # the blocks before they are saved
+            prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
         self.tokenizer = linked_tokenizer(self.hparams)
@@ -212,16 +213,18 @@ class LanguageModelingDataModule(L.LightningDataModule):
         return carve_validation(raw, hp.validation_split_percentage)
 
     def _tokenize_and_group(
-        self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, size: int, tag: str
+        self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, size: int, path: Path
     ) -> Dataset:
+        """Rows tokenized in batches straight into blocks written chunk by chunk: no `map` and no intermediate
+        cache (the cache key already decides), memory bounded by a batch and a chunk."""
         column = self.hparams.text_column
         require_columns(raw, split, {column: "text_column"})
         eos = document_separator(tokenizer, self.hparams.add_eos_between_documents)
         tokenize = partial(tokenize_text, tokenizer=tokenizer, text_column=column, eos_token_id=eos)
-        tokens = map_batched(raw, tokenize, tag, "tokenize", self.hparams, drop=True)
-        blocks = group_blocks(tokens.data.column("input_ids"), size, self.hparams.packing)
+        pieces = tokenized_pieces(raw, column, tokenize, self.hparams.preprocessing_num_workers)
+        desc = f"Tokenize and group {split}"
+        blocks, n = group_pieces(pieces, size, self.hparams.packing, path, total=len(raw), desc=desc)
         if len(blocks) == 0:
-            n = int(pc.sum(pc.list_value_length(tokens.data.column("input_ids"))).as_py() or 0)
             raise LitHFError(
                 f"The {split} split has {n} tokens, fewer than one block of {size}; "
                 "lower --data.block_size or add text."

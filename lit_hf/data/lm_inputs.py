@@ -1,13 +1,17 @@
 """Per-example transforms for language modeling: token ids of rows, fixed blocks (packed or not), their batches."""
 
+import uuid
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from datasets import Dataset
+from datasets.fingerprint import get_temporary_cache_files_directory
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.lm_blocks import document_positions, group_pieces, list_pieces  # noqa: F401 (re-exported)
 from lit_hf.errors import ConfigError
 
 # Checked in transformers 5.24 (a packed block against each document alone): OPT derives positions from the
@@ -20,35 +24,17 @@ def tokenize_text(
 ) -> dict[str, list]:
     """Token ids of each row as it is, special tokens included where the tokenizer adds them (as run_clm.py), and
     `eos_token_id` after every row that has tokens (a document boundary) when given."""
-    ids = tokenizer(batch[text_column], verbose=False)["input_ids"]
+    ids = tokenizer(batch[text_column], return_attention_mask=False, verbose=False)["input_ids"]
     if eos_token_id is not None:
         ids = [row + [eos_token_id] if row else row for row in ids]
     return {"input_ids": ids}
 
 
 def group_blocks(token_lists: pa.ChunkedArray, block_size: int, packing: bool = False) -> Dataset:
-    """Concatenate all rows into one stream and cut it into `block_size` blocks, dropping only the remainder.
-
-    With `packing`, each block also gets `position_ids` that restart at 0 where a row (document) starts and at the
-    block's start (the part of a document cut off by the block boundary is not visible to it)."""
-    stream = np.concatenate([pc.list_flatten(chunk).to_numpy() for chunk in token_lists.chunks] or [np.zeros(0)])
-    usable = len(stream) // block_size * block_size
-    columns = {"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(stream[:usable].astype(np.int32)), block_size)}
-    if packing:
-        lengths = np.asarray(pc.list_value_length(token_lists), dtype=np.int64)  # tokens per row
-        positions = document_positions(lengths, block_size)[:usable]
-        columns["position_ids"] = pa.FixedSizeListArray.from_arrays(pa.array(positions.astype(np.int32)), block_size)
-    return Dataset(pa.table(columns))
-
-
-def document_positions(lengths: np.ndarray, block_size: int) -> np.ndarray:
-    """Position of every token of the stream within its document, restarting at each multiple of block_size."""
-    index = np.arange(int(lengths.sum()))
-    starts = np.zeros(len(index), dtype=bool)
-    starts[np.cumsum(lengths)[:-1][lengths[1:] > 0]] = True  # first token of each document after the first
-    starts[::block_size] = True
-    last_start = np.maximum.accumulate(np.where(starts, index, 0))
-    return index - last_start
+    """Concatenate all rows into one stream and cut it into `block_size` blocks, dropping only the remainder,
+    chunk by chunk into a temporary Arrow file (`lm_blocks.group_pieces`, which says what `packing` adds)."""
+    path = Path(get_temporary_cache_files_directory()) / f"blocks-{uuid.uuid4().hex}.arrow"
+    return group_pieces(list_pieces(token_lists), block_size, packing, path)[0]
 
 
 def collate_blocks(examples: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:

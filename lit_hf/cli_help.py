@@ -1,0 +1,32 @@
+"""`python -m lit_hf --help`: the commands in one screen, printed without importing torch or Lightning (5 s)."""
+
+# The first four are LightningCLI's subcommands (tests/test_cli_help.py holds them against
+# `LightningCLI.subcommands()`); each one's own --help is LightningCLI's, with every option of the chosen classes.
+COMMANDS = {
+    "fit": "Train a task (--model) on a data module (--data), validating as configured.",
+    "validate": "One evaluation epoch over the validation set.",
+    "test": "One evaluation epoch over the test set.",
+    "predict": "Predictions for the data module's predict set, written to the run's folder.",
+    "export": "A checkpoint as a Hugging Face model folder (--ckpt_path CKPT --export_dir DIR).",
+    "download": "One weight format of a hub repository into a local folder, ready for fit.",
+}
+
+HELP = """usage: python -m lit_hf [-h] [-c CONFIG] [--print_config[=flags]] {{{names}}} ...
+
+Fine-tune and evaluate Hugging Face transformers with PyTorch Lightning: one command, one YAML.
+
+options:
+  -h, --help            Show this help message and exit.
+  -c CONFIG, --config CONFIG
+                        Path to a configuration file in json or yaml format.
+  --print_config [=flags]
+                        Print the configuration after applying all other arguments and exit.
+
+commands (add one followed by --help for its options, e.g. python -m lit_hf fit --config CFG --help):
+{commands}
+"""
+
+
+def top_help() -> str:
+    commands = "\n".join(f"  {name:<20}{text}" for name, text in COMMANDS.items())
+    return HELP.format(names=",".join(COMMANDS), commands=commands)
