@@ -159,7 +159,14 @@ def test_only_greedy_search_drops_rows(tmp_path, data_dir):
     model = T5ForConditionalGeneration.from_pretrained(tiny_t5(tmp_path / "t5", data_dir / "tokenizers" / "t5-small"))
     assert droppable_limit(model, {"max_new_tokens": 5}) == 6
     assert droppable_limit(model, {}) == model.generation_config.max_length  # 20: transformers' default
-    for other in ({"num_beams": 2}, {"do_sample": True}, {"synced_gpus": True}, {"min_new_tokens": 2}):
+    others = (
+        {"num_beams": 2},
+        {"do_sample": True},
+        {"synced_gpus": True},
+        {"min_new_tokens": 2},
+        {"stop_strings": "."},
+    )
+    for other in others:
         assert droppable_limit(model, {"max_new_tokens": 5, **other}) is None
 
 

@@ -144,9 +144,16 @@ def generate_texts(
     return [text.strip().replace("\r", " ").replace("\n", " ") for text in texts], lengths
 
 
-# Generation options whose logits processors count from the length of the decoder input of each `generate` call,
-# so a search resumed with a longer input would not continue as one call does: these decode the batch whole.
-_CALL_RELATIVE = ("min_new_tokens", "begin_suppress_tokens", "exponential_decay_length_penalty", "max_time")
+# Generation options that count from the decoder input of each `generate` call (or time it), so a search resumed with
+# a longer input would not continue as one call does, and stop strings, which end rows without an end token: with
+# any of these set, every batch decodes whole.
+_NOT_RESUMABLE = (
+    "min_new_tokens",
+    "begin_suppress_tokens",
+    "exponential_decay_length_penalty",
+    "max_time",
+    "stop_strings",
+)
 
 
 def merged_generation_config(model: PreTrainedModel, kwargs: dict[str, Any]) -> GenerationConfig:
@@ -160,7 +167,7 @@ def droppable_limit(model: PreTrainedModel, kwargs: dict[str, Any]) -> int | Non
     greedy = config.get_generation_mode() == GenerationMode.GREEDY_SEARCH and config.num_return_sequences in (1, None)
     if not greedy or kwargs.get("synced_gpus") or config.eos_token_id is None or not model.config.is_encoder_decoder:
         return None  # sharded ranks must step together; without an end token no row finishes early
-    if any(getattr(config, name, None) is not None for name in _CALL_RELATIVE):
+    if any(getattr(config, name, None) is not None for name in _NOT_RESUMABLE):
         return None
     return 1 + config.max_new_tokens if config.max_new_tokens is not None else config.max_length
 
@@ -209,7 +216,7 @@ def generate_dropping_finished(
         if done.all():
             return out[:, :longest]
         keep = (~done).nonzero().squeeze(1)
-        rows, cache = rows[keep], options["cache"]
+        rows = rows[keep]
         cache.batch_select_indices(keep)
         inputs = {key: value[keep] for key, value in inputs.items()}
         encoder_outputs = type(encoder_outputs)(last_hidden_state=encoder_outputs.last_hidden_state[keep])
