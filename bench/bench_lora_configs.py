@@ -86,7 +86,8 @@ def parameters(name: str, model_dir: Path) -> tuple[int, int]:
 def peak_rss_gb(name: str, model_dir: Path, data: list[str], work: Path, steps: int, full: bool) -> float:
     command = [sys.executable, "-m", "lit_hf", "fit", f"--config={REPO / 'configs' / f'{name}.yaml'}"]
     command += [f"--model.model_name_or_path={model_dir}", *data, "--data.num_workers=0"]
-    command += [f"--data.data_cache_dir={work / 'cache'}", f"--trainer.default_root_dir={work / ('full' if full else 'lora')}"]
+    root = work / ("full" if full else "lora")
+    command += [f"--data.data_cache_dir={work / 'cache'}", f"--trainer.default_root_dir={root}"]
     command += [f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu"]
     command += ["--trainer.devices=1", "--trainer.enable_progress_bar=false"]
     command += ["--model.peft=null"] if full else []

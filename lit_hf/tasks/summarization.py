@@ -79,6 +79,8 @@ class SummarizationTask(L.LightningModule):
         top_k: Sample only from the k most likely tokens.
         top_p: Sample only from the smallest set of tokens whose probability reaches top_p.
         repetition_penalty: Penalty (> 1) on tokens already generated.
+        drop_finished: Greedy search leaves the summaries that have ended out of the batch as it decodes
+            (the same outputs, fewer steps); false: every batch decodes whole, as one `generate` call.
         learning_rate: Peak AdamW learning rate, reached at the end of warmup.
         weight_decay: Decoupled weight decay for matrices; biases and norm weights get none.
         adam_epsilon: AdamW epsilon.
@@ -122,6 +124,7 @@ class SummarizationTask(L.LightningModule):
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        drop_finished: bool = True,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
         adam_epsilon: float = 1e-8,
@@ -229,7 +232,7 @@ class SummarizationTask(L.LightningModule):
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
         kwargs = {**self.generate_kwargs, "synced_gpus": is_sharded_run(self)}  # ranks that finish keep gathering
-        return generate_texts(self.model, self.tokenizer, batch, kwargs, encoder_outputs)
+        return generate_texts(self.model, self.tokenizer, batch, kwargs, encoder_outputs, self.hparams.drop_finished)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
         self.log_dict(metrics.compute(prefix, self._generates()), prog_bar=True)  # reduced across processes

@@ -80,6 +80,8 @@ class TranslationTask(L.LightningModule):
         top_k: Sample only from the k most likely tokens.
         top_p: Sample only from the smallest set of tokens whose probability reaches top_p.
         repetition_penalty: Penalty (> 1) on tokens already generated.
+        drop_finished: Greedy search leaves the translations that have ended out of the batch as it decodes
+            (the same outputs, fewer steps); false: every batch decodes whole, as one `generate` call.
         forced_bos_token: Token forced first in every translation, e.g. `ro_RO` for mBART-50 or `__ro__` for M2M100.
         bleu_tokenize: SacreBLEU tokenizer for `bleu` ("13a" as sacrebleu's default; "zh", "ja-mecab" etc.).
         learning_rate: Peak AdamW learning rate, reached at the end of warmup.
@@ -124,6 +126,7 @@ class TranslationTask(L.LightningModule):
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        drop_finished: bool = True,
         bleu_tokenize: BleuTokenize = "13a",
         learning_rate: float = 5e-5,
         weight_decay: float = 0.0,
@@ -232,7 +235,7 @@ class TranslationTask(L.LightningModule):
 
     def _generate(self, batch: dict[str, Any], encoder_outputs: Any = None) -> tuple[list[str], Tensor]:
         kwargs = {**self.generate_kwargs, "synced_gpus": is_sharded_run(self)}  # ranks that finish keep gathering
-        return generate_texts(self.model, self.tokenizer, batch, kwargs, encoder_outputs)
+        return generate_texts(self.model, self.tokenizer, batch, kwargs, encoder_outputs, self.hparams.drop_finished)
 
     def _end_epoch(self, metrics: EvalMetrics, prefix: str) -> None:
         self.log_dict(metrics.compute(prefix, self._generates()), prog_bar=True)  # reduced across processes
