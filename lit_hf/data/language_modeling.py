@@ -1,7 +1,5 @@
 """Language-modeling data: text from the hub, files or a saved dataset, tokenized and cut into fixed blocks."""
 
-from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -11,8 +9,8 @@ from transformers import PreTrainedTokenizerBase
 
 import lit_hf.data.streaming as streams
 from lit_hf.data.cache import file_identity
-from lit_hf.data.lm_blocks import group_pieces, scratch_folder, tokenized_pieces
-from lit_hf.data.lm_inputs import check_packing, collate_blocks, document_separator, tokenize_text
+from lit_hf.data.lm_blocks import scratch_folder
+from lit_hf.data.lm_inputs import check_packing, collate_blocks, tokenize_and_group
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -33,7 +31,6 @@ from lit_hf.data.sources import (
     check_sources,
     load_raw,
     missing_split,
-    require_columns,
     source_identity,
 )
 from lit_hf.errors import ConfigError, LitHFError, check_positive
@@ -148,7 +145,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
                 raise missing_split(split, raw)
             if split == "predict":
                 return prepare_prompts(raw[split], self.hparams, tokenizer, tag)
-            return self._tokenize_and_group(raw[split], split, tokenizer, block_size, scratch / f"{tag}.arrow")
+            return tokenize_and_group(raw[split], split, tokenizer, self.hparams, block_size, scratch / f"{tag}.arrow")
 
         with scratch_folder(next(iter(caches.values()))[0]) as scratch:  # the blocks before they are saved
             prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
@@ -211,25 +208,6 @@ class LanguageModelingDataModule(L.LightningDataModule):
             **sources,
         )
         return carve_validation(raw, hp.validation_split_percentage)
-
-    def _tokenize_and_group(
-        self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, size: int, path: Path
-    ) -> Dataset:
-        """Rows tokenized in batches straight into blocks written chunk by chunk: no `map` and no intermediate
-        cache (the cache key already decides), memory bounded by a batch and a chunk."""
-        column = self.hparams.text_column
-        require_columns(raw, split, {column: "text_column"})
-        eos = document_separator(tokenizer, self.hparams.add_eos_between_documents)
-        tokenize = partial(tokenize_text, tokenizer=tokenizer, text_column=column, eos_token_id=eos)
-        pieces = tokenized_pieces(raw, column, tokenize, self.hparams.preprocessing_num_workers)
-        desc = f"Tokenize and group {split}"
-        blocks, n = group_pieces(pieces, size, self.hparams.packing, path, total=len(raw), desc=desc)
-        if len(blocks) == 0:
-            raise LitHFError(
-                f"The {split} split has {n} tokens, fewer than one block of {size}; "
-                "lower --data.block_size or add text."
-            )
-        return blocks
 
     def _caches(self, tokenizer: PreTrainedTokenizerBase, block_size: int, stage: str | None = None) -> Caches:
         """The cache of each split the stage reads (the running trainer's, else all)."""

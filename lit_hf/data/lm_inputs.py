@@ -1,7 +1,10 @@
 """Per-example transforms for language modeling: token ids of rows, fixed blocks (packed or not), their batches."""
 
 import uuid
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,8 +14,9 @@ from datasets.fingerprint import get_temporary_cache_files_directory
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.lm_blocks import document_positions, group_pieces, list_pieces  # noqa: F401 (re-exported)
-from lit_hf.errors import ConfigError
+from lit_hf.data.lm_blocks import document_positions, group_pieces, list_pieces, tokenized_pieces  # noqa: F401
+from lit_hf.data.sources import require_columns
+from lit_hf.errors import ConfigError, LitHFError
 
 # Checked in transformers 5.24 (a packed block against each document alone): OPT derives positions from the
 # attention mask and BLOOM uses ALiBi, so both let attention cross documents; GPT-2 and Llama honour position_ids.
@@ -65,3 +69,22 @@ def document_separator(tokenizer: PreTrainedTokenizerBase, add_eos_between_docum
     if tokenizer.eos_token_id is None:
         raise ConfigError("add_eos_between_documents=true, but the tokenizer has no end-of-text (eos) token.")
     return tokenizer.eos_token_id
+
+
+def tokenize_and_group(
+    raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, hparams: Mapping[str, Any], size: int, path: Path
+) -> Dataset:
+    """Rows tokenized in batches straight into blocks written chunk by chunk: no `map` and no intermediate
+    cache (the cache key already decides), memory bounded by a batch and a chunk."""
+    column = hparams["text_column"]
+    require_columns(raw, split, {column: "text_column"})
+    eos = document_separator(tokenizer, hparams["add_eos_between_documents"])
+    tokenize = partial(tokenize_text, tokenizer=tokenizer, text_column=column, eos_token_id=eos)
+    pieces = tokenized_pieces(raw, column, tokenize, hparams["preprocessing_num_workers"])
+    desc = f"Tokenize and group {split}"
+    blocks, n = group_pieces(pieces, size, hparams["packing"], path, total=len(raw), desc=desc)
+    if len(blocks) == 0:
+        raise LitHFError(
+            f"The {split} split has {n} tokens, fewer than one block of {size}; lower --data.block_size or add text."
+        )
+    return blocks
