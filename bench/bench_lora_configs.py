@@ -83,7 +83,9 @@ def parameters(name: str, model_dir: Path) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def peak_rss_gb(name: str, model_dir: Path, data: list[str], work: Path, steps: int, full: bool) -> float:
+def peak_rss_gb(
+    name: str, model_dir: Path, data: list[str], work: Path, steps: int, full: bool, batch_size: int
+) -> float:
     command = [sys.executable, "-m", "lit_hf", "fit", f"--config={REPO / 'configs' / f'{name}.yaml'}"]
     command += [f"--model.model_name_or_path={model_dir}", *data, "--data.num_workers=0"]
     root = work / ("full" if full else "lora")
@@ -91,6 +93,7 @@ def peak_rss_gb(name: str, model_dir: Path, data: list[str], work: Path, steps: 
     command += [f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu"]
     command += ["--trainer.devices=1", "--trainer.enable_progress_bar=false"]
     command += ["--model.peft=null"] if full else []
+    command += [f"--data.batch_size={batch_size}"] if batch_size else []
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -103,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--batch-size", type=int, help="instead of the config's (GPT-2/OPT at 8 x 1024 need over 24 GB)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -113,8 +119,8 @@ def main() -> None:
             build_model(name, work / "model")
             data = worst_case_data(name, work)
             trainable, total = parameters(name, work / "model")
-            lora = peak_rss_gb(name, work / "model", data, work, args.steps, full=False)
-            full = peak_rss_gb(name, work / "model", data, work, args.steps, full=True)
+            lora = peak_rss_gb(name, work / "model", data, work, args.steps, False, args.batch_size)
+            full = peak_rss_gb(name, work / "model", data, work, args.steps, True, args.batch_size)
         print(f"{name:22}{trainable:>12,}{total:>14,}{lora:>12.2f} GB{full:>12.2f} GB{lora / full:>7.2f}", flush=True)
 
 

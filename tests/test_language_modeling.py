@@ -7,7 +7,7 @@ import pytest
 import torch
 from reference import reference_blocks
 
-import lit_hf.data.language_modeling as lm
+import lit_hf.data.lm_inputs as lm_inputs
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.data.cache import tokenizer_identity
 from lit_hf.errors import ConfigError, LitHFError
@@ -63,7 +63,7 @@ def test_cache_reused_and_keyed_by_options(tmp_path, data_dir, causal_lm_dir, mo
     def fail(*args, **kwargs):  # noqa: ANN002, ANN003
         raise AssertionError("tokenized again although the cache holds the result")
 
-    monkeypatch.setattr(lm, "tokenize_text", fail)
+    monkeypatch.setattr(lm_inputs, "tokenize_text", fail)
     second = prepared(make_dm(tmp_path, causal_lm_dir("gpt2"), **kwargs), "validate")
     np.testing.assert_array_equal(
         np.stack(second.datasets["validation"]["input_ids"]), np.stack(first.datasets["validation"]["input_ids"])
