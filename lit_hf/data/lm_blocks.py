@@ -120,16 +120,26 @@ class _BlockWriter:
 
     def _write_blocks(self) -> None:
         ids, lengths = np.concatenate(self.ids or [np.zeros(0, np.int32)]), np.concatenate(self.lengths or [[0]])
-        usable = len(ids) // self.block_size * self.block_size
-        taken, rest = split_lengths(lengths, usable)
-        self.ids, self.lengths, self.buffered = [ids[usable:].copy()], [rest], len(ids) - usable  # not a view
-        if usable == 0:
+        blocks, positions, rest, rest_lengths = cut_blocks(ids, lengths, self.block_size, self.packing)
+        self.ids, self.lengths, self.buffered = [rest], [rest_lengths], len(rest)
+        if len(blocks) == 0:
             return
-        columns = [pa.FixedSizeListArray.from_arrays(pa.array(ids[:usable]), self.block_size)]
-        if self.packing:  # the chunk starts at a block start, where positions restart anyway
-            positions = document_positions(taken, self.block_size)
-            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(positions), self.block_size))
+        columns = [pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), self.block_size)]
+        if positions is not None:
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(positions.ravel()), self.block_size))
         self.sink.write_batch(pa.record_batch(columns, schema=self.schema))
+
+
+def cut_blocks(
+    ids: np.ndarray, lengths: np.ndarray, block_size: int, packing: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """A stream's whole blocks, (blocks, block_size), their packed positions (or None), and the tokens and row
+    lengths left over for the next piece of the stream (a copy, not a view). The stream starts at a block start,
+    where positions restart anyway, so a stream cut piece by piece gives the blocks of one cut."""
+    usable = len(ids) // block_size * block_size
+    taken, rest = split_lengths(lengths, usable)
+    positions = document_positions(taken, block_size).reshape(-1, block_size) if packing else None
+    return ids[:usable].reshape(-1, block_size), positions, ids[usable:].copy(), rest
 
 
 def split_lengths(lengths: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray]:

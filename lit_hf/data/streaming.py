@@ -17,6 +17,7 @@ from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.lm_blocks import cut_blocks
 from lit_hf.data.lm_inputs import collate_blocks, document_separator, tokenize_text
 from lit_hf.data.prepared import running_stage
 from lit_hf.data.sources import load_files, load_hub, missing_split
@@ -27,23 +28,18 @@ TEXT_CHUNK_BYTES = 1 << 20  # a text file is read 1 MiB at a time (datasets' tex
 
 
 def stream_blocks(token_rows: Iterable[list[list[int]]], block_size: int, packing: bool) -> Iterator[dict]:
-    """`group_blocks` as a stream: batches of token rows in, `block_size` blocks out, the tokens of an unfinished block
-    carried into the next batch and the final remainder dropped. With `packing`, a token's position is its position
-    in its row (document), but no more than its offset in the block, which is where `group_blocks` restarts it."""
-    ids, positions, offsets = np.zeros(0, np.int32), np.zeros(0, np.int32), np.arange(block_size, dtype=np.int32)
+    """`group_blocks` as a stream: batches of token rows in, `block_size` blocks out (`lm_blocks.cut_blocks`, as the
+    map-style path cuts its chunks), the tokens of an unfinished block carried into the next batch and the final
+    remainder dropped."""
+    ids, lengths = np.zeros(0, np.int32), np.zeros(0, np.int64)
     for rows in token_rows:
-        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
-        ids = np.concatenate([ids, np.fromiter(chain.from_iterable(rows), np.int32, int(lengths.sum()))])
-        if packing:  # (tokens,) position within the row: 0 at each row's first token
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            positions = np.concatenate([positions, (np.arange(len(starts)) - starts).astype(np.int32)])
-        full = len(ids) // block_size * block_size
-        for start in range(0, full, block_size):
-            block = {"input_ids": ids[start : start + block_size]}
-            if packing:
-                block["position_ids"] = np.minimum(positions[start : start + block_size], offsets)
-            yield block
-        ids, positions = ids[full:], positions[full:] if packing else positions
+        new_lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+        new_ids = np.fromiter(chain.from_iterable(rows), np.int32, int(new_lengths.sum()))
+        blocks, positions, ids, lengths = cut_blocks(
+            np.concatenate([ids, new_ids]), np.concatenate([lengths, new_lengths]), block_size, packing
+        )
+        for i, block in enumerate(blocks):
+            yield {"input_ids": block} if positions is None else {"input_ids": block, "position_ids": positions[i]}
 
 
 def shuffled(items: Iterator[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
