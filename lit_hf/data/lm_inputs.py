@@ -14,6 +14,7 @@ from datasets.fingerprint import get_temporary_cache_files_directory
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.encode import encode_texts
 from lit_hf.data.lm_blocks import document_positions, group_pieces, list_pieces, tokenized_pieces  # noqa: F401
 from lit_hf.data.sources import require_columns
 from lit_hf.errors import ConfigError, LitHFError
@@ -28,7 +29,7 @@ def tokenize_text(
 ) -> dict[str, list]:
     """Token ids of each row as it is, special tokens included where the tokenizer adds them (as run_clm.py), and
     `eos_token_id` after every row that has tokens (a document boundary) when given."""
-    ids = tokenizer(batch[text_column], return_attention_mask=False, verbose=False)["input_ids"]
+    ids = encode_texts(tokenizer, batch[text_column])
     if eos_token_id is not None:
         ids = [row + [eos_token_id] if row else row for row in ids]
     return {"input_ids": ids}
