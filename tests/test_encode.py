@@ -23,7 +23,8 @@ def rows(data_dir: Path) -> list[str]:
 @pytest.mark.parametrize("split_special_tokens", [False, True])
 def test_same_ids_as_the_tokenizer_call(data_dir: Path, rows: list[str], name: str, split_special_tokens: bool) -> None:
     def load():  # noqa: ANN202
-        return TOKENIZERS[name].from_pretrained(data_dir / "tokenizers" / name, split_special_tokens=split_special_tokens)
+        path = data_dir / "tokenizers" / name
+        return TOKENIZERS[name].from_pretrained(path, split_special_tokens=split_special_tokens)
 
     expected = load()(rows, return_attention_mask=False, verbose=False)["input_ids"]
     tokenizer = load()
