@@ -59,8 +59,9 @@ def make_inputs(work: Path, args: argparse.Namespace) -> None:
     tokenizer = GPT2Tokenizer.from_pretrained(data_dir / "tokenizers/gpt2")  # vocab.json + merges.txt
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=args.block, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head
-    )
+        vocab_size=len(tokenizer), n_positions=args.block, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
+        resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
+    )  # fmt: skip
     model = GPT2LMHeadModel(config)
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
@@ -228,6 +229,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-layer", type=int, default=6)
     parser.add_argument("--n-head", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--dropout", type=float, default=0.1, help="GPT-2's three dropouts (its default 0.1)")
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (the Trainer's default)")
     parser.add_argument("--val-blocks", type=int, default=64, help="validation blocks for the perplexity")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per run")
