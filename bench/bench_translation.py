@@ -22,6 +22,7 @@ which it never saw. Its defaults are 96 items and 64 new tokens (at 160, `Seq2Se
 """
 
 import argparse
+import csv
 import json
 import os
 import random
@@ -123,8 +124,12 @@ def joined_pairs(split: str, count: int, max_join: int, seed: int, vocab: str = 
 
 
 def write_pairs(path: Path, items: list[tuple[str, str]], vocab: str = "byte") -> None:
-    text = "".join(f"{en}\t{target}\n" for en, target in items)
-    path.write_text(f"en\t{TARGET[vocab]}\n" + text, encoding="utf-8")
+    """A TSV file that reads back as `items`: a field that starts with a quote is quoted (a bare leading quote
+    would be read as quoting and dropped, so lit_hf would translate other text than the peer)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["en", TARGET[vocab]])
+        writer.writerows(items)
 
 
 def run_lit_hf(
