@@ -210,6 +210,7 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"exit_on_error": False},  # parse errors reach `parse_arguments` as exceptions
             args=args,
         )
+        close_process_group()
     except Exception as err:
         cause = user_error(err)
         if cause is None:
@@ -217,6 +218,17 @@ def main(args: list[str] | None = None) -> None:
         if rank_zero_only.rank == 0:  # every process meets the same mistake; one says so
             print(f"lit_hf: error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def close_process_group() -> None:
+    """After a command that succeeded, the process group is destroyed while everything is still alive, as torch's
+    documentation asks of every process; left to interpreter shutdown, a 2-process gloo fit once ended both ranks
+    with "terminate called without an active exception" (exit status 134) after finishing its work. Not after a
+    failure: ranks still inside a collective would wait for the failed one forever."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def user_error(err: BaseException) -> LitHFError | None:
