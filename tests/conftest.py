@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="lit_hf-test-datasets-"))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from transformers import (  # noqa: E402
     BloomConfig,
     BloomForCausalLM,
@@ -19,6 +20,9 @@ from transformers import (  # noqa: E402
     GPT2Tokenizer,
     OPTConfig,
     OPTForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+    T5Tokenizer,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,3 +138,29 @@ def classifier_dir(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer, gpt
         return made[(kind, num_labels)]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def nodrop_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:  # noqa: ANN001
+    """A tiny GPT-2 without dropout, so runs that see the same batches train to the same weights (compiled and
+    eager too: inductor draws dropout masks from its own generator)."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
+    path = tmp_path_factory.mktemp("tiny-gpt2-nodrop")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    gpt2_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A 2-layer, 32-wide T5 with random weights (seeded) and the real t5-small tokenizer."""
+    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
+    torch.manual_seed(0)
+    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
+    config.decoder_start_token_id = 0
+    path = tmp_path_factory.mktemp("tiny-t5")
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

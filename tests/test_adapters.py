@@ -10,11 +10,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
-    GPT2Config,
-    GPT2LMHeadModel,
-    T5Config,
-    T5ForConditionalGeneration,
-    T5Tokenizer,
 )
 
 from lit_hf.adapters import exportable_model
@@ -27,38 +22,14 @@ DEFAULT_TARGETS = {"gpt2": {"c_attn"}, "bert": {"query", "value"}, "t5": {"q", "
 AUTO_CLASS = {"gpt2": AutoModelForCausalLM, "bert": AutoModelForSequenceClassification, "t5": AutoModelForSeq2SeqLM}
 
 
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:  # noqa: ANN001
-    """A tiny GPT-2 without dropout, so runs that see the same batches give the same weights."""
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
-    config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
-    path = tmp_path_factory.mktemp("tiny-gpt2-nodrop")
-    GPT2LMHeadModel(config).save_pretrained(path)
-    gpt2_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.decoder_start_token_id = 0
-    path = tmp_path_factory.mktemp("tiny-t5-lora")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def make_task(kind: str, gpt2_dir: Path, classifier_dir, t5_dir: Path, **options):  # noqa: ANN001, ANN201
+def make_task(kind: str, nodrop_gpt2_dir: Path, classifier_dir, tiny_t5_dir: Path, **options):  # noqa: ANN001, ANN201
     if kind == "gpt2":
-        return CausalLMTask(model_name_or_path=str(gpt2_dir), peft="lora", **options), str(gpt2_dir)
+        return CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", **options), str(nodrop_gpt2_dir)
     if kind == "bert":
         base = str(classifier_dir("bert", None))
         labels = ["a", "b", "c"]
         return SequenceClassificationTask(model_name_or_path=base, peft="lora", label_names=labels, **options), base
-    return TranslationTask(model_name_or_path=str(t5_dir), peft="lora", **options), str(t5_dir)
+    return TranslationTask(model_name_or_path=str(tiny_t5_dir), peft="lora", **options), str(tiny_t5_dir)
 
 
 def logits(model: torch.nn.Module, kind: str) -> torch.Tensor:
@@ -70,8 +41,8 @@ def logits(model: torch.nn.Module, kind: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
-def test_only_adapters_and_the_head_train(kind, gpt2_dir, classifier_dir, t5_dir) -> None:  # noqa: ANN001
-    task, _ = make_task(kind, gpt2_dir, classifier_dir, t5_dir)
+def test_only_adapters_and_the_head_train(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir) -> None:  # noqa: ANN001
+    task, _ = make_task(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir)
     base = task.model.get_base_model()
     adapted = [name for name, _ in base.named_modules() if name.split(".")[-1] in DEFAULT_TARGETS[kind]]
     want = {f"model.base_model.model.{m}.lora_{ab}.default.weight" for m in adapted for ab in "AB"}
@@ -81,8 +52,12 @@ def test_only_adapters_and_the_head_train(kind, gpt2_dir, classifier_dir, t5_dir
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
-def test_merged_and_adapter_exports_equal_the_adapted_model(kind, gpt2_dir, classifier_dir, t5_dir, tmp_path) -> None:  # noqa: ANN001
-    task, base_dir = make_task(kind, gpt2_dir, classifier_dir, t5_dir, lora_dropout=0.0, merge_adapters=True)
+def test_merged_and_adapter_exports_equal_the_adapted_model(
+    kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, tmp_path
+) -> None:  # noqa: ANN001
+    task, base_dir = make_task(
+        kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, lora_dropout=0.0, merge_adapters=True
+    )
     torch.manual_seed(2)
     for param in task.model.parameters():
         if param.requires_grad:  # as if trained: LoRA starts with B = 0, which would make merging trivial
@@ -99,15 +74,15 @@ def test_merged_and_adapter_exports_equal_the_adapted_model(kind, gpt2_dir, clas
     torch.testing.assert_close(logits(reloaded, kind), want, atol=1e-5, rtol=0)
 
 
-def test_lora_options_that_cannot_work(gpt2_dir) -> None:  # noqa: ANN001
+def test_lora_options_that_cannot_work(nodrop_gpt2_dir) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="merge_adapters=true .* needs peft=lora"):
-        CausalLMTask(model_name_or_path=str(gpt2_dir), merge_adapters=True)
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), merge_adapters=True)
     with pytest.raises(ConfigError, match="from_scratch"):
-        CausalLMTask(model_name_or_path=str(gpt2_dir), peft="lora", from_scratch=True)
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", from_scratch=True)
     with pytest.raises(ConfigError, match="lora_r must be a positive rank"):
-        CausalLMTask(model_name_or_path=str(gpt2_dir), peft="lora", lora_r=0)
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", lora_r=0)
     with pytest.raises(ConfigError, match="lora_target_modules"):
-        CausalLMTask(model_name_or_path=str(gpt2_dir), peft="lora", lora_target_modules=["no_such_module"])
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", lora_target_modules=["no_such_module"])
 
 
 def clm_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[str]:
@@ -140,32 +115,32 @@ def checkpoint_of(root: Path) -> Path:
     return ckpt
 
 
-def test_fit_resume_validate_and_export(gpt2_dir, data_dir, gpt2_tokenizer, tmp_path) -> None:  # noqa: ANN001
-    main(["fit", *clm_args(gpt2_dir, data_dir, tmp_path / "straight", "--trainer.max_epochs=3")])
-    main(["fit", *clm_args(gpt2_dir, data_dir, tmp_path / "first", "--trainer.max_epochs=2")])
+def test_fit_resume_validate_and_export(nodrop_gpt2_dir, data_dir, gpt2_tokenizer, tmp_path) -> None:  # noqa: ANN001
+    main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "straight", "--trainer.max_epochs=3")])
+    main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "first", "--trainer.max_epochs=2")])
     state = torch.load(checkpoint_of(tmp_path / "first"), weights_only=False)["state_dict"]
     assert state and all(".lora_A." in k or ".lora_B." in k for k in state)  # adapters only
     resumed = [f"--ckpt_path={checkpoint_of(tmp_path / 'first')}", "--model.merge_adapters=true"]
-    main(["fit", *clm_args(gpt2_dir, data_dir, tmp_path / "resumed", "--trainer.max_epochs=3", *resumed)])
+    main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "resumed", "--trainer.max_epochs=3", *resumed)])
     straight, after = read_results(tmp_path / "straight"), read_results(tmp_path / "resumed")
     assert after["global_step"] == straight["global_step"] == 3
     assert after["val/loss"] == pytest.approx(straight["val/loss"], rel=1e-6)  # the third epoch continued the same run
     (merged_dir,) = (tmp_path / "resumed").rglob("huggingface")
     (adapter_dir,) = (tmp_path / "straight").rglob("huggingface")
-    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(gpt2_dir), adapter_dir)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(nodrop_gpt2_dir), adapter_dir)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     torch.testing.assert_close(logits(merged, "gpt2"), logits(adapted, "gpt2"), atol=1e-5, rtol=0)
     restored = f"--ckpt_path={checkpoint_of(tmp_path / 'straight')}"
-    main(["validate", *clm_args(gpt2_dir, data_dir, tmp_path / "validate", restored)])
+    main(["validate", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "validate", restored)])
     blocks = reference_blocks(data_dir / "wikitext/wikitext-2/valid.txt", gpt2_tokenizer, 32)[:8]
     want = reference_perplexity(merged_dir, blocks)  # a plain transformers forward in float64
     assert read_results(tmp_path / "validate")["val/loss"] == pytest.approx(want["loss"], rel=1e-5)
 
 
-def test_fit_on_two_processes_equals_one(gpt2_dir, data_dir, tmp_path) -> None:  # noqa: ANN001
+def test_fit_on_two_processes_equals_one(nodrop_gpt2_dir, data_dir, tmp_path) -> None:  # noqa: ANN001
     # The same 8 blocks per step: 8 on one process, 4 + 4 on two (DDP averages the two means of 4).
-    main(["fit", *clm_args(gpt2_dir, data_dir, tmp_path / "one", "--trainer.max_epochs=2")])
-    two = clm_args(gpt2_dir, data_dir, tmp_path / "two", "--trainer.max_epochs=2", "--data.batch_size=4")
+    main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "one", "--trainer.max_epochs=2")])
+    two = clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "two", "--trainer.max_epochs=2", "--data.batch_size=4")
     run_lit_hf("fit", *two, "--trainer.devices=2", "--trainer.strategy=ddp")
     one, two = read_results(tmp_path / "one"), read_results(tmp_path / "two")
     for key in ("val/loss", "val/ppl", "val/accuracy"):
@@ -175,7 +150,7 @@ def test_fit_on_two_processes_equals_one(gpt2_dir, data_dir, tmp_path) -> None: 
 
 
 @pytest.mark.parametrize("family", ["multiple_choice", "summarization"])
-def test_new_families_train_adapters_and_their_head(family, classifier_dir, t5_dir) -> None:  # noqa: ANN001
+def test_new_families_train_adapters_and_their_head(family, classifier_dir, tiny_t5_dir) -> None:  # noqa: ANN001
     """The families PEFT has no task type for keep their head trainable through modules_to_save."""
     from lit_hf.tasks import MultipleChoiceTask, SummarizationTask
 
@@ -183,7 +158,7 @@ def test_new_families_train_adapters_and_their_head(family, classifier_dir, t5_d
         task = MultipleChoiceTask(model_name_or_path=str(classifier_dir("bert", None)), peft="lora")
         head = {f"model.base_model.model.classifier.modules_to_save.default.{p}" for p in ("weight", "bias")}
     else:
-        task = SummarizationTask(model_name_or_path=str(t5_dir), peft="lora")
+        task = SummarizationTask(model_name_or_path=str(tiny_t5_dir), peft="lora")
         head = set()
     base = task.model.get_base_model()
     adapted = [name for name, _ in base.named_modules() if name.split(".")[-1] in ("query", "value", "q", "v")]

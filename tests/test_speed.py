@@ -10,11 +10,6 @@ from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
     ConvNextImageProcessorPil,
-    GPT2Config,
-    GPT2LMHeadModel,
-    T5Config,
-    T5ForConditionalGeneration,
-    T5Tokenizer,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -33,31 +28,6 @@ from lit_hf.tasks import (
 
 DATA = ["--data=lit_hf.data.LanguageModelingDataModule", "--data.validation_file=unused.txt"]
 FAMILIES = ["causal_lm", "text_classification", "translation", "summarization", "multiple_choice", "image"]
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:  # noqa: ANN001
-    """A tiny GPT-2 without dropout: inductor draws dropout masks from its own generator, so only a model without
-    dropout trains to the same weights compiled and eager."""
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
-    config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
-    path = tmp_path_factory.mktemp("tiny-gpt2-speed")
-    GPT2LMHeadModel(config).save_pretrained(path)
-    gpt2_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.decoder_start_token_id = 0
-    path = tmp_path_factory.mktemp("tiny-t5-speed")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +68,7 @@ def fit_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[s
 
 
 def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
-    gpt2_dir, data_dir, gpt2_tokenizer, tmp_path, monkeypatch
+    nodrop_gpt2_dir, data_dir, gpt2_tokenizer, tmp_path, monkeypatch
 ) -> None:  # noqa: ANN001
     """A compiled fit's losses and validation equal an eager fit's; its checkpoint validates to the same perplexity
     eagerly and compiled, and so does its export in a plain transformers forward.
@@ -108,9 +78,9 @@ def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
     default path, inductor, on the forward alone."""
     from reference import logged
 
-    main(["fit", *fit_args(gpt2_dir, data_dir, tmp_path / "eager")])
+    main(["fit", *fit_args(nodrop_gpt2_dir, data_dir, tmp_path / "eager")])
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    main(["fit", *fit_args(gpt2_dir, data_dir, tmp_path / "compiled", "--model.compile=true")])
+    main(["fit", *fit_args(nodrop_gpt2_dir, data_dir, tmp_path / "compiled", "--model.compile=true")])
     monkeypatch.undo()
     eager, compiled = read_results(tmp_path / "eager"), read_results(tmp_path / "compiled")
     steps = logged(tmp_path / "compiled", "train/loss")
@@ -127,17 +97,22 @@ def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
     blocks = reference_blocks(data_dir / "wikitext/wikitext-2/valid.txt", gpt2_tokenizer, 32)[:8]
     want = reference_perplexity(export, blocks)["loss"]  # float64, one block at a time
     assert compiled["val/loss"] == pytest.approx(want, rel=1e-5)
-    CausalLMTask(model_name_or_path=str(gpt2_dir)).load_state_dict(state)  # strict: the eager task's own keys
+    CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir)).load_state_dict(state)  # strict: the eager task's own keys
     # The checkpoint's hyperparameters say compile=true; the command line overrides them.
     for name, extra in (("eager", ["--model.compile=false"]), ("inductor", [])):
-        main(["validate", *fit_args(gpt2_dir, data_dir, tmp_path / f"validate-{name}", f"--ckpt_path={ckpt}", *extra)])
+        main(
+            [
+                "validate",
+                *fit_args(nodrop_gpt2_dir, data_dir, tmp_path / f"validate-{name}", f"--ckpt_path={ckpt}", *extra),
+            ]
+        )
         assert read_results(tmp_path / f"validate-{name}")["val/loss"] == pytest.approx(want, rel=1e-5), name
 
 
 @pytest.mark.parametrize("family", ["causal_lm", "translation"])
-def test_compiled_models_generate_as_eager_ones(family, gpt2_dir, t5_dir) -> None:  # noqa: ANN001
+def test_compiled_models_generate_as_eager_ones(family, nodrop_gpt2_dir, tiny_t5_dir) -> None:  # noqa: ANN001
     """`generate` runs eagerly under compile: the same tokens, without compiling (which would take seconds)."""
-    task_class, path = (CausalLMTask, gpt2_dir) if family == "causal_lm" else (TranslationTask, t5_dir)
+    task_class, path = (CausalLMTask, nodrop_gpt2_dir) if family == "causal_lm" else (TranslationTask, tiny_t5_dir)
     eager, compiled = (task_class(model_name_or_path=str(path), max_new_tokens=6, compile=c) for c in (False, True))
     compiled.configure_model()
     assert is_compiled(compiled.model)
@@ -191,8 +166,8 @@ def step(task, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict
 
 
 @pytest.fixture(scope="module")
-def dirs(gpt2_dir, t5_dir, vit_dir, classifier_dir) -> dict:  # noqa: ANN001
-    return {"gpt2": gpt2_dir, "t5": t5_dir, "vit": vit_dir, "bert": classifier_dir("bert", None)} | {
+def dirs(nodrop_gpt2_dir, tiny_t5_dir, vit_dir, classifier_dir) -> dict:  # noqa: ANN001
+    return {"gpt2": nodrop_gpt2_dir, "t5": tiny_t5_dir, "vit": vit_dir, "bert": classifier_dir("bert", None)} | {
         "bert_cls": classifier_dir("bert", 3)
     }
 
@@ -233,11 +208,11 @@ def test_lora_with_gradient_checkpointing_trains_the_adapters(dirs) -> None:  # 
     assert all(grads[n].abs().sum() > 0 for n in grads if ".lora_B." in n)  # B starts at zero, so A's grads are 0
 
 
-def test_speed_options_that_cannot_work(gpt2_dir, tmp_path) -> None:  # noqa: ANN001
+def test_speed_options_that_cannot_work(nodrop_gpt2_dir, tmp_path) -> None:  # noqa: ANN001
     from transformers import ResNetConfig, ResNetForImageClassification
 
     with pytest.raises(ConfigError, match="compile_mode='max-autotune' needs compile=true"):
-        CausalLMTask(model_name_or_path=str(gpt2_dir), compile_mode="max-autotune")
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), compile_mode="max-autotune")
     ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(tmp_path)
     ConvNextImageProcessorPil(size={"shortest_edge": 32}).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="ResNetForImageClassification does not support gradient_checkpointing"):
@@ -248,9 +223,11 @@ def test_speed_options_that_cannot_work(gpt2_dir, tmp_path) -> None:  # noqa: AN
     ("option", "needle"),
     [("--model.compile_mode=max-autotune", "needs compile=true"), ("--model.compile_mode=fast", "reduce-overhead")],
 )
-def test_cli_speed_mistakes_give_one_line(option, needle, gpt2_dir, capsys) -> None:  # noqa: ANN001
+def test_cli_speed_mistakes_give_one_line(option, needle, nodrop_gpt2_dir, capsys) -> None:  # noqa: ANN001
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={gpt2_dir}", *DATA, option])
+        main(
+            ["fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={nodrop_gpt2_dir}", *DATA, option]
+        )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("lit_hf: error:")]
     assert exit_info.value.code == 2 and len(lines) == 1 and needle in lines[0], err
