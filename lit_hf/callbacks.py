@@ -11,7 +11,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_hf.atomic import write_text
-from lit_hf.export import export_pretrained, load_checkpoint, model_card, model_weights
+from lit_hf.export import data_task_params, export_pretrained, load_checkpoint, model_card, model_weights
 from lit_hf.predictions import log_dir
 
 
@@ -122,8 +122,9 @@ class SavePretrained(L.Callback):
         if trainer.is_global_zero:
             state = load_checkpoint(best)["state_dict"] if best else state
             metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}
-            card = model_card(pl_module, metrics, folder / "config.yaml", best or f"the end of fit ({folder})")
-            target = export_pretrained(pl_module, model_weights(state), folder / "huggingface", card)
+            params = data_task_params(trainer.datamodule)  # seq2seq: the source prefix the model learned with
+            card = model_card(pl_module, metrics, folder / "config.yaml", best or f"the end of fit ({folder})", params)
+            target = export_pretrained(pl_module, model_weights(state), folder / "huggingface", card, params)
             print(f"transformers model saved to {target}" + (f" (best checkpoint {best})" if best else ""))
         trainer.strategy.barrier()
 

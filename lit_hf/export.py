@@ -14,41 +14,48 @@ from lit_hf.atomic import replaced
 from lit_hf.errors import LitHFError
 from lit_hf.tasks.generation import exported_generation_config
 
-# The `pipeline()` task each lit_hf task's export serves (the model card's `pipeline_tag`).
+# The model card's `pipeline_tag` for each lit_hf task: the hub's task name, a `pipeline()` task where transformers 5
+# still has one.
 PIPELINE_TAGS = {
     "SequenceClassificationTask": "text-classification",
     "CausalLMTask": "text-generation",
     "TranslationTask": "translation",
+    "SummarizationTask": "summarization",
+    "ImageClassificationTask": "image-classification",
 }
 
-# How the model card says to load it: transformers 5 has no translation or text2text-generation pipeline.
-USAGE = {
-    "text-classification": [
-        "from transformers import pipeline",
-        "",
-        'pipe = pipeline("text-classification", model=PATH)',
-    ],
-    "text-generation": ["from transformers import pipeline", "", 'pipe = pipeline("text-generation", model=PATH)'],
-    "translation": [
-        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
-        "",
-        "tokenizer, model = AutoTokenizer.from_pretrained(PATH), AutoModelForSeq2SeqLM.from_pretrained(PATH)",
-        'print(tokenizer.decode(model.generate(**tokenizer("...", return_tensors="pt"))[0], skip_special_tokens=True))',
-    ],
-}
+# How the model card says to load it: transformers 5 has no translation, summarization or text2text-generation
+# pipeline. SOURCE: the text to translate or summarize, with the prefix the model was trained with (if any).
+GENERATE = [
+    "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+    "",
+    "tokenizer, model = AutoTokenizer.from_pretrained(PATH), AutoModelForSeq2SeqLM.from_pretrained(PATH)",
+    'print(tokenizer.decode(model.generate(**tokenizer(SOURCE, return_tensors="pt"))[0], skip_special_tokens=True))',
+]
+PIPELINES = ("text-classification", "text-generation", "image-classification")
+USAGE = {tag: ["from transformers import pipeline", "", f'pipe = pipeline("{tag}", model=PATH)'] for tag in PIPELINES}
+USAGE |= {"translation": GENERATE, "summarization": GENERATE}
 
 
 def export_pretrained(
-    task: L.LightningModule, weights: dict[str, torch.Tensor], target: Path, card: str | None = None
+    task: L.LightningModule,
+    weights: dict[str, torch.Tensor],
+    target: Path,
+    card: str | None = None,
+    task_params: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """Saves `task.model` with `weights` (its own state dict keys), the task's tokenizer (or image processor), its
-    generation options and `card` as README.md into a temporary folder beside `target`, then renames it into place:
-    a kill midway leaves the old export (or none), never a half-written one."""
+    generation options, `task_params` (`data_task_params`) in its config and `card` as README.md into a temporary
+    folder beside `target`, then renames it into place: a kill midway leaves the old export (or none), never a
+    half-written one."""
     model = task.model
     if getattr(task, "label_names", None) is not None and model.config.problem_type is None:
         model.config.problem_type = (
             "regression" if getattr(task, "regression", False) else "single_label_classification"
         )
+    current = getattr(model.config, "task_specific_params", None)  # transformers 5: only where a config has them
+    if (params := with_task_params(current, task_params or {})) is not current:
+        model.config.task_specific_params = params
     with replaced(Path(target)) as tmp:  # a kill midway leaves no folder under the real name (lit_hf/atomic.py)
         export = exportable_model(task)  # the model; with LoRA its adapters, or a merged copy (adapters.py)
         # safetensors; config.json with id2label/label2id/problem_type
@@ -61,6 +68,28 @@ def export_pretrained(
         if card is not None:
             (tmp / "README.md").write_text(card, encoding="utf-8")
     return Path(target)
+
+
+def data_task_params(datamodule: L.LightningDataModule | None) -> dict[str, dict[str, str]]:
+    """The data module's entries for the config's `task_specific_params` (seq2seq: the source prefix), else none."""
+    method = getattr(datamodule, "task_params", None)
+    return method() if method is not None else {}
+
+
+def with_task_params(current: dict[str, Any] | None, params: dict[str, dict[str, str]]) -> dict[str, Any] | None:
+    """`current` (a pretrained T5's: a prefix per task) with the prefix this run trained with. An empty prefix is
+    written only over an entry that names another one: a config-built model gets no empty entries."""
+    out = dict(current or {})
+    for key, entry in params.items():
+        if entry.get("prefix") or key in out:
+            out[key] = {**out.get(key, {}), **entry}
+    return out or current
+
+
+def source_example(task_params: dict[str, dict[str, str]]) -> str:
+    """The card's SOURCE: a placeholder text after the prefix of the run's task (`task_params` has one entry)."""
+    prefix = next(iter(task_params.values()), {}).get("prefix", "")
+    return repr(prefix + "...")
 
 
 def load_checkpoint(path: str | Path, weights_only: bool = False) -> dict[str, Any]:
@@ -86,12 +115,20 @@ def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
 
 
-def model_card(task: L.LightningModule, metrics: dict[str, Any], config_yaml: Path | None, source: str) -> str:
-    """README.md: what it is, how to load it, the run's final metrics and the command (config) that trained it."""
+def model_card(
+    task: L.LightningModule,
+    metrics: dict[str, Any],
+    config_yaml: Path | None,
+    source: str,
+    task_params: dict[str, dict[str, str]] | None = None,
+) -> str:
+    """README.md: what it is, how to load it (with the source prefix of `task_params`), the run's final metrics and
+    the command (config) that trained it."""
     tag = PIPELINE_TAGS.get(type(task).__name__)
     lines = ["---", "library_name: transformers", *([f"pipeline_tag: {tag}"] if tag else []), "tags: [lit_hf]", "---"]
     lines += [f"# {task.model.config.model_type} fine-tuned with lit_hf", "", f"Exported from `{source}`.", ""]
-    lines += ["```python", *USAGE[tag], "```"] if tag in USAGE else []
+    usage = [line.replace("SOURCE", source_example(task_params or {})) for line in USAGE.get(tag, [])]
+    lines += ["```python", *usage, "```"] if usage else []
     numbers = {k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:
         lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]

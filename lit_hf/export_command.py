@@ -8,12 +8,12 @@ import lightning as L
 
 from lit_hf.cli import LitHFCLI
 from lit_hf.errors import LitHFError
-from lit_hf.export import export_pretrained, load_checkpoint, model_card, model_weights, run_files
+from lit_hf.export import data_task_params, export_pretrained, load_checkpoint, model_card, model_weights, run_files
 
 
 class ExportCLI(LitHFCLI):
     """The run's config and overrides (as for `validate`) plus `--ckpt_path` and `--export_dir`; builds the task
-    (and, for its labels, the data module's options) but no Trainer: an export needs no accelerator."""
+    (and, for its labels and source prefix, the data module) but no Trainer: an export needs no accelerator."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
         super().add_arguments_to_parser(parser)
@@ -25,6 +25,7 @@ class ExportCLI(LitHFCLI):
     def instantiate_classes(self) -> None:
         self.config_init = self.parser.instantiate_classes(self.config)
         self.model = self._get(self.config_init, "model")
+        self.datamodule = self._get(self.config_init, "data")
 
 
 def export_main(args: list[str]) -> Path:
@@ -38,8 +39,9 @@ def export_main(args: list[str]) -> Path:
     task.on_load_checkpoint(checkpoint)
     load_weights(task, checkpoint["state_dict"], ckpt_path)
     metrics, config_yaml = run_files(ckpt_path)
-    card = model_card(task, metrics, config_yaml, str(ckpt_path))
-    target = export_pretrained(task, model_weights(task.state_dict()), Path(cli.config.export_dir), card)
+    params = data_task_params(cli.datamodule)  # seq2seq: the source prefix the model learned with
+    card = model_card(task, metrics, config_yaml, str(ckpt_path), params)
+    target = export_pretrained(task, model_weights(task.state_dict()), Path(cli.config.export_dir), card, params)
     print(f"transformers model saved to {target}")
     return target
 

@@ -1,6 +1,8 @@
 """Export: the offline quickstarts fitted briefly, exported from their checkpoints, and loaded in `pipeline()` with
 the same outputs as lit_hf `predict`; the fit-end export of the best checkpoint; switching it off."""
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 from lit_hf.cli import main
+from lit_hf.export import with_task_params
 
 REPO = Path(__file__).resolve().parents[1]
 BRIEF = [
@@ -117,21 +120,54 @@ def test_causal_lm_export_generates_as_predict_and_best_checkpoint_is_exported(t
 
 def test_translation_export_translates_as_predict(tmp_path):
     """transformers 5 removed the translation and text2text-generation pipelines; what they ran is `generate` under
-    the model's generation config, so the export is held to that, one sentence at a time."""
-    config, ckpt = quickstart(tmp_path, "quickstart_translation", "--data.max_train_samples=64")
+    the model's generation config, so the export is held to that, one sentence at a time. The source prefix the run
+    put before every source (T5's default here) is in the exported config and in the model card's code, which, run
+    as written, translates as predict does."""
+    prefix = "translate English to German: "  # T5's, chosen by the data module for a t5 model without a prefix
+    t5_default = "--data.source_prefix=null"  # the quickstart's "" replaced by the default
+    config, ckpt = quickstart(tmp_path, "quickstart_translation", "--data.max_train_samples=64", t5_default)
     target = export(config, ckpt, tmp_path / "export")
     sources = tmp_path / "sources.txt"
     sources.write_text("the cat is small .\nI see a red house .\nwe like the dog .\n")
     run = predict(tmp_path, config, ckpt, f"--data.predict_file={sources}")
     want = (run / "predictions.txt").read_text().splitlines()
+    for folder in (target, ckpt.parent.parent / "huggingface"):  # the export command's and fit's own
+        assert AutoConfig.from_pretrained(folder).task_specific_params == {"translation_en_to_de": {"prefix": prefix}}
     tokenizer = AutoTokenizer.from_pretrained(target)
     model = AutoModelForSeq2SeqLM.from_pretrained(target).eval()
     got = []
     for line in sources.read_text().splitlines():
-        tokens = model.generate(**tokenizer(line, return_tensors="pt"))  # options from generation_config.json only
+        tokens = model.generate(**tokenizer(prefix + line, return_tensors="pt"))  # options: generation_config.json
         got.append(tokenizer.decode(tokens[0], skip_special_tokens=True).strip())
     assert got == want and len(want) == 3
     assert json.loads((target / "generation_config.json").read_text())["max_new_tokens"] == 64  # the data's length
+    card = (target / "README.md").read_text()
+    code = card.split("```python\n")[1].split("```")[0]
+    assert "pipeline_tag: translation" in card and repr(prefix + "...") in code
+    for line, expected in zip(sources.read_text().splitlines(), want, strict=True):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(code.replace("PATH", repr(str(target))).replace(repr(prefix + "..."), repr(prefix + line)), {})
+        assert out.getvalue().strip() == expected
+
+
+def test_export_writes_the_run_prefix_over_a_pretrained_configs():
+    """A pretrained T5's config has a prefix per task (t5-small's below, abridged); the export keeps them and writes
+    the prefix the run trained with into its own task's entry, even an empty one; a config without any gets no
+    empty entry."""
+    t5_small = {
+        "summarization": {"prefix": "summarize: ", "num_beams": 4},
+        "translation_en_to_de": {"prefix": "translate English to German: ", "num_beams": 4},
+    }
+    run = with_task_params(t5_small, {"translation_en_to_de": {"prefix": ""}})
+    assert run == {
+        "summarization": {"prefix": "summarize: ", "num_beams": 4},
+        "translation_en_to_de": {"prefix": "", "num_beams": 4},
+    }
+    assert t5_small["translation_en_to_de"]["prefix"] == "translate English to German: "  # not changed in place
+    assert with_task_params(None, {"translation_en_to_ro": {"prefix": ""}}) is None
+    assert with_task_params(None, {"summarization": {"prefix": "tl;dr: "}}) == {"summarization": {"prefix": "tl;dr: "}}
+    assert with_task_params({"a": {}}, {}) == {"a": {}}
 
 
 def test_fit_export_switched_off_and_another_tasks_checkpoint_is_one_line(tmp_path, capsys):

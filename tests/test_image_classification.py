@@ -144,6 +144,7 @@ def test_fit_export_and_pipeline_parity(tmp_path, model_dir):
     fit = new_run(tmp_path, in_process, "fit", model_dir, *data, "--trainer.max_epochs=1", "--data.batch_size=7")
     export = fit / "huggingface"
     assert (export / "preprocessor_config.json").exists()
+    assert 'pipe = pipeline("image-classification", model=PATH)' in (export / "README.md").read_text()
     predicted = new_run(tmp_path, in_process, "predict", export, *data, "--data.eval_batch_size=3")
     rows = [json.loads(line) for line in (predicted / "predict_results.jsonl").read_text().splitlines()]
     assert [row["index"] for row in rows] == list(range(10))

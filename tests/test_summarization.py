@@ -218,6 +218,9 @@ def test_export_equals_pipeline_and_predictions_in_input_order(t5_dir: Path, xsu
     assert [row["index"] for row in rows] == list(range(5)) and [row["summary"] for row in rows] == lines
     exported = AutoModelForSeq2SeqLM.from_pretrained(fitted / "huggingface").eval()
     tokenizer = AutoTokenizer.from_pretrained(fitted / "huggingface")
+    assert exported.config.task_specific_params == {"summarization": {"prefix": "summarize: "}}  # T5's default
+    card = (fitted / "huggingface" / "README.md").read_text()
+    assert "pipeline_tag: summarization" in card and "tokenizer('summarize: ...', return_tensors=\"pt\")" in card
     assert not torch.equal(exported.lm_head.weight, T5ForConditionalGeneration.from_pretrained(t5_dir).lm_head.weight)
     summaries = []
     for doc in documents:  # one at a time, as a pipeline with batch_size=1 would

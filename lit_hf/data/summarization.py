@@ -164,6 +164,11 @@ class SummarizationDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
 
+    def task_params(self) -> dict[str, dict[str, str]]:
+        """What an export writes into the model config's `task_specific_params`: the source prefix this data puts
+        before every document, under the key T5's configs use (`summarization`)."""
+        return {"summarization": {"prefix": self._settings(notify=False)[1]}}
+
     def _eval_loader(self, split: str) -> DataLoader:
         return seq2seq_eval_loader(self.datasets[split], self.hparams, self.tokenizer, self.trainer)
 
