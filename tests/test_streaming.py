@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import logged, reference_blocks
+import torch
+from reference import logged, reference_blocks, run_lit_hf
 
+import lit_hf.data.block_stream as block_stream
 import lit_hf.data.streaming as streaming
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
@@ -40,7 +42,7 @@ def test_streamed_blocks_equal_the_map_style_blocks(
     """A WikiText file (250 lines) streamed in batches of 4: the blocks are the cached split's in its order (and,
     unpacked, the plain per-line reference), all but the last partial batch; no training data is cached. The
     tokenizer gets 7 rows a call, so blocks continue across many calls."""
-    monkeypatch.setattr(streaming, "ROWS_PER_TOKENIZER_CALL", 7)
+    monkeypatch.setattr(block_stream, "ROWS_PER_TOKENIZER_CALL", 7)
     text = data_dir / "wikitext/wiki_00"
     options = {"train_file": str(text), "block_size": 32, "batch_size": 4, "packing": packing}
     options |= {"add_eos_between_documents": packing}
@@ -67,8 +69,8 @@ def test_worker_reads_the_same_blocks_ahead(tmp_path, data_dir, causal_lm_dir):
 
 def test_shuffle_buffer_is_a_seeded_permutation():
     items = list(range(100))
-    once, again = (list(streaming.shuffled(iter(items), 10, np.random.default_rng(3))) for _ in "ab")
-    other_seed = list(streaming.shuffled(iter(items), 10, np.random.default_rng(4)))
+    once, again = (list(block_stream.shuffled(iter(items), 10, np.random.default_rng(3))) for _ in "ab")
+    other_seed = list(block_stream.shuffled(iter(items), 10, np.random.default_rng(4)))
     assert sorted(once) == items and once == again and once != items and other_seed != once
     assert all(once.index(i) >= i - 10 for i in items)  # nothing comes out before it entered the buffer of 10
 
@@ -165,6 +167,64 @@ def test_resumed_stream_equals_uninterrupted(tmp_path, data_dir, causal_lm_dir):
     assert logged(cut, "train/loss") == whole and sorted(whole) == list(range(14))
     assert logged(cut, "val/loss") == logged(tmp_path / "whole", "val/loss")
     assert [whole[s] for s in range(10, 14)] != [whole[s] for s in range(4)]  # epoch 1 is shuffled anew
+
+
+def test_resumed_unshuffled_stream_reads_on_from_its_place(
+    tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, monkeypatch
+):
+    """Unshuffled, the checkpoint holds the stream's place: the resumed fit logs the uninterrupted losses, and its
+    tokenizer starts at the row holding token 256 of the file (epoch 1's 9th block of 32: 8 were consumed)."""
+    model, plain = causal_lm_dir("gpt2"), "--data.streaming_shuffle_buffer=0"
+    main(fit_args(tmp_path / "whole", data_dir, model, 14, plain))
+    cut = tmp_path / "cut"
+    main(fit_args(cut, data_dir, model, 12, plain))
+    tokenized, tokenize = [], streaming.tokenize_text
+    monkeypatch.setattr(streaming, "tokenize_text", lambda b, **kw: tokenized.append(b["text"]) or tokenize(b, **kw))
+    main(fit_args(cut, data_dir, model, 14, plain, "--ckpt_path=last"))
+    assert logged(cut, "train/loss") == logged(tmp_path / "whole", "train/loss")
+    lines = (data_dir / "wikitext/wiki_00").read_text(encoding="utf-8").splitlines(keepends=True)
+    ends = np.cumsum([len(gpt2_tokenizer(line)["input_ids"]) for line in lines])
+    row = int(np.searchsorted(ends, 8 * 32, side="right"))  # the first row with tokens past the 256th
+    assert row > 0 and tokenized[0][0] == lines[row]
+
+
+def test_two_processes_resume_each_at_its_own_place(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):
+    """DDP over gloo, process 0 holding 3x the text, so the two places differ: a fit cut mid-epoch 1 and resumed
+    logs the uninterrupted losses (each process reads on from its own place)."""
+    rows = unequal_rows(tmp_path / "rows.jsonl", data_dir / "wikitext/wikitext-2/valid.txt")
+    shares = [[i for row in rows[r::2] for i in gpt2_tokenizer(row)["input_ids"]] for r in (0, 1)]
+    steps = min(len(share) // 16 // 2 for share in shares)  # per epoch, blocks of 16, batches of 2
+    base = [
+        "fit",
+        "--model=lit_hf.tasks.CausalLMTask",
+        f"--model.model_name_or_path={causal_lm_dir('gpt2')}",
+        "--model.lr_scheduler_type=constant",  # the same rate whatever max_steps
+        "--data=lit_hf.data.LanguageModelingDataModule",
+        f"--data.train_file={tmp_path / 'rows.jsonl'}",
+        "--data.streaming=true",
+        "--data.validation_split_percentage=0",
+        "--data.block_size=16",
+        "--data.batch_size=2",
+        "--seed_everything=0",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.every_n_train_steps=1",
+        "--trainer.callbacks.save_top_k=0",
+    ]
+    run_lit_hf(*base, f"--trainer.max_steps={steps + 3}", f"--trainer.default_root_dir={tmp_path / 'whole'}")
+    cut = [f"--trainer.default_root_dir={tmp_path / 'cut'}"]
+    run_lit_hf(*base, f"--trainer.max_steps={steps + 1}", *cut)
+    saved = torch.load(tmp_path / "cut/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    (state,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert state["seen"] == 1 and len(state["places"]) == 2 and state["places"][0] != state["places"][1]
+    run_lit_hf(*base, f"--trainer.max_steps={steps + 3}", *cut, "--ckpt_path=last")
+    whole = logged(tmp_path / "whole", "train/loss")
+    assert logged(tmp_path / "cut", "train/loss") == whole and sorted(whole) == list(range(steps + 3))
 
 
 PEAK_RSS = """import resource, sys

@@ -2,9 +2,8 @@
 process its share of the rows, every process the same number of batches, resumable mid-epoch."""
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -14,79 +13,27 @@ from datasets import Dataset, DatasetDict, NamedSplit
 from datasets import IterableDataset as RowStream
 from datasets.distributed import split_dataset_by_node
 from datasets.fingerprint import Hasher
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.lm_blocks import cut_blocks
+from lit_hf.data.block_stream import BlockStream
 from lit_hf.data.lm_inputs import collate_blocks, document_separator, tokenize_text
 from lit_hf.data.prepared import running_stage
 from lit_hf.data.sources import load_files, load_hub, missing_split
 from lit_hf.errors import ConfigError, LitHFError
 
-ROWS_PER_TOKENIZER_CALL = 1000  # as Dataset.map(batched=True) calls it
 TEXT_CHUNK_BYTES = 1 << 20  # a text file is read 1 MiB at a time (datasets' text builder: 10 MiB by default)
-
-
-def stream_blocks(token_rows: Iterable[list[list[int]]], block_size: int, packing: bool) -> Iterator[dict]:
-    """`group_blocks` as a stream: batches of token rows in, `block_size` blocks out (`lm_blocks.cut_blocks`, as the
-    map-style path cuts its chunks), the tokens of an unfinished block carried into the next batch and the final
-    remainder dropped."""
-    ids, lengths = np.zeros(0, np.int32), np.zeros(0, np.int64)
-    for rows in token_rows:
-        new_lengths = np.fromiter(map(len, rows), np.int64, len(rows))
-        new_ids = np.fromiter(chain.from_iterable(rows), np.int32, int(new_lengths.sum()))
-        blocks, positions, ids, lengths = cut_blocks(
-            np.concatenate([ids, new_ids]), np.concatenate([lengths, new_lengths]), block_size, packing
-        )
-        for i, block in enumerate(blocks):
-            yield {"input_ids": block} if positions is None else {"input_ids": block, "position_ids": positions[i]}
-
-
-def shuffled(items: Iterator[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
-    """Items in a random order drawn from a buffer of `buffer_size`: each new item takes the place of a random one,
-    which comes out (the buffer shuffle of `datasets.IterableDataset.shuffle`)."""
-    buffer = list(islice(items, buffer_size))
-    for item in items:
-        i = int(rng.integers(len(buffer)))
-        buffer[i], item = item, buffer[i]
-        yield item
-    yield from (buffer[i] for i in rng.permutation(len(buffer)))
-
-
-class BlockStream(IterableDataset):
-    """This process's training blocks for one epoch: its rows (`rows`, already split by node) tokenized and grouped,
-    shuffled in a buffer seeded by (seed, epoch, rank) when `shuffle_buffer` > 0, the first `skip` left out."""
-
-    def __init__(self, rows: RowStream, tokenize: Callable, *, block_size: int, packing: bool, text_column: str,
-                 shuffle_buffer: int, seed: int, rank: int, limit: int | None) -> None:  # fmt: skip
-        self.rows, self.tokenize, self.text_column = rows, tokenize, text_column
-        self.block_size, self.packing, self.shuffle_buffer = block_size, packing, shuffle_buffer
-        self.seed, self.rank, self.limit = seed, rank, limit
-        self.epoch = self.skip = 0
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        token_rows = (self._token_ids(batch) for batch in self.rows.iter(batch_size=ROWS_PER_TOKENIZER_CALL))
-        blocks = islice(stream_blocks(token_rows, self.block_size, self.packing), self.limit)
-        if self.shuffle_buffer:
-            blocks = shuffled(blocks, self.shuffle_buffer, np.random.default_rng([self.seed, self.epoch, self.rank]))
-        return islice(blocks, self.skip, None)  # skipping reads and tokenizes the skipped part again: exact, not free
-
-    def _token_ids(self, batch: dict[str, list]) -> list[list[int]]:
-        if self.text_column not in batch:
-            raise LitHFError(
-                f"The streamed train split has no column {self.text_column!r} (columns: {', '.join(batch)}); "
-                "set --data.text_column."
-            )
-        return self.tokenize(batch)["input_ids"]
 
 
 class StreamLoader(DataLoader):
     """Batches of a `BlockStream` that end on every process at once, whose position Lightning saves in checkpoints.
 
     Processes hold different rows, so one may run out of blocks first; DDP would then wait forever for its
-    gradients. Before each batch the processes agree (one all-reduce of a flag) that all of them have one, so every
-    process stops at the smallest count: the extra batches of the others are dropped for this epoch, as is the last
-    partial batch. A resumed epoch reads its stream again from the start and leaves out the batches consumed.
+    gradients. Before each batch the processes agree (one all-gather of a flag and their stream places) that all of
+    them have one, so every process stops at the smallest count: the extra batches of the others are dropped for
+    this epoch, as is the last partial batch. A checkpoint holds each process's place after the batches consumed:
+    a resumed unshuffled epoch reads on from there (the rows before it read, not tokenized); a shuffled one makes
+    the epoch's blocks again and leaves out those consumed.
 
     `position` gives the trainer's epoch and the batches of it the training loop has taken: Lightning fetches a batch
     ahead of those from a loader without a length, so the loader's own count would be one too many in a checkpoint.
@@ -96,43 +43,66 @@ class StreamLoader(DataLoader):
                  position: Callable[[], tuple[int, int]] | None = None) -> None:  # fmt: skip
         # One stream is one sequence: a second worker would read the same rows again, so at most one reads ahead.
         workers = min(num_workers, 1)
-        super().__init__(stream, batch_size=batch_size, collate_fn=collate_blocks, num_workers=workers, drop_last=True)
+        super().__init__(stream, batch_size=batch_size, collate_fn=collate_placed, num_workers=workers, drop_last=True)
         self.position, self._resume = position, None
+        self._places: dict[int, list[list[int]]] = {}  # batches consumed this epoch -> every process's place
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # A generator: this runs at the first batch, when the trainer's epoch is the one being trained.
         stream: BlockStream = self.dataset
         stream.epoch = self.position()[0] if self.position else 0
-        resume_epoch, seen = self._resume or (stream.epoch, 0)
-        stream.skip = (seen if resume_epoch == stream.epoch else 0) * self.batch_size
-        self._resume, batches, count = None, super().__iter__(), 0
-        while all_processes(batch := next(batches, None)):
+        resume_epoch, seen, places = self._resume or (stream.epoch, 0, None)
+        seen = seen if resume_epoch == stream.epoch else 0
+        places = places if seen and places and len(places) == world_size() and not stream.shuffle_buffer else None
+        stream.start, stream.consumed = (tuple(places[stream.rank]), seen * self.batch_size) if places else ((0, 0), 0)
+        stream.skip = 0 if places else seen * self.batch_size
+        self._resume, self._places, batches, count = None, {seen: places}, super().__iter__(), seen
+        while (agreed := all_processes(batch := next(batches, None))) is not None:
             count += 1
+            # kept for the last batches: the trainer, which fetches ahead, counts fewer consumed than were made
+            self._places = {n: p for n, p in self._places.items() if n >= count - 2} | {count: agreed}
             yield batch
-        if count == 0 and stream.skip == 0:
+        if count == seen and stream.skip == 0 and not places:
             raise LitHFError(
                 f"The training stream gave no batch of {self.batch_size} blocks of {stream.block_size} tokens on "
                 "some process; lower --data.batch_size or --data.block_size, or stream more text."
             )
 
-    def state_dict(self) -> dict[str, int]:
-        """The epoch, the seed and the batches of it each process has consumed (all processes consume the same)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch, the seed, the batches of it each process has consumed (all consume the same) and each one's
+        place in its rows after them (None where not known, e.g. shuffled: a resume then makes the blocks again)."""
         epoch, seen = self.position() if self.position else (self.dataset.epoch, 0)
-        return {"epoch": epoch, "seed": self.dataset.seed, "seen": seen}
+        places = self._places.get(seen) if epoch == self.dataset.epoch and not self.dataset.shuffle_buffer else None
+        return {"epoch": epoch, "seed": self.dataset.seed, "seen": seen, "places": places}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.seed = state["seed"]  # the order of the run that saved it, whatever seed this run drew
-        self._resume = (state["epoch"], state["seen"])
+        self._resume = (state["epoch"], state["seen"], state.get("places"))  # no places: checkpoints before them
 
 
-def all_processes(batch: Any) -> bool:
-    """Whether every process has a batch (`batch` is not None here): one all-reduce when distributed."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return batch is not None
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    flag = torch.tensor([int(batch is not None)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+def collate_placed(examples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """`collate_blocks`, and the stream place after the batch's last block (`stream_place`, taken off the batch by
+    `StreamLoader` before the model sees it)."""
+    return {**collate_blocks(examples), "stream_place": torch.from_numpy(examples[-1]["stream_place"])}
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_processes(batch: dict[str, torch.Tensor] | None) -> list[list[int]] | None:
+    """Every process's stream place after its `batch` when every process has one (one all-gather when
+    distributed); None when one has none. Takes the place off the batch."""
+    place = batch.pop("stream_place").tolist() if batch is not None else [-1, -1]
+    mine = torch.tensor([int(batch is not None), *place], dtype=torch.int64)
+    if world_size() == 1:
+        return [place] if batch is not None else None
+    if dist.get_backend() == "nccl":
+        mine = mine.to(torch.device("cuda", torch.cuda.current_device()))
+    gathered = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(gathered, mine)
+    rows = [t.tolist() for t in gathered]
+    return [row[1:] for row in rows] if all(row[0] for row in rows) else None
 
 
 def train_loader(hp: Any, files: dict[str, str], tokenizer: PreTrainedTokenizerBase, block_size: int,
