@@ -37,19 +37,18 @@ def stream_blocks(
         ids, lengths = np.concatenate([ids, new_ids]), np.concatenate([lengths, new_lengths])
         ends = np.cumsum(lengths)
         blocks, positions, ids, rest = cut_blocks(ids, lengths, block_size, packing)
+        places = buffer_places(np.arange(len(blocks) + 1) * block_size, ends, first_row, skipped)  # (blocks + 1, 2)
         for i, block in enumerate(blocks):
-            place = np.array(_place_after((i + 1) * block_size, ends, first_row, skipped), dtype=np.int64)
-            out = {"input_ids": block, "stream_place": place}
+            out = {"input_ids": block, "stream_place": places[i + 1]}
             yield out if positions is None else {**out, "position_ids": positions[i]}
-        first_row, skipped = _place_after(len(blocks) * block_size, ends, first_row, skipped)
-        lengths = rest
+        (first_row, skipped), lengths = places[-1].tolist(), rest
 
 
-def _place_after(tokens: int, ends: np.ndarray, first_row: int, skipped: int) -> Place:
-    """The place of the buffer's token number `tokens`, given the buffer's cumulative row ends."""
-    k = int(np.searchsorted(ends, tokens, side="right"))  # the row holding it, or the row after the buffer
-    into = tokens - (int(ends[k - 1]) if k else 0)
-    return first_row + k, into + (skipped if k == 0 else 0)
+def buffer_places(tokens: np.ndarray, ends: np.ndarray, first_row: int, skipped: int) -> np.ndarray:
+    """The places of the buffer's tokens numbered `tokens`, given the buffer's cumulative row ends: (len(tokens), 2)."""
+    k = np.searchsorted(ends, tokens, side="right")  # the row holding each, or the row after the buffer
+    into = tokens - np.concatenate([[0], ends])[k] + np.where(k == 0, skipped, 0)
+    return np.stack([first_row + k, into], axis=1).astype(np.int64)
 
 
 def shuffled(items: Iterator[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
