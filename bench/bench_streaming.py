@@ -6,7 +6,12 @@ epoch of its training loader, no model: map-style tokenizes and caches in `prepa
 so its first epoch is timed), streaming tokenizes as it reads. Blocks/s counts from `prepare_data` to the last
 batch; peak RSS is the process's own (ru_maxrss).
 
-    python bench/bench_streaming.py [--megabytes 2 12]
+Resume: on the largest corpus, a streamed loader given the checkpoint state of batch `--resume-at` (a fraction of
+the epoch; the place computed here from the corpus tokenized line by line) against the same state without a place
+(which makes the epoch's blocks again and leaves out those consumed): seconds to the first batch, each checked to be
+that batch of the token stream.
+
+    python bench/bench_streaming.py [--megabytes 2 12] [--resume-at 0.9]
 """
 
 import argparse
@@ -31,6 +36,41 @@ print(blocks, blocks / (time.perf_counter() - start), resource.getrusage(resourc
 """
 
 
+RESUME = """import sys, time
+import numpy as np
+from transformers import AutoTokenizer
+from lit_hf.data import LanguageModelingDataModule
+tokenizer, corpus, cache, fraction = sys.argv[1:]
+batch, block = 8, 128
+lines = open(corpus, encoding="utf-8").read().splitlines(keepends=True)
+rows = AutoTokenizer.from_pretrained(tokenizer)(lines)["input_ids"]
+stream = np.concatenate([np.array(row, dtype=np.int64) for row in rows])
+seen = int(len(stream) // (batch * block) * float(fraction))  # batches consumed before the checkpoint
+ends = np.cumsum([len(row) for row in rows])
+row = int(np.searchsorted(ends, seen * batch * block, side="right"))  # the place: the row with the next token
+place = [row, seen * batch * block - (int(ends[row - 1]) if row else 0)]
+want = stream[seen * batch * block : (seen + 1) * batch * block].reshape(batch, block)
+dm = LanguageModelingDataModule(tokenizer_name_or_path=tokenizer, train_file=corpus, data_cache_dir=cache,
+    streaming=True, validation_split_percentage=0, block_size=block, batch_size=batch)
+dm.prepare_data(); dm.setup("fit")
+for places in ([place], None):
+    loader = dm.train_dataloader()
+    loader.load_state_dict({"epoch": 0, "seed": 0, "seen": seen, "places": places})
+    start = time.perf_counter()
+    got = next(iter(loader))["input_ids"].numpy()
+    print(seen, time.perf_counter() - start, int(np.array_equal(got, want)))
+"""
+
+
+def resume(tokenizer: Path, corpus: Path, cache: Path, fraction: float) -> list[tuple[int, float, bool]]:
+    """(batch resumed at, seconds to it, equal to the stream's) by place, then by making the blocks again."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", RESUME, str(tokenizer), str(corpus), str(cache), str(fraction)],
+                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    lines = done.stdout.split("\n")[-3:-1]
+    return [(int(seen), float(seconds), equal == "1") for seen, seconds, equal in map(str.split, lines)]
+
+
 def run(tokenizer: Path, corpus: Path, cache: Path, mode: str) -> tuple[int, float, float]:
     """(blocks, blocks per second, peak RSS in MiB) of one epoch in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -43,6 +83,7 @@ def run(tokenizer: Path, corpus: Path, cache: Path, mode: str) -> tuple[int, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, nargs="+", default=[2, 12])
+    parser.add_argument("--resume-at", type=float, default=0.9, help="fraction of the epoch consumed before resuming")
     args = parser.parse_args()
     from transformers import GPT2Tokenizer
 
@@ -65,6 +106,13 @@ def main() -> None:
         small, large = min(args.megabytes), max(args.megabytes)
         for mode in ("map-style", "streaming"):
             print(f"peak RSS growth {small} -> {large} MB, {mode}: {peaks[large, mode] - peaks[small, mode]:+.1f} MiB")
+        corpus = Path(tmp) / f"corpus-{large}mb.txt"
+        (seen, by_place, same), (_, again, same_again) = resume(tokenizer, corpus, Path(tmp) / "resume", args.resume_at)
+        print(
+            f"streamed resume at batch {seen} of {large} MB: first batch after {by_place:.2f} s from the checkpoint's "
+            f"place, {again:.2f} s making the blocks again ({again / by_place:.1f}x); "
+            f"both the stream's batch: {same and same_again}"
+        )
 
 
 if __name__ == "__main__":

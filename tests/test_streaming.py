@@ -188,6 +188,25 @@ def test_resumed_unshuffled_stream_reads_on_from_its_place(
     assert row > 0 and tokenized[0][0] == lines[row]
 
 
+def test_a_state_without_this_runs_places_makes_the_blocks_again(tmp_path, data_dir, causal_lm_dir):
+    """A checkpoint from before places, or places of another number of processes (here 2 on 1; the first one
+    deliberately wrong), cannot place the stream: the loader makes the epoch's blocks again and leaves out those
+    consumed, so the first batch is still the 6th of the epoch; with this run's place it is too."""
+    options = {"train_file": str(data_dir / "wikitext/wiki_00"), "block_size": 32, "batch_size": 4, "streaming": True}
+    dm = data_module(tmp_path, causal_lm_dir("gpt2"), **options)
+    epoch = [batch["input_ids"] for batch in dm.train_dataloader()]
+    loader = dm.train_dataloader()
+    batches = iter(loader)
+    for _ in range(5):
+        next(batches)
+    (own,) = loader._places[5]  # this process's place after 5 batches
+    for places in (None, [[0, 0], own], [own]):
+        resumed = dm.train_dataloader()
+        state = {"epoch": 0, "seed": 0, "seen": 5} | ({} if places is None else {"places": places})
+        resumed.load_state_dict(state)
+        np.testing.assert_array_equal(next(iter(resumed))["input_ids"], epoch[5])
+
+
 def test_two_processes_resume_each_at_its_own_place(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):
     """DDP over gloo, process 0 holding 3x the text, so the two places differ: a fit cut mid-epoch 1 and resumed
     logs the uninterrupted losses (each process reads on from its own place)."""
