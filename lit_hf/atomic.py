@@ -47,16 +47,10 @@ def replaced(path: Path) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
+        _put_in_place(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
-    if path.is_dir():
-        old = temporary_name(path, "old")
-        path.rename(old)
-        tmp.rename(path)
-        _remove(old)
-    else:
-        os.replace(tmp, path)
     remove_stale(path.parent)
 
 
@@ -87,6 +81,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
         except RuntimeError as err:
             raise LitHFError(incomplete_message(str(path), err)) from err
+
+
+def _put_in_place(tmp: Path, path: Path) -> None:
+    """Renames `tmp` to `path`; a folder there is moved aside first and comes back if the rename fails."""
+    if not path.is_dir():
+        os.replace(tmp, path)
+        return
+    old = temporary_name(path, "old")
+    path.rename(old)
+    try:
+        tmp.rename(path)
+    except BaseException:
+        old.rename(path)
+        raise
+    _remove(old)
 
 
 def _running(pid: int) -> bool:

@@ -11,8 +11,18 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_hf.atomic import write_text
-from lit_hf.export import data_task_params, export_pretrained, load_checkpoint, model_card, model_weights
+from lit_hf.errors import LitHFError
+from lit_hf.export import (
+    data_task_params,
+    export_pretrained,
+    export_refusal,
+    load_checkpoint,
+    model_card,
+    model_weights,
+)
+from lit_hf.paths import LocalPath
 from lit_hf.predictions import log_dir
+from lit_hf.trust import inside
 
 
 class ResultsWriter(L.Callback):
@@ -98,6 +108,10 @@ class SavePretrained(L.Callback):
     (gathered through the strategy, so sharded FSDP runs save whole tensors). CLI: `--save_pretrained.enabled=false`
     switches the export off, `--save_pretrained.weights=last` exports the last weights even with a monitor.
 
+    The export's folder follows `python -m lit_hf export`'s rules, checked before training: a new or empty folder,
+    or an earlier lit_hf export with `overwrite`; a best checkpoint is loaded only from the run's own checkpoint
+    folder, weights only (a resumed checkpoint names its own best one, anywhere).
+
     With LoRA the export holds the adapters (`PeftModel.from_pretrained(base, dir)`) or, with
     `--model.merge_adapters=true`, merged weights.
 
@@ -105,10 +119,23 @@ class SavePretrained(L.Callback):
         enabled: Export at the end of fit.
         weights: "best": the monitored checkpoint's best weights (the last weights when nothing is monitored);
             "last": the weights fit ended with.
+        export_dir: Where the export goes (a new or empty folder); default `huggingface` in the run's log folder.
+        overwrite: Replace an earlier lit_hf export in that folder.
     """
 
-    def __init__(self, enabled: bool = True, weights: Literal["best", "last"] = "best") -> None:
-        self.enabled, self.weights = enabled, weights
+    def __init__(
+        self,
+        enabled: bool = True,
+        weights: Literal["best", "last"] = "best",
+        export_dir: LocalPath | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.enabled, self.weights, self.overwrite = enabled, weights, overwrite
+        self.export_dir = None if export_dir is None else Path(export_dir)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.enabled:
+            self._check(trainer, None)  # before training: a refused folder costs no training
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = getattr(pl_module, "model", None)
@@ -116,20 +143,49 @@ class SavePretrained(L.Callback):
             return
         folder = log_dir(trainer)  # collective: all ranks
         best = self._best_path(trainer)
+        target = self._check(trainer, best)
         # collective under FSDP; ShardedStrategy's own gives whole tensors, not this rank's shards
         full_state = getattr(trainer.strategy, "full_state_dict", trainer.strategy.lightning_module_state_dict)
         state = None if best else full_state()
         if trainer.is_global_zero:
-            state = load_checkpoint(best)["state_dict"] if best else state
+            state = load_checkpoint(best)["state_dict"] if best else state  # weights only
             metrics = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in trainer.callback_metrics.items()}
             params = data_task_params(trainer.datamodule)  # seq2seq: the source prefix the model learned with
             card = model_card(pl_module, metrics, folder / "config.yaml", best or f"the end of fit ({folder})", params)
-            target = export_pretrained(pl_module, model_weights(state), folder / "huggingface", card, params)
+            export_pretrained(pl_module, model_weights(state), target, card, params)
             print(f"transformers model saved to {target}" + (f" (best checkpoint {best})" if best else ""))
         trainer.strategy.barrier()
+
+    def _check(self, trainer: L.Trainer, best: str | None) -> Path:
+        """The export's folder, if it and `best` may be used; rank zero looks and every rank raises what it found
+        (a problem found on one rank alone would leave the others waiting)."""
+        target = self.export_dir or log_dir(trainer) / "huggingface"
+        problem = None
+        if trainer.is_global_zero:
+            option = "--save_pretrained.export_dir" if self.export_dir else "The fit-end export's folder"
+            in_run = self.export_dir is None  # its default place is in the run's own folder
+            problem = export_refusal(target, self.overwrite, option, "--save_pretrained.overwrite", in_run)
+            problem = problem or untrusted_best(trainer, best)
+        problem = trainer.strategy.broadcast(problem)
+        if problem is not None:
+            raise LitHFError(problem)
+        return target
 
     def _best_path(self, trainer: L.Trainer) -> str | None:
         callback = trainer.checkpoint_callback
         if self.weights == "last" or callback is None or not getattr(callback, "monitor", None):
             return None
         return getattr(callback, "best_model_path", "") or None
+
+
+def untrusted_best(trainer: L.Trainer, best: str | None) -> str | None:
+    """Why `best` may not be loaded, or None: a checkpoint outside the checkpoint callback's folder came from the
+    checkpoint the fit resumed (Lightning restores `best_model_path` from it whatever folder it names)."""
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    if best is None or (folder is not None and inside(best, folder)):
+        return None
+    return (
+        f"the best checkpoint {best!r} (restored from --ckpt_path) is not in this run's checkpoint folder "
+        f"{str(folder)!r}, so it is not loaded and nothing was exported; export a checkpoint you trust with "
+        "`python -m lit_hf export`, or give --save_pretrained.weights=last."
+    )

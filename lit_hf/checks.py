@@ -10,6 +10,7 @@ import lightning as L
 import torch
 
 from lit_hf.errors import LitHFError, first_line
+from lit_hf.trust import check_sharded_checkpoint, unsafe_message
 
 CPU_PROCESSES_PER_CORE = 2  # beyond this, processes mostly wait for a core and each holds a copy of the model
 
@@ -67,10 +68,7 @@ def check_checkpoint_file(path: str) -> None:
 
 def incomplete_message(path: str, err: BaseException) -> str:
     if "Weights only load failed" in str(err):
-        return (
-            f"--ckpt_path {path!r} holds Python objects beyond tensors and plain values, which are not loaded "
-            "(weights_only=True: loading them would run code from the file); give a checkpoint lit_hf wrote."
-        )
+        return unsafe_message(path)
     cause = first_line(err).split(". ")[0]  # torch's zip error goes on for three more sentences
     return (
         f"--ckpt_path {path!r} is not a complete checkpoint ({cause}); it was cut short or is not a Lightning "
@@ -78,15 +76,17 @@ def incomplete_message(path: str, err: BaseException) -> str:
     )
 
 
-def checkpoint_hparams(path: str) -> dict[str, Any]:
-    """The hyperparameters saved in a checkpoint, read with `weights_only=True` (memory-mapped: the tensors are not
-    read); a missing, truncated or foreign file is a LitHFError. A sharded (FSDP) checkpoint folder holds its
-    hyperparameters among the shards: Lightning reads it, and nothing is checked here."""
+def checkpoint_hparams(path: str, weights_only: bool = True) -> dict[str, Any]:
+    """The hyperparameters saved in a checkpoint, read with `weights_only=True` unless the user said otherwise
+    (memory-mapped: the tensors are not read); a missing, truncated or foreign file is a LitHFError. A sharded (FSDP)
+    checkpoint folder is only checked as safe to load: Lightning reads its hyperparameters among the shards."""
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, ".metadata")):  # torch.distributed.checkpoint
+        if weights_only:
+            check_sharded_checkpoint(Path(path))
         return {}
     check_checkpoint_file(path)
     try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+        checkpoint = torch.load(path, weights_only=weights_only, map_location="cpu", mmap=True)
     except Exception as err:  # noqa: BLE001 (zip, pickle and EOF errors all mean the same: not a whole checkpoint)
         raise LitHFError(incomplete_message(path, err)) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

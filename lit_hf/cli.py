@@ -4,18 +4,20 @@ import importlib
 import inspect
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 
 import torch
-from jsonargparse import Namespace
+from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lit_hf import checks
+from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli_errors import explain_parse_error, option_strings
-from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.errors import ConfigError, LitHFError, say
+from lit_hf.export import check_export_target
 from lit_hf.paths import plain
 from lit_hf.resume import RandomState, last_checkpoint
 
@@ -67,6 +69,10 @@ class LitHFCLI(LightningCLI):
         Generation length follows the data's target length unless the task sets `max_new_tokens`.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        saving = config.get("save_pretrained")
+        if self.subcommand == "fit" and saving and saving.enabled and saving.export_dir:  # before the model loads
+            folder, overwrite = Path(saving.export_dir), saving.overwrite
+            check_export_target(folder, overwrite, "--save_pretrained.export_dir", "--save_pretrained.overwrite")
         what_runs(config.trainer)
         checks.check_devices(config.trainer.accelerator, config.trainer.devices)
         if self.subcommand == "predict":
@@ -106,7 +112,9 @@ class LitHFCLI(LightningCLI):
             raise ConfigError(explain_parse_error(str(err), option_strings(parser))) from err
 
     def _parse_ckpt_path(self) -> None:
-        """`--ckpt_path` must be a complete checkpoint of the `--model` task; its hyperparameters join the config.
+        """`--ckpt_path` must be a complete checkpoint of the `--model` task, loadable without running code; its
+        hyperparameters join the config, except the model options the user gave and `trust_remote_code`
+        (`lit_hf.trust.checkpoint_choices`).
 
         Lightning's own version reads any file that exists and puts the checkpoint's task in place of `--model`
         without a word, so a classifier's checkpoint under `--model=CausalLMTask` failed deep in the loss.
@@ -115,19 +123,21 @@ class LitHFCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not checks.is_local_checkpoint(ckpt_path):
             return
-        hparams = checks.checkpoint_hparams(ckpt_path)
+        weights_only = weights_only_choice(self.config[subcommand].get("weights_only"), ckpt_path)
+        hparams = checks.checkpoint_hparams(ckpt_path, weights_only)
         hparams.pop("_instantiator", None)
         given = self.config[subcommand].get("model")
         checks.check_checkpoint_task(ckpt_path, hparams.get("_class_path"), getattr(given, "class_path", None))
         if not hparams:
             return
+        # The command line's own --model options win over the checkpoint's (`predict --model.max_new_tokens=16`).
+        named = command_line_options(getattr(self, "_command_line", []), "model")
+        init_args = self.config[subcommand].model.init_args
+        chosen = set(named) | changed_options(given.class_path, init_args)
+        hparams = trust.checkpoint_choices(ckpt_path, hparams, init_args, chosen)
+        explicit = {key: init_args[key] for key in named if key in init_args}
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        # The command line's own --model options win over the checkpoint's (`predict --model.max_new_tokens=16`).
-        given = self.config[subcommand].model.init_args
-        explicit = {
-            key: given[key] for key in command_line_options(getattr(self, "_command_line", []), "model") if key in given
-        }
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         except ArgumentError as err:
@@ -174,11 +184,6 @@ def runs_on_cpu(accelerator: object) -> bool:
     return accelerator == "cpu"
 
 
-@rank_zero_only
-def say(line: str) -> None:
-    print(f"lit_hf: {line}", flush=True)
-
-
 def command_line_options(args: list[str], section: str) -> list[str]:
     """The `--section.name` (or `--section.init_args.name`) options given on a command line, by name."""
     names = []
@@ -187,6 +192,25 @@ def command_line_options(args: list[str], section: str) -> list[str]:
             name = arg.split("=", 1)[0].removeprefix(f"--{section}.").removeprefix("init_args.")
             names.append(name)
     return names
+
+
+def changed_options(class_path: str, init_args: Namespace) -> set[str]:
+    """The names of `init_args` (dotted into option groups) whose values differ from the class's defaults: options
+    the config file set (or the command line, named or not)."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(class_of(class_path), "task")
+    defaults = parser.get_defaults().task
+    return {name for name in init_args.keys() if name in defaults and init_args[name] != defaults[name]}
+
+
+def weights_only_choice(value: bool | None, ckpt_path: str) -> bool:
+    """`--weights_only` as torch.load gets it: true unless the user said false, which is said back in one line."""
+    if value is False:
+        say(
+            f"--weights_only=false: --ckpt_path {ckpt_path!r} is unpickled in full, which runs any code it holds; "
+            "only for checkpoints you made yourself."
+        )
+    return value is not False
 
 
 def main(args: list[str] | None = None) -> None:

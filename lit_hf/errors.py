@@ -20,3 +20,11 @@ def check_positive(**values: int | None) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be positive, got {value}.")
+
+
+def say(line: str) -> None:
+    """A notice to the user, once for all processes: `lit_hf: <what happens instead and why>`."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only  # here: `download` runs without Lightning
+
+    if rank_zero_only.rank == 0:
+        print(f"lit_hf: {line}", flush=True)

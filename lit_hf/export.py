@@ -2,6 +2,7 @@
 labels, tokenizer, generation config and a model card, written to a temporary folder and renamed into place."""
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import torch
 
 from lit_hf.adapters import exportable_model
 from lit_hf.atomic import replaced
+from lit_hf.checks import incomplete_message
 from lit_hf.errors import LitHFError
 from lit_hf.tasks.generation import exported_generation_config
+from lit_hf.trust import check_sharded_checkpoint
 
 # The model card's `pipeline_tag` for each lit_hf task: the hub's task name, a `pipeline()` task where transformers 5
 # still has one.
@@ -35,6 +38,7 @@ GENERATE = [
 PIPELINES = ("text-classification", "text-generation", "image-classification")
 USAGE = {tag: ["from transformers import pipeline", "", f'pipe = pipeline("{tag}", model=PATH)'] for tag in PIPELINES}
 USAGE |= {"translation": GENERATE, "summarization": GENERATE}
+MARKER = "lit_hf_export.json"  # in every export: what it wrote (export_refusal)
 
 
 def export_pretrained(
@@ -67,7 +71,66 @@ def export_pretrained(
             exported_generation_config(model, getattr(task, "generate_kwargs", {})).save_pretrained(tmp)
         if card is not None:
             (tmp / "README.md").write_text(card, encoding="utf-8")
+        write_marker(tmp)
     return Path(target)
+
+
+def write_marker(folder: Path) -> None:
+    """`lit_hf_export.json`: the files this export wrote, so that a later export replaces only these."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    marker = {"written_by": "lit_hf export", "files": files}
+    (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+
+
+def check_export_target(target: Path, overwrite: bool, option: str, overwrite_option: str) -> None:
+    """Raises what `export_refusal` finds (`option` names the folder, `overwrite_option` the way to replace it)."""
+    if (problem := export_refusal(target, overwrite, option, overwrite_option, in_run=False)) is not None:
+        raise LitHFError(problem)
+
+
+def export_refusal(target: Path, overwrite: bool, option: str, overwrite_option: str, in_run: bool) -> str | None:
+    """Why the export may not go to `target`, or None. An export replaces what is there, so it goes only to a new
+    or empty folder, or over an earlier lit_hf export that holds nothing else when the user says `overwrite`; never
+    into, onto or above a run folder that holds checkpoints (`in_run`: the fit-end export's own place in its run)."""
+    name = f"{option} {str(target)!r}"
+    if os.path.lexists(target) and not target.is_dir():
+        return f"{name} is a file, not a folder; give the name of a new folder."
+    if not in_run and (found := run_folder(target)) is not None:
+        folder, checkpoint = found
+        if folder == target.resolve():
+            return f"{name} holds checkpoints ({checkpoint.relative_to(folder)}); give a new folder outside the run."
+        return f"{name} is inside the run folder {str(folder)!r}, which holds checkpoints; give a folder outside it."
+    if not target.is_dir() or not any(target.iterdir()):
+        return None
+    written = export_files(target)
+    others = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file() and p not in (written or ()))
+    if written is None or others:
+        what = "files that are not a lit_hf export" if written is None else "files besides a lit_hf export"
+        return f"{name} holds {what} ({', '.join((others or [MARKER])[:3])}); give a new or empty folder."
+    if not overwrite:
+        return f"{name} holds an earlier lit_hf export; give {overwrite_option}=true to replace it, or a new folder."
+    return None
+
+
+def export_files(folder: Path) -> set[Path] | None:
+    """The files an earlier export in `folder` wrote (its marker among them), or None if it holds no export."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        return {folder / MARKER, *(folder / name for name in marker["files"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_folder(path: Path) -> tuple[Path, Path] | None:
+    """The run folder that `path` is or lies in (one holding `checkpoints/*.ckpt`, Lightning's layout; `path` itself
+    also when it holds `*.ckpt`), and a checkpoint in it. A folder beside a checkpoint file is not inside a run."""
+    path = path.resolve()
+    for folder in (path, *path.parents):
+        patterns = ("*.ckpt", "checkpoints/*.ckpt") if folder == path else ("checkpoints/*.ckpt",)
+        found = next((p for pattern in patterns for p in folder.glob(pattern)), None)
+        if found is not None:
+            return folder, found
+    return None
 
 
 def data_task_params(datamodule: L.LightningDataModule | None) -> dict[str, dict[str, str]]:
@@ -92,22 +155,24 @@ def source_example(task_params: dict[str, dict[str, str]]) -> str:
     return repr(prefix + "...")
 
 
-def load_checkpoint(path: str | Path, weights_only: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
     """A Lightning checkpoint on the CPU: a `.ckpt` file, or a sharded (FSDP, `torch.distributed.checkpoint`) folder
-    consolidated into full tensors."""
+    consolidated into full tensors; tensors and plain values only unless `weights_only` is false."""
     path = Path(path)
     if not path.exists():
         raise LitHFError(f"--ckpt_path {str(path)!r} does not exist.")
     try:
         if path.is_dir():
+            if weights_only:
+                check_sharded_checkpoint(path)  # torch unpickles a sharded folder's metadata in full
             # Lightning's own consolidation (what `python -m lightning.pytorch.utilities.consolidate_checkpoint` runs)
             from lightning.fabric.utilities.load import _load_distributed_checkpoint
             from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
 
             return _format_checkpoint(_load_distributed_checkpoint(path))
-        return torch.load(path, map_location="cpu", weights_only=weights_only)  # default: the user's own run
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
     except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as err:
-        raise LitHFError(f"--ckpt_path {str(path)!r} is not a readable checkpoint ({err}).") from err
+        raise LitHFError(incomplete_message(str(path), err)) from err
 
 
 def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,9 +6,17 @@ from typing import Any
 
 import lightning as L
 
-from lit_hf.cli import LitHFCLI
+from lit_hf.cli import LitHFCLI, weights_only_choice
 from lit_hf.errors import LitHFError
-from lit_hf.export import data_task_params, export_pretrained, load_checkpoint, model_card, model_weights, run_files
+from lit_hf.export import (
+    check_export_target,
+    data_task_params,
+    export_pretrained,
+    load_checkpoint,
+    model_card,
+    model_weights,
+    run_files,
+)
 
 
 class ExportCLI(LitHFCLI):
@@ -18,9 +26,25 @@ class ExportCLI(LitHFCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
         super().add_arguments_to_parser(parser)
         parser.add_argument("--ckpt_path", type=str, required=True, help="The checkpoint (.ckpt or sharded folder).")
-        parser.add_argument("--export_dir", type=str, required=True, help="Where the Hugging Face folder goes.")
-        # A run's saved config.yaml (fit's) holds this too; only weights and plain values are loaded when true.
-        parser.add_argument("--weights_only", type=bool | None, default=None, help="torch.load's weights_only.")
+        parser.add_argument(
+            "--export_dir", type=str, required=True, help="Where the Hugging Face folder goes: a new or empty folder."
+        )
+        parser.add_argument(
+            "--overwrite", type=bool, default=False, help="Replace an earlier lit_hf export in --export_dir."
+        )
+        # A run's saved config.yaml (fit's) holds this too, as null; false unpickles the checkpoint in full.
+        parser.add_argument(
+            "--weights_only", type=bool | None, default=None, help="Load tensors and plain values only (default)."
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """The export's folder and the checkpoint are checked (and read) before the model loads."""
+        config = self.config
+        check_export_target(Path(config.export_dir), config.overwrite, "--export_dir", "--overwrite")
+        self.checkpoint = load_checkpoint(config.ckpt_path, weights_only_choice(config.weights_only, config.ckpt_path))
+        if not isinstance(self.checkpoint, dict) or "state_dict" not in self.checkpoint:
+            raise LitHFError(f"--ckpt_path {config.ckpt_path!r} holds no model weights (no state_dict).")
+        super().before_instantiate_classes()
 
     def instantiate_classes(self) -> None:
         self.config_init = self.parser.instantiate_classes(self.config)
@@ -32,16 +56,15 @@ def export_main(args: list[str]) -> Path:
     """`python -m lit_hf export --config CFG [overrides] --ckpt_path CKPT --export_dir DIR`."""
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # main() passes argv without "export"
     cli = ExportCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args, save_config_callback=None)
-    task, ckpt_path = cli.model, Path(cli.config.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path, weights_only=bool(cli.config.weights_only))
-    if "state_dict" not in checkpoint:
-        raise LitHFError(f"--ckpt_path {str(ckpt_path)!r} holds no model weights (no state_dict).")
+    task, ckpt_path, checkpoint = cli.model, Path(cli.config.ckpt_path), cli.checkpoint
     task.on_load_checkpoint(checkpoint)
     load_weights(task, checkpoint["state_dict"], ckpt_path)
     metrics, config_yaml = run_files(ckpt_path)
     params = data_task_params(cli.datamodule)  # seq2seq: the source prefix the model learned with
     card = model_card(task, metrics, config_yaml, str(ckpt_path), params)
-    target = export_pretrained(task, model_weights(task.state_dict()), Path(cli.config.export_dir), card, params)
+    target = Path(cli.config.export_dir)
+    check_export_target(target, cli.config.overwrite, "--export_dir", "--overwrite")  # again: it may have appeared
+    export_pretrained(task, model_weights(task.state_dict()), target, card, params)
     print(f"transformers model saved to {target}")
     return target
 
