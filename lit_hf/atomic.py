@@ -2,6 +2,7 @@
 leaves the previous version or the new one, never half of one (a rename within one filesystem is atomic)."""
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -68,11 +69,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with replaced(Path(path)) as tmp:
-            with open(tmp, "wb") as f:
+        try:
+            with replaced(Path(path)) as tmp, open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())  # on disk before the rename makes it visible
+        except (OSError, RuntimeError) as err:
+            cause = os_error(err)
+            if cause is None:
+                raise
+            raise LitHFError(write_failed(str(path), cause)) from err
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if "://" not in str(path):
@@ -96,6 +102,26 @@ def _put_in_place(tmp: Path, path: Path) -> None:
         old.rename(path)
         raise
     _remove(old)
+
+
+def os_error(err: BaseException) -> OSError | None:
+    """The OSError behind `err`: torch's zip writer may report a failed write as `unexpected pos` (a RuntimeError)."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def write_failed(path: str, err: OSError) -> str:
+    """One line for a write that failed: its file, the system's reason, and the way out; the file is not there."""
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        way_out = "free space there or give another --trainer.default_root_dir"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        way_out = "give a --trainer.default_root_dir you can write to"
+    else:
+        way_out = "check the folder and its disk"
+    return f"Could not write {path} ({reason}); {way_out}. Nothing half-written was left, earlier files are kept."
 
 
 def _running(pid: int) -> bool:

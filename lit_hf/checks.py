@@ -9,7 +9,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_hf.errors import LitHFError, first_line
+from lit_hf.adapters import restore_frozen
+from lit_hf.errors import ConfigError, LitHFError, first_line
 from lit_hf.trust import check_sharded_checkpoint, unsafe_message
 
 CPU_PROCESSES_PER_CORE = 2  # beyond this, processes mostly wait for a core and each holds a copy of the model
@@ -18,13 +19,81 @@ CPU_PROCESSES_PER_CORE = 2  # beyond this, processes mostly wait for a core and 
 START_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "metrics.csv")
 
 
+# The least value of each Trainer count or interval, and what that value means. Lightning accepts some values below
+# these and fails later or never ends (accumulate_grad_batches=0, val_check_interval=0), and refuses others with a
+# traceback from inside the Trainer.
+TRAINER_MINIMUMS = {
+    "max_epochs": (-1, "-1 trains without an epoch limit"),
+    "max_steps": (-1, "-1 sets no step limit"),
+    "min_epochs": (0, "0 sets no minimum"),
+    "min_steps": (0, "0 sets no minimum"),
+    "accumulate_grad_batches": (1, "1 steps the optimizer after every batch"),
+    "check_val_every_n_epoch": (1, "1 validates every epoch; unset, only val_check_interval decides"),
+    "log_every_n_steps": (0, "0 logs no training steps"),
+    "num_sanity_val_steps": (-1, "-1 checks every validation batch before training, 0 none"),
+    "num_nodes": (1, "1 is this machine alone"),
+    "reload_dataloaders_every_n_epochs": (0, "0 never reloads them"),
+}
+FRACTIONS = (
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+)
+
+
+def check_trainer(trainer: Any) -> None:
+    """Counts, intervals and fractions of the Trainer out of range, refused in one line before anything is built."""
+    for name, (least, meaning) in TRAINER_MINIMUMS.items():
+        value = trainer.get(name)
+        if _is_int(value) and value < least:
+            raise ConfigError(f"--trainer.{name}={value} is out of range: it takes {least} or more ({meaning}).")
+    for name in FRACTIONS:
+        value = trainer.get(name)
+        if _is_number(value) and (value < 0 or _broken_fraction(value)):
+            raise ConfigError(
+                f"--trainer.{name}={value} is out of range: give a number of batches (0 or more) or a fraction of "
+                "them in [0.0, 1.0]."
+            )
+    interval = trainer.get("val_check_interval")
+    if _is_number(interval) and (interval <= 0 or _broken_fraction(interval)):
+        raise ConfigError(
+            f"--trainer.val_check_interval={interval} is out of range: give a number of training batches (1 or "
+            "more) or a fraction of an epoch in (0.0, 1.0]."
+        )
+    clip = trainer.get("gradient_clip_val")
+    if _is_number(clip) and not clip >= 0:
+        raise ConfigError(
+            f"--trainer.gradient_clip_val={clip} is out of range: clip at a value above 0, or leave it unset."
+        )
+
+
+def _broken_fraction(value: float) -> bool:
+    """A float above 1 that is no whole number of batches (Lightning takes 2.0 as 2 batches, and 1.5 as nothing)."""
+    return isinstance(value, float) and value > 1 and value % 1 != 0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, float) or _is_int(value)
+
+
 def check_devices(accelerator: Any, devices: Any) -> None:
     """More devices than the machine has is refused before any process starts. On CPU each device is a process:
     up to two per core still make progress (the tests run 3 on 2 cores); 64 on 2 cores started, filled the memory
     and hung."""
-    if isinstance(devices, str) and devices.isdigit():
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
-    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+    if devices == [] or (_is_int(devices) and (devices == 0 or devices < -1)):
+        raise ConfigError(
+            f"--trainer.devices={devices} runs on no device: give a number of devices (1 or more), -1 for all of "
+            "them, or a list of device ids."
+        )
+    if not _is_int(devices) or devices < 1:
         return  # "auto", -1 (all) and lists of ids are Lightning's to check
     kind = str(accelerator or "auto")
     if kind in ("gpu", "cuda") or (kind == "auto" and torch.cuda.is_available()):
@@ -41,6 +110,38 @@ def check_devices(accelerator: Any, devices: Any) -> None:
                 f"--trainer.devices={devices} asks for {devices} CPU processes, more than this machine's {cores} "
                 f"CPU cores (os.cpu_count()) can run; use --trainer.devices={cores} or fewer."
             )
+
+
+def check_output_dirs(trainer: Any) -> None:
+    """Every folder a run writes to must be a folder, or missing below a folder, that this process can write to:
+    found before the run makes any folder (Lightning makes them at its start, with a traceback when it cannot)."""
+    for option, path in output_dirs(trainer):
+        if "://" in str(path):
+            continue  # remote storage: fsspec's to check
+        existing = Path(path).expanduser().absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise LitHFError(f"{option} {str(path)!r}: {existing} is a file, not a folder; give a folder.")
+        if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only file system, even for root
+            raise LitHFError(
+                f"{option} {str(path)!r}: {existing} cannot be written to (read-only, or not yours); give a folder "
+                "you can write to."
+            )
+
+
+def output_dirs(trainer: Any) -> list[tuple[str, str]]:
+    """(option, folder) for the default root (the working directory when unset) and the `dirpath` or `save_dir`
+    of each configured callback and logger."""
+    found = [("--trainer.default_root_dir", trainer.get("default_root_dir") or os.getcwd())]
+    for key in ("callbacks", "logger"):
+        entries = trainer.get(key)
+        for entry in entries if isinstance(entries, list) else [entries]:
+            init_args = getattr(entry, "init_args", None)
+            for name in ("dirpath", "save_dir"):
+                if init_args is not None and init_args.get(name):
+                    found.append((f"--trainer.{key} {entry.class_path.rpartition('.')[2]}'s {name}", init_args[name]))
+    return found
 
 
 def check_predicts(task: type, data: type) -> None:
@@ -62,8 +163,10 @@ def is_local_checkpoint(ckpt_path: Any) -> bool:
 def check_checkpoint_file(path: str) -> None:
     if not os.path.exists(path):
         raise LitHFError(f"--ckpt_path {path!r} does not exist; give a .ckpt file a fit wrote, or 'last'.")
-    if not os.path.isfile(path):
-        raise LitHFError(f"--ckpt_path {path!r} is a directory; give a .ckpt file, e.g. {path}/last.ckpt.")
+    if not os.path.isfile(path):  # e.g. a run's version_N folder: its newest checkpoint is the likely meaning
+        found = sorted([*Path(path).glob("*.ckpt"), *Path(path).glob("checkpoints/*.ckpt")], key=os.path.getmtime)
+        example = found[-1] if found else Path(path) / "last.ckpt"
+        raise LitHFError(f"--ckpt_path {path!r} is a directory; give a .ckpt file, e.g. {example}.")
 
 
 def incomplete_message(path: str, err: BaseException) -> str:
@@ -84,6 +187,12 @@ def checkpoint_hparams(path: str, weights_only: bool = True) -> dict[str, Any]:
         if weights_only:
             check_sharded_checkpoint(Path(path))
         return {}
+    return dict(read_checkpoint(path, weights_only).get("hyper_parameters") or {})
+
+
+def read_checkpoint(path: str, weights_only: bool = True) -> dict[str, Any]:
+    """A checkpoint file read with `weights_only=True` (unless the user said otherwise), memory-mapped (its tensors
+    are not read until used); a missing, truncated or foreign file is a LitHFError."""
     check_checkpoint_file(path)
     try:
         checkpoint = torch.load(path, weights_only=weights_only, map_location="cpu", mmap=True)
@@ -93,7 +202,7 @@ def checkpoint_hparams(path: str, weights_only: bool = True) -> dict[str, Any]:
         raise LitHFError(
             f"--ckpt_path {path!r} is not a Lightning checkpoint (no state_dict); give a .ckpt a fit wrote."
         )
-    return dict(checkpoint.get("hyper_parameters") or {})
+    return checkpoint
 
 
 def check_checkpoint_task(path: str, saved: str | None, given: str | None) -> None:
@@ -102,6 +211,31 @@ def check_checkpoint_task(path: str, saved: str | None, given: str | None) -> No
         raise LitHFError(
             f"--ckpt_path {path!r} is a checkpoint of {saved}, but --model is {given}; "
             f"use --model={saved}, or a checkpoint of {given}."
+        )
+
+
+def check_checkpoint_weights(path: str, task: torch.nn.Module, weights_only: bool = True) -> None:
+    """The weights in a checkpoint file must fit the task as built: the same names and shapes that Lightning's strict
+    load will ask for (a checkpoint with adapters holds the trained weights only; the frozen ones come from the
+    model). Else the checkpoint is of another model, and the load fails with a traceback of every tensor."""
+    checkpoint = read_checkpoint(path, weights_only)  # `--ckpt_path=last` finds a file no one has checked yet
+    loaded = {"state_dict": dict(checkpoint["state_dict"] or {})}
+    restore_frozen(task, loaded)
+    saved, own = loaded["state_dict"], task.state_dict()
+    problems = [
+        f"{key} is {list(saved[key].shape)} there and {list(own[key].shape)} in the model"
+        for key in saved
+        if key in own and saved[key].shape != own[key].shape
+    ]
+    problems += [f"{key} is not in the model" for key in saved if key not in own]
+    problems += [f"{key} of the model is missing" for key in own if key not in saved]
+    if problems:
+        trained = (checkpoint.get("hyper_parameters") or {}).get("model_name_or_path")
+        raise LitHFError(
+            f"--ckpt_path {path!r} holds the weights of another model than {task.hparams.get('model_name_or_path')!r}"
+            f" ({len(problems)} differ, e.g. {problems[0]}); give the model it was trained from"
+            + (f" ({trained!r})" if trained else "")
+            + ", or a checkpoint of this one."
         )
 
 

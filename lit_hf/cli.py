@@ -2,24 +2,31 @@
 
 import importlib
 import inspect
+import os
 import sys
 from argparse import ArgumentError
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
-from lit_hf.cli_errors import explain_parse_error, option_strings
-from lit_hf.errors import ConfigError, LitHFError, say
+from lit_hf.cli_errors import check_config_files, explain_parse_error, option_strings
+from lit_hf.errors import ConfigError, LitHFError, first_line, say
 from lit_hf.export import check_export_target
 from lit_hf.paths import plain
 from lit_hf.resume import RandomState, last_checkpoint
+
+# How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
 
 
 def tokenizer_of(model_name_or_path: str, tokenizer_name: str | None) -> str:
@@ -61,7 +68,8 @@ class LitHFCLI(LightningCLI):
         parser.add_lightning_class_args(SavePretrained, "save_pretrained")  # --save_pretrained.enabled=false
 
     def before_instantiate_classes(self) -> None:
-        """Values the data decides join the task's arguments before the task is built.
+        """Trainer options out of range and output folders that cannot be written are refused, and values the data
+        decides join the task's arguments, before anything is built.
 
         A classifier's labels come from its data module (not a `link_arguments(..., apply_on="instantiate")`:
         that would hand `label_names` to tasks without it, e.g. a causal LM restored with `--ckpt_path`); the data
@@ -74,7 +82,10 @@ class LitHFCLI(LightningCLI):
             folder, overwrite = Path(saving.export_dir), saving.overwrite
             check_export_target(folder, overwrite, "--save_pretrained.export_dir", "--save_pretrained.overwrite")
         what_runs(config.trainer)
+        checks.check_trainer(config.trainer)
         checks.check_devices(config.trainer.accelerator, config.trainer.devices)
+        if self.subcommand:  # `export` writes only its --export_dir
+            checks.check_output_dirs(config.trainer)
         if self.subcommand == "predict":
             checks.check_predicts(class_of(config.model.class_path), class_of(config.data.class_path))
         model, data = config.model.init_args, config.data.init_args
@@ -91,9 +102,23 @@ class LitHFCLI(LightningCLI):
             model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
 
     def before_fit(self) -> None:
-        """`--ckpt_path=last` resumes from the newest `last.ckpt` of earlier runs (each run logs to a new folder)."""
-        if self.config_init["fit"].get("ckpt_path") == "last":
-            self.config_init["fit"]["ckpt_path"] = last_checkpoint(self.trainer) or "last"
+        self._checkpoint_to_load("fit")
+
+    def before_validate(self) -> None:
+        self._checkpoint_to_load("validate")
+
+    def before_test(self) -> None:
+        self._checkpoint_to_load("test")
+
+    def before_predict(self) -> None:
+        self._checkpoint_to_load("predict")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Trainer options Lightning refuses (with a traceback from inside the Trainer) end in one line."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:
+            raise ConfigError(f"--trainer: {first_line(err)}") from err
 
     def after_instantiate_classes(self) -> None:
         """Checkpoints are renamed into place, so a kill never leaves half of one (set here rather than as a
@@ -104,8 +129,10 @@ class LitHFCLI(LightningCLI):
             strategy.checkpoint_io = AtomicCheckpointIO()
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningArgumentParser, ArgsType)
-        """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches."""
+        """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches; the
+        `--config` files are read first, to name the file and the cause of what jsonargparse could not read."""
         self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        check_config_files(self._command_line)
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -154,7 +181,31 @@ class LitHFCLI(LightningCLI):
         except Exception as err:
             if user_error(err) is not None and self.trainer.is_global_zero:
                 checks.remove_if_empty(*fresh)
+            if user_error(err) is not None:
+                stop_started_processes(self.trainer)
             raise
+
+    def _checkpoint_to_load(self, subcommand: str) -> None:
+        """`--ckpt_path=last` is the newest `last.ckpt` of earlier runs (Lightning looks only in this run's new
+        `version_N` folder). A fit without one starts afresh, as Lightning's does; validate, test and predict stop,
+        since they would score the untrained weights. The checkpoint's weights must then fit the model."""
+        config = self.config_init[subcommand]
+        if config.get("ckpt_path") == "best":  # Lightning's name for the best checkpoint of a fit in this process
+            raise LitHFError(
+                "--ckpt_path=best names the best checkpoint of a fit in the same process, and a command runs one "
+                "subcommand; give the checkpoint file (a run's checkpoints/*.ckpt) or 'last'."
+            )
+        if config.get("ckpt_path") == "last":
+            found = last_checkpoint(self.trainer)
+            if found is None and subcommand != "fit":
+                raise LitHFError(
+                    f"--ckpt_path=last: no last.ckpt under {self.trainer.default_root_dir} (nothing was trained "
+                    f"there); give the checkpoint file, or the --trainer.default_root_dir of the fit that wrote it."
+                )
+            config["ckpt_path"] = found or "last"
+        if checks.is_local_checkpoint(config.get("ckpt_path")) and os.path.isfile(config["ckpt_path"]):
+            weights_only = config.get("weights_only") is not False  # an explicit false was said back at parse time
+            checks.check_checkpoint_weights(config["ckpt_path"], self.model, weights_only)
 
 
 def what_runs(trainer) -> None:  # noqa: ANN001 (the trainer's Namespace)
@@ -237,6 +288,8 @@ def main(args: list[str] | None = None) -> None:
         close_process_group()
     except Exception as err:
         cause = user_error(err)
+        if cause is None and rank_zero_only.rank != 0 and peer_lost(err):
+            sys.exit(1)  # another process ended first (a user error, a crash, a kill): its output says why
         if cause is None:
             raise
         if rank_zero_only.rank == 0:  # every process meets the same mistake; one says so
@@ -253,6 +306,25 @@ def close_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def stop_started_processes(trainer: Trainer) -> None:
+    """After a user error, the processes this one started (Lightning's subprocess launcher, on each node's local
+    rank 0) are stopped: they wait for it in a collective, and would each end in a gloo traceback, or with NCCL
+    wait until its timeout."""
+    for process in getattr(trainer.strategy.launcher, "procs", []):
+        process.kill()
+        process.wait()
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether `err` (or its cause) is a collective that failed because another process went away."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, RuntimeError) and any(text in str(seen) for text in PEER_LOST):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def user_error(err: BaseException) -> LitHFError | None:

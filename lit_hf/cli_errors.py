@@ -1,13 +1,21 @@
 """jsonargparse's parse errors (about 60 lines of nested Union alternatives) turned into one line: the option, what
-was wrong with it, and the close matches (difflib) or the way to list the options."""
+was wrong with it, and the close matches (difflib) or the way to list the options; and the `--config` files read
+before jsonargparse does, which names neither the file nor the cause of what it cannot read."""
 
 import difflib
 import importlib
 import inspect
+import os
 import re
 from argparse import ArgumentParser
+from typing import Any
 
 import lightning as L
+import yaml
+
+from lit_hf.errors import ConfigError
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
 
 NOISE = re.compile(r"Expected a <class 'NoneType'>|Does not validate against|Subtypes:|Errors:|Given value")
 
@@ -134,3 +142,75 @@ def _dedupe(keys: list[str]) -> list[str]:
         if key not in out:
             out.append(key)
     return out
+
+
+def check_config_files(args: list[str]) -> None:
+    """Every `--config` file of a command line must be a readable YAML mapping, and all of them of one family:
+    a second experiment's config would silently replace the first one's task and data (its init_args merged in)."""
+    seen: dict[str, tuple[str, str]] = {}  # "model"/"data" -> (file, class name) of the first file that sets it
+    for path in config_paths(args):
+        config = read_config(path)
+        for group in ("model", "data"):
+            name = class_name(config, group)
+            first = seen.setdefault(group, (path, name)) if name else None
+            if first and _short(first[1]) != _short(name):  # `CausalLMTask` is `lit_hf.tasks.CausalLMTask`
+                raise ConfigError(
+                    f"--config {first[0]!r} sets --{group}={first[1]} and --config {path!r} --{group}={name}: "
+                    f"configs of two experiments in one command; give one experiment's config, plus overlays that "
+                    f"set no --{group} (as configs/overlays/*.yaml do)."
+                )
+
+
+def config_paths(args: list[str]) -> list[str]:
+    """The values of `--config=PATH` and `--config PATH` that name files (jsonargparse also takes inline YAML)."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    values += [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+    return [v for v in values if "\n" not in v and "://" not in v and not v.lstrip().startswith("{")]
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """A config file's options; a missing file, a folder, a file that is not UTF-8 YAML, an empty one or one that
+    holds no mapping is a ConfigError naming the file and the cause (with line and column for YAML)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"--config {path!r} is a folder; give a YAML file.")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"--config {path!r} does not exist; check the path (a relative path starts from {os.getcwd()})."
+        )
+    try:
+        config = yaml.safe_load(open(path, encoding="utf-8").read())
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"--config {path!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "give a YAML file."
+        ) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_problem(path, err)) from err
+    if config is None:
+        raise ConfigError(f"--config {path!r} is empty (no options); write options in it, e.g. `trainer:`, or drop it.")
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"--config {path!r} holds a {type(config).__name__}, not options; a config is a mapping such as "
+            "`trainer:` with `max_epochs: 3` indented below it."
+        )
+    return config
+
+
+def yaml_problem(path: str, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if "\\t" in problem or "tab" in problem:
+        return f"--config {path!r}{where}: a tab character; YAML indents with spaces only, replace it with spaces."
+    return f"--config {path!r}{where}: {problem}, so it is not valid YAML; fix the file there."
+
+
+def class_name(config: dict[str, Any], group: str) -> str | None:
+    """The class a config sets for `model` or `data` (full or short class path), also under a subcommand key."""
+    sections = [config] + [config[k] for k in SUBCOMMANDS if isinstance(config.get(k), dict)]
+    for section in sections:
+        value = section.get(group)
+        value = value.get("class_path") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            return value
+    return None

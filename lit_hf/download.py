@@ -3,6 +3,7 @@
 import argparse
 import sys
 from fnmatch import fnmatch
+from typing import NoReturn
 
 import huggingface_hub
 import huggingface_hub.constants
@@ -99,8 +100,17 @@ def download(args: argparse.Namespace) -> str:
         ) from err
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's mistakes as a LitHFError (one line, exit 2 in `main`) instead of its usage text and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        if "required: repo_id" in message:
+            message = f"a repo id is missing, e.g. `{self.prog} openai-community/gpt2`"
+        raise LitHFError(f"{message}; `{self.prog} --help` lists the options.")
+
+
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(
+    cli = OneLineParser(
         prog="python -m lit_hf download",
         description="Download a model or dataset repo from the Hugging Face Hub (or the mirror in HF_ENDPOINT; "
         "HF_TOKEN for private repos). Model repos get one weight format: safetensors when there, else PyTorch *.bin; "
@@ -126,8 +136,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: list[str] | None = None) -> None:
     """`python -m lit_hf download ...`: prints the folder and the option that uses it; mistakes exit 2 in one line."""
-    options = parser().parse_args(args)
     try:
+        options = parser().parse_args(args)
         folder = download(options)
     except LitHFError as err:
         print(f"lit_hf: error: {err}", file=sys.stderr)

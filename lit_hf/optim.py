@@ -16,6 +16,18 @@ SchedulerType = Literal[
 ]
 
 
+def check_optimizer(
+    learning_rate: float, weight_decay: float, adam_epsilon: float, warmup_ratio: float, warmup_steps: int
+) -> None:
+    """Raises for optimizer options out of range when the task is built (torch's AdamW refuses a negative rate only
+    when the fit starts, after its log folder is made) and for both warmup options set."""
+    values = {"learning_rate": learning_rate, "weight_decay": weight_decay, "adam_epsilon": adam_epsilon}
+    for name, value in values.items():
+        if not value >= 0:  # NaN fails this too
+            raise ConfigError(f"{name} must be 0 or more, got {value}.")
+    check_warmup(warmup_ratio, warmup_steps)
+
+
 def check_warmup(warmup_ratio: float, warmup_steps: int) -> None:
     """Raises when both warmup options are set or either is out of range."""
     if warmup_ratio and warmup_steps:

@@ -5,6 +5,8 @@ missing file, missing column, empty .txt split, block size above the model's pos
 (test_classification.py), languages absent from the data and max_source_length (test_translation.py)."""
 
 import argparse
+import errno
+import io
 import os
 import shutil
 import subprocess
@@ -14,9 +16,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
 from lit_hf.tasks import CausalLMTask
+
+REPO = Path(__file__).resolve().parents[1]
 
 CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
 CLS = ["--model=lit_hf.tasks.SequenceClassificationTask", "--data=lit_hf.data.TextClassificationDataModule"]
@@ -33,7 +38,7 @@ def common(root: Path, model_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir) -> Path:  # noqa: ANN001
+def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir, gpt2_tokenizer) -> Path:  # noqa: ANN001
     """A finished tiny `fit` (checkpoint, results.json, huggingface/) and the bad input files of the matrix."""
     root = tmp_path_factory.mktemp("errors")
     (root / "text.txt").write_text((data_dir / "wikitext" / "wiki_00").read_text(encoding="utf-8")[:3000])
@@ -48,7 +53,16 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal
     (root / "unseen.csv").write_text("text,label\nhello,a\nbye,c\n")
     (ckpt,) = (root / "runs").rglob("*.ckpt")
     (root / "truncated.ckpt").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    (root / "cut" / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)  # a fit killed mid-copy
+    shutil.copy(root / "truncated.ckpt", root / "cut" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
     torch.save({"state_dict": {}, "hyper_parameters": {"x": argparse.Namespace(a=1)}}, root / "unsafe.ckpt")
+    (root / "empty.yaml").write_text("# nothing set here\n")
+    (root / "tab.yaml").write_text("trainer:\n\tmax_epochs: 3\n")
+    (root / "list.yaml").write_text("- trainer\n- model\n")
+    torch.manual_seed(0)  # the same vocabulary and layers, half the width
+    config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=16, n_layer=2, n_head=2, n_positions=128)
+    GPT2LMHeadModel(config).save_pretrained(root / "narrow-gpt2")
+    gpt2_tokenizer.save_pretrained(root / "narrow-gpt2")
     return root
 
 
@@ -80,9 +94,9 @@ CASES = {
         ["fit", *CLS, "--data.train_file=TRAIN_CSV", "--data.validation_file=UNSEEN_CSV"],
         ["validation split has labels ['c']", "training file"],
     ),
-    "empty-after-max-samples": (
+    "max-samples-zero": (
         ["fit", *CLM, "--data.train_file=TEXT", "--data.max_train_samples=0", "--data.validation_split_percentage=0"],
-        ["train split is empty", "max_*_samples"],
+        ["max_train_samples must be positive, got 0"],
     ),
     "ckpt-missing": (["validate", *CLM, V, "--ckpt_path=NOWHERE"], ["--ckpt_path", "does not exist"]),
     "ckpt-directory": (["validate", *CLM, V, "--ckpt_path=A_DIR"], ["is a directory"]),
@@ -104,6 +118,66 @@ CASES = {
         ["predict", *CLM, V, "--model=test_errors.NoPredictTask"],
         ["NoPredictTask has nothing to predict", "validate"],
     ),
+    # --ckpt_path: nothing trained under the root, a name for a fit in this process, another model's, a run folder
+    "ckpt-last-nothing-trained": (
+        ["validate", *CLM, V, "--ckpt_path=last", "--trainer.default_root_dir=FRESH"],
+        ["--ckpt_path=last: no last.ckpt under", "fresh"],
+    ),
+    "ckpt-last-truncated": (
+        ["validate", *CLM, V, "--ckpt_path=last", "--trainer.default_root_dir=CUT"],
+        ["last.ckpt' is not a complete checkpoint"],
+    ),
+    "ckpt-best": (["test", *CLM, "--data.test_file=TEXT", "--ckpt_path=best"], ["--ckpt_path=best", "'last'"]),
+    "ckpt-other-model-size": (
+        ["validate", *CLM, V, "--ckpt_path=CKPT", "--model.model_name_or_path=NARROW"],
+        ["holds the weights of another model than", "narrow-gpt2", "[50257, 32] there and [50257, 16] in the model"],
+    ),
+    "ckpt-run-folder": (["validate", *CLM, V, "--ckpt_path=RUN_DIR"], ["is a directory", "checkpoints/epoch=0"]),
+    # --config: another family's, empty, a tab, not a mapping, not UTF-8, missing, a folder
+    "config-two-families": (
+        ["validate", "--config=QS_CLASSIFICATION", "--config=QS_TRANSLATION"],
+        ["quickstart_classification.yaml", "quickstart_translation.yaml", "configs of two experiments"],
+    ),
+    "config-empty": (["validate", *CLM, V, "--config=EMPTY_YAML"], ["empty.yaml' is empty"]),
+    "config-tab": (["validate", *CLM, V, "--config=TAB_YAML"], ["tab.yaml' line 2, column 1: a tab character"]),
+    "config-not-a-mapping": (["validate", *CLM, V, "--config=LIST_YAML"], ["list.yaml' holds a list, not options"]),
+    "config-not-utf8": (["validate", *CLM, V, "--config=LATIN1"], ["latin1.txt' is not UTF-8 text"]),
+    "config-missing": (["validate", *CLM, V, "--config=NOWHERE"], ["nowhere.ckpt' does not exist"]),
+    "config-folder": (["validate", *CLM, V, "--config=A_DIR"], ["a_dir' is a folder"]),
+    # --trainer.default_root_dir: a file, or below one
+    "root-is-a-file": (["validate", *CLM, V, "--trainer.default_root_dir=TEXT"], ["text.txt is a file, not a folder"]),
+    "root-below-a-file": (
+        ["validate", *CLM, V, "--trainer.default_root_dir=TEXT/runs"],
+        ["text.txt is a file, not a folder"],
+    ),
+    # sizes, counts and intervals out of range (every Trainer minimum: test_trainer_edge_values_stay_valid)
+    "batch-size-zero": (["validate", *CLM, V, "--data.batch_size=0"], ["batch_size must be positive, got 0"]),
+    "eval-batch-size-zero": (
+        ["validate", *CLM, V, "--data.eval_batch_size=0"],
+        ["eval_batch_size must be positive, got 0"],
+    ),
+    "num-workers-negative": (["validate", *CLM, V, "--data.num_workers=-2"], ["num_workers must be 0", "got -2"]),
+    "learning-rate-negative": (
+        ["validate", *CLM, V, "--model.learning_rate=-0.001"],
+        ["learning_rate must be 0 or more, got -0.001"],
+    ),
+    "max-epochs-below-minus-one": (
+        ["fit", *CLM, "--data.train_file=TEXT", "--trainer.max_epochs=-5"],
+        ["--trainer.max_epochs=-5 is out of range", "-1 trains without an epoch limit"],
+    ),
+    "devices-zero": (["validate", *CLM, V, "--trainer.devices=0"], ["--trainer.devices=0 runs on no device"]),
+    "accumulate-zero": (
+        ["fit", *CLM, "--data.train_file=TEXT", "--trainer.accumulate_grad_batches=0"],
+        ["--trainer.accumulate_grad_batches=0 is out of range: it takes 1 or more"],
+    ),
+    "val-check-interval-zero": (
+        ["fit", *CLM, "--data.train_file=TEXT", "--trainer.val_check_interval=0"],
+        ["--trainer.val_check_interval=0 is out of range"],
+    ),
+    "max-time-malformed": (  # refused by Lightning's Trainer itself
+        ["fit", *CLM, "--data.train_file=TEXT", "--trainer.max_time=00:00:-1:00"],
+        ["--trainer:", "is not a valid duration"],
+    ),
 }
 
 
@@ -114,30 +188,39 @@ class NoPredictTask(CausalLMTask):
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every file (bytes) and folder (None) under the runs folder."""
-    runs = root / "runs"
-    return {str(p.relative_to(runs)): p.read_bytes() if p.is_file() else None for p in sorted(runs.rglob("*"))}
+    """Every file (bytes) and folder (None) under the root, but for the cache of prepared data."""
+    paths = [p for p in sorted(root.rglob("*")) if p.relative_to(root).parts[0] != "cache"]
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in paths}
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir, capsys, case) -> None:  # noqa: ANN001
-    root = earlier_run
-    (root / "bad.yaml").write_text("trainer:\n  max_epoch: 3\n")
+def swapped(root: Path, args: list[str]) -> list[str]:
+    """The case's placeholders (`--option=NAME`, `NAME/more`) replaced by the fixture's paths."""
     swap = {
         "TEXT": root / "text.txt", "EMPTY_JSONL": root / "empty.jsonl", "LATIN1": root / "latin1.txt",
         "BROKEN_JSONL": root / "broken.jsonl", "A_DIR": root / "a_dir", "TRAIN_CSV": root / "train.csv",
         "UNSEEN_CSV": root / "unseen.csv", "NOWHERE": root / "nowhere.ckpt", "TRUNCATED": root / "truncated.ckpt",
-        "UNSAFE": root / "unsafe.ckpt",
-        "CKPT": checkpoint(root), "BAD_YAML": root / "bad.yaml", "MANY": 2 * (os.cpu_count() or 1) + 1,
+        "UNSAFE": root / "unsafe.ckpt", "EMPTY_YAML": root / "empty.yaml", "TAB_YAML": root / "tab.yaml",
+        "LIST_YAML": root / "list.yaml", "NARROW": root / "narrow-gpt2", "FRESH": root / "fresh", "CUT": root / "cut",
+        "QS_CLASSIFICATION": REPO / "configs" / "quickstart_classification.yaml",
+        "QS_TRANSLATION": REPO / "configs" / "quickstart_translation.yaml",
+        "CKPT": checkpoint(root), "RUN_DIR": checkpoint(root).parents[1], "BAD_YAML": root / "bad.yaml",
+        "MANY": 2 * (os.cpu_count() or 1) + 1,
     }  # fmt: skip
-    args, needles = CASES[case]
-    args = [
-        a.split("=")[0] + "=" + str(swap.get(a.split("=", 1)[1], a.split("=", 1)[1])) if "=" in a else a for a in args
-    ]
+    out = []
+    for arg in args:
+        option, _, value = arg.partition("=")
+        name, _, rest = value.partition("/")
+        out.append(f"{option}={swap[name]}{'/' + rest if rest else ''}" if name in swap else arg)
+    return out
+
+
+def assert_refused(root: Path, args: list[str], needles: list[str], capsys: pytest.CaptureFixture) -> None:
+    """`main(args)` ends with exit status 2, one `lit_hf: error:` line holding every needle, no traceback, and
+    leaves every file under `root` (but the data cache) as it was, with no new file or folder."""
     before = snapshot(root)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, *common(root, causal_lm_dir())])
+        main(args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
@@ -146,6 +229,125 @@ def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir,
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir, capsys, case) -> None:  # noqa: ANN001
+    root = earlier_run
+    (root / "bad.yaml").write_text("trainer:\n  max_epoch: 3\n")
+    args, needles = CASES[case]
+    args = swapped(root, args)
+    given = {arg.split("=")[0] for arg in args}  # the case's own root or model win over the common ones
+    assert_refused(
+        root, [*args, *(a for a in common(root, causal_lm_dir()) if a.split("=")[0] not in given)], needles, capsys
+    )
+
+
+def test_trainer_edge_values_stay_valid() -> None:
+    """The least value each check takes is one Lightning's Trainer runs with (-1 epochs: no limit; 0 sanity
+    steps), so the checks refuse nothing that works; one below it is refused."""
+    from jsonargparse import Namespace
+
+    from lit_hf.checks import TRAINER_MINIMUMS, check_devices, check_trainer
+    from lit_hf.errors import ConfigError
+
+    least = {name: minimum for name, (minimum, _) in TRAINER_MINIMUMS.items()}
+    fractions = {"limit_train_batches": 1.0, "limit_val_batches": 0, "limit_test_batches": 2.0, "overfit_batches": 0.0}
+    edges = {**least, **fractions, "val_check_interval": 1.0, "gradient_clip_val": 0.0}
+    check_trainer(Namespace(**edges))
+    check_devices("cpu", -1)
+    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, **edges)
+    below = {**{name: value - 1 for name, value in least.items()}, "limit_val_batches": 1.5, "val_check_interval": 0.0}
+    for name, value in below.items():
+        with pytest.raises(ConfigError, match=f"--trainer.{name}={value} is out of range"):
+            check_trainer(Namespace(**{**edges, name: value}))
+
+
+def test_read_only_output_folder(earlier_run, causal_lm_dir, capsys, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """A folder the run cannot write to is refused before the run starts. Tests run as root, whom permissions do
+    not stop, so the answer of `os.access` (false on a read-only file system, even for root) is replaced."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and access(path, mode, **kw))
+    args = [
+        "validate", *CLM, f"--data.validation_file={earlier_run / 'text.txt'}",
+        *common(tmp_path, causal_lm_dir()), f"--trainer.default_root_dir={locked / 'runs'}",
+    ]  # fmt: skip
+    assert_refused(tmp_path, args, [f"{locked} cannot be written to", "give a folder you can write to"], capsys)
+
+
+class NearlyFullDisk(io.FileIO):
+    """A file on a disk with 64 KiB free: a write that would need more fails with ENOSPC, as `os.write` does. The
+    weights' large write fails and the small writes around it fit, so torch says only `unexpected pos`."""
+
+    def write(self, data: bytes) -> int:
+        if self.tell() + len(data) > 64 * 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_disk_full_while_writing_a_checkpoint(earlier_run, causal_lm_dir, capsys, monkeypatch) -> None:  # noqa: ANN001
+    """One line naming the checkpoint and the system's reason (torch's zip writer can report it as `unexpected
+    pos`), no half-written file, and the earlier run's files and no new `version_N/` are left."""
+    from lit_hf import atomic
+
+    monkeypatch.setattr(atomic, "open", lambda path, mode: io.BufferedWriter(NearlyFullDisk(path, mode)), raising=False)
+    root = earlier_run
+    args = [
+        "fit", *CLM, *common(root, causal_lm_dir()), f"--data.train_file={root / 'text.txt'}",
+        f"--data.validation_file={root / 'text.txt'}", "--data.block_size=32", "--data.batch_size=2",
+        "--data.max_train_samples=4", "--data.max_eval_samples=2", "--trainer.max_epochs=1",
+    ]  # fmt: skip
+    needles = [".ckpt (No space left on device)", "free space there", "earlier files are kept"]
+    assert_refused(root, args, needles, capsys)
+
+
+def test_read_only_while_writing_a_checkpoint(tmp_path: Path) -> None:
+    from lit_hf.atomic import AtomicCheckpointIO
+    from lit_hf.errors import LitHFError
+
+    (tmp_path / "last.ckpt").write_bytes(b"the earlier checkpoint")
+
+    def read_only(path: Path, mode: str) -> io.BufferedWriter:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    io_plugin = AtomicCheckpointIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lit_hf.atomic.open", read_only, raising=False)
+        with pytest.raises(LitHFError, match=r"last.ckpt \(Read-only file system\); give a --trainer.default_root_dir"):
+            io_plugin.save_checkpoint({"weights": torch.zeros(4)}, tmp_path / "last.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert (tmp_path / "last.ckpt").read_bytes() == b"the earlier checkpoint"
+
+
+def test_download_without_a_repo_id(capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "lit_hf: error: a repo id is missing, e.g. `python -m lit_hf download openai-community/gpt2`; "
+        "`python -m lit_hf download --help` lists the options."
+    ]
+
+
+def test_other_ranks_stay_quiet_when_a_peer_ends(monkeypatch, capsys) -> None:  # noqa: ANN001
+    """A process other than rank 0 whose collective broke because another process went away ends with status 1
+    and no traceback (under torchrun or SLURM, which start the processes themselves): the process that ended first
+    says why. Rank 0 keeps the traceback."""
+    import lit_hf.cli as cli
+
+    def peer_gone(**kwargs: object) -> None:
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:14768")
+
+    monkeypatch.setattr(cli, "LitHFCLI", peer_gone)
+    monkeypatch.setattr(cli.rank_zero_only, "rank", 1)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["validate"])
+    assert exit_info.value.code == 1 and capsys.readouterr().err == ""
+    monkeypatch.setattr(cli.rank_zero_only, "rank", 0)
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        cli.main(["validate"])
 
 
 def test_checkpoints_load_weights_only(earlier_run) -> None:  # noqa: ANN001
@@ -192,23 +394,45 @@ def test_stale_temporary_folders_are_removed(tmp_path: Path) -> None:
     shutil.rmtree(live)
 
 
+def two_processes(args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m lit_hf ARGS --trainer.devices=2 --trainer.strategy=ddp` (gloo on CPUs), as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lit_hf", *args, "--trainer.devices=2", "--trainer.strategy=ddp"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_evaluation_set_smaller_than_the_processes(earlier_run, causal_lm_dir, tmp_path) -> None:  # noqa: ANN001
     """Two processes, one block: one line from the two processes, status 2, and no `version_N/` left."""
     (tmp_path / "v.txt").write_text((earlier_run / "text.txt").read_text()[:400])
     args = [
         "validate", *CLM, f"--data.validation_file={tmp_path / 'v.txt'}", "--data.block_size=64",
-        "--data.max_eval_samples=1", "--trainer.devices=2", "--trainer.strategy=ddp",
-        *common(tmp_path, causal_lm_dir()),
+        "--data.max_eval_samples=1", *common(tmp_path, causal_lm_dir()),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "lit_hf", *args], env=env, capture_output=True, text=True, timeout=300)
+    done = two_processes(args)
     lines = [line for line in done.stderr.splitlines() if line.startswith("lit_hf: error:")]
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert lines == [
         "lit_hf: error: The evaluation set has 1 examples, fewer than the 2 processes; "
         "use fewer devices or more evaluation data."
     ]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_mistake_only_rank_zero_meets(earlier_run, causal_lm_dir, tmp_path) -> None:  # noqa: ANN001
+    """Data preparation runs on rank 0 while rank 1 waits in a barrier: rank 0's one line, status 2, and no
+    traceback from rank 1 (it ended in gloo's 'Connection closed by peer' when rank 0 exited; now rank 0 stops it)."""
+    args = [
+        "validate",
+        *CLM,
+        f"--data.validation_file={earlier_run / 'broken.jsonl'}",
+        *common(tmp_path, causal_lm_dir()),
+    ]
+    done = two_processes(args)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("lit_hf: error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(lines) == 1 and "broken.jsonl" in lines[0] and "line 3 is not valid JSON" in lines[0], lines
     assert not (tmp_path / "runs").exists()
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from lit_hf.data import image_inputs
 from lit_hf.data.cache import tree_identity
 from lit_hf.data.image_inputs import ImageCollator, class_folders, load_image_folders
-from lit_hf.data.prepared import Caches, caches, load_splits, map_batched, prepare_splits, running_stage
+from lit_hf.data.prepared import Caches, caches, check_sizes, load_splits, map_batched, prepare_splits, running_stage
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import load_hub, load_saved, require_columns
 from lit_hf.errors import ConfigError, LitHFError
@@ -90,6 +90,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_sizes(self.hparams)
         given = [name for name in ("dataset_name", "dataset_path", "data_dir") if self.hparams[name]]
         given += ["train_dir/validation_dir/test_dir"] if self._dirs() else []
         if len(given) != 1:

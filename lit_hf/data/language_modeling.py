@@ -16,6 +16,7 @@ from lit_hf.data.prepared import (
     Caches,
     caches,
     capped_length,
+    check_sizes,
     linked_config,
     linked_position_limit,
     linked_tokenizer,
@@ -122,6 +123,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_sizes(self.hparams)
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         if not 0 <= validation_split_percentage < 100:
             raise ConfigError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")

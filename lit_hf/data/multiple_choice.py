@@ -23,6 +23,7 @@ from lit_hf.data.prepared import (
     Caches,
     caches,
     capped_length,
+    check_sizes,
     linked_position_limit,
     linked_tokenizer,
     load_splits,
@@ -119,6 +120,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_sizes(self.hparams)
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         check_positive(num_choices=num_choices, max_seq_length=max_seq_length)
         if choices_column and ending_columns:

@@ -10,13 +10,24 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from lit_hf.data.cache import cache_path, is_cached, save_atomically, tokenizer_identity
-from lit_hf.errors import LitHFError
+from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import load_config, load_tokenizer, max_positions
 
 # The splits each trainer entry point reads (a family with several evaluation sets names them itself).
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 Caches = dict[str, tuple[Path, dict[str, Any]]]  # split -> (cache folder, the key it was made from)
+
+
+def check_sizes(hp: Any) -> None:
+    """The sizes every data module takes, refused out of range when it is built: a batch or a split cut to no
+    examples (`eval_batch_size=0` fell back to `batch_size` unsaid, `max_*_samples=0` failed after the cache was made),
+    or fewer than no worker processes."""
+    limits = {name: hp[name] for name in ("max_train_samples", "max_eval_samples", "max_predict_samples")}
+    check_positive(batch_size=hp.batch_size, eval_batch_size=hp.eval_batch_size, **limits)
+    for name in ("num_workers", "preprocessing_num_workers"):
+        if hp[name] is not None and hp[name] < 0:
+            raise ConfigError(f"{name} must be 0 (work in the main process) or more, got {hp[name]}.")
 
 
 def running_stage(trainer: L.Trainer | None) -> str | None:

@@ -15,6 +15,7 @@ from lit_hf.data.prepared import (
     Caches,
     caches,
     capped_length,
+    check_sizes,
     linked_config,
     linked_tokenizer,
     load_splits,
@@ -134,6 +135,7 @@ class SummarizationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_sizes(self.hparams)
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         lengths = {"max_target_length": max_target_length, "val_max_target_length": val_max_target_length}
         check_positive(max_source_length=max_source_length, **lengths)

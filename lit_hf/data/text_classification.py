@@ -91,6 +91,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        prepared.check_sizes(self.hparams)
         if task_name is not None and task_name not in GLUE_TASKS:
             raise ConfigError(f"Unknown task_name {task_name!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         glue.check_glue_sources(task_name, data_dir, [train_file, validation_file, test_file])

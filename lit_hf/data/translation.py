@@ -15,6 +15,7 @@ from lit_hf.data.prepared import (
     Caches,
     caches,
     capped_length,
+    check_sizes,
     linked_config,
     linked_tokenizer,
     load_splits,
@@ -118,6 +119,7 @@ class TranslationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_sizes(self.hparams)
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         if source_lang == target_lang:
             raise ConfigError(f"source_lang and target_lang are both {source_lang!r}.")

@@ -12,7 +12,7 @@ from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_froz
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, max_positions, model_inputs
-from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
+from lit_hf.optim import SchedulerType, check_optimizer, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.sharding import shard_model
@@ -102,7 +102,7 @@ class CausalLMTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_warmup(warmup_ratio, warmup_steps)
+        check_optimizer(learning_rate, weight_decay, adam_epsilon, warmup_ratio, warmup_steps)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}

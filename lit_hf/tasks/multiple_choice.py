@@ -14,7 +14,7 @@ from transformers import AutoModelForMultipleChoice
 from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.metrics import moves_only
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
-from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
+from lit_hf.optim import SchedulerType, check_optimizer, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import gather_by_index, log_dir, write_lines
 from lit_hf.sharding import shard_model
@@ -114,7 +114,7 @@ class MultipleChoiceTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_warmup(warmup_ratio, warmup_steps)
+        check_optimizer(learning_rate, weight_decay, adam_epsilon, warmup_ratio, warmup_steps)
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
         self.tokenizer = load_tokenizer(tokenizer_name or model_name_or_path, **hub)
         config = load_config(config_name or model_name_or_path, **hub)

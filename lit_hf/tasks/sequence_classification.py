@@ -16,7 +16,7 @@ from lit_hf.errors import ConfigError
 from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
-from lit_hf.optim import SchedulerType, check_warmup, configure_adamw
+from lit_hf.optim import SchedulerType, check_optimizer, configure_adamw
 from lit_hf.paths import LocalPath, ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
 from lit_hf.sharding import shard_model
@@ -100,7 +100,7 @@ class SequenceClassificationTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_warmup(warmup_ratio, warmup_steps)
+        check_optimizer(learning_rate, weight_decay, adam_epsilon, warmup_ratio, warmup_steps)
         if glue_task is not None and glue_task not in GLUE_TASKS:
             raise ConfigError(f"Unknown glue_task {glue_task!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
