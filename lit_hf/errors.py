@@ -1,5 +1,10 @@
 """The one exception type for user mistakes: the CLI prints its message and exits 2, no traceback."""
 
+import errno
+
+# Said when a disk fills up (ENOSPC) or a quota is reached (EDQUOT) while writing data or a cache.
+NO_SPACE_WAY_OUT = "no space left on the device; free some, or set --data.data_cache_dir to a disk with room."
+
 
 class LitHFError(Exception):
     """A problem with the user's input or environment, with a message that names it and the way out."""
@@ -28,3 +33,13 @@ def say(line: str) -> None:
 
     if rank_zero_only.rank == 0:
         print(f"lit_hf: {line}", flush=True)
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether `err`, or an error it was raised from, is a full disk or quota (`datasets` wraps it in its own)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -2,9 +2,12 @@
 
 from typing import Any
 
+import pyarrow.compute as pc
 import torch
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.values import check_texts
 from lit_hf.errors import LitHFError
 
 # SWAG's columns (allenai/swag `regular` on the hub, and its json dumps such as shared/data/swag/sample.json):
@@ -38,15 +41,9 @@ def tokenize_choices(
     """Token ids of (context, question + " " + choice) for every choice, as run_swag.py pairs them.
 
     Each output row holds `num_choices` lists (input_ids: (num_choices, its length)); `choices` keeps the texts for
-    prediction files. An example with another number of choices is an error.
+    prediction files. Every example has `num_choices` choices (`check_choice_counts` ran before).
     """
     choices = choices_of(batch, ending_columns, choices_column)
-    for row, options in enumerate(choices):
-        if len(options) != num_choices:
-            raise LitHFError(
-                f"Example {row} of a batch has {len(options)} choices, not {num_choices}; every example needs the "
-                "same number (set --data.num_choices, or fix the data)."
-            )
     questions = batch[question_column] if question_column else [None] * len(choices)
     firsts = [context for context in batch[context_column] for _ in range(num_choices)]
     seconds = [f"{q} {c}" if q else c for q, options in zip(questions, choices, strict=True) for c in options]
@@ -59,16 +56,50 @@ def tokenize_choices(
     return out
 
 
-def encode_choice_labels(batch: dict[str, list], *, label_column: str, num_choices: int) -> dict[str, list]:
-    """Label indices as ints, checked against the number of choices (-1: unlabelled, as SWAG's test split)."""
-    labels = [int(value) for value in batch[label_column]]
-    bad = [value for value in labels if not (0 <= value < num_choices or value == UNLABELLED)]
-    if bad:
+def check_choices(raw: Dataset, where: str, columns: tuple[str, str | None, list[str] | None, str | None]) -> None:
+    """Every row must have its context, question (when used) and each choice: `columns` are the data module's
+    (context, question, ending columns, choices column). A missing one is an error naming `where` and the row."""
+    context, question, endings, choices = columns
+    texts = [context, *([question] if question else []), *(endings or []), *([choices] if choices else [])]
+    check_texts(raw, where, [(column, None) for column in texts])
+
+
+def check_choice_counts(raw: Dataset, where: str, choices: str, num_choices: int) -> None:
+    """In the generic layout, every row's list must hold `num_choices` choices."""
+    counts = pc.list_value_length(raw.with_format("arrow")[choices])
+    row = pc.index(pc.not_equal(counts, num_choices), True).as_py()
+    if row >= 0:
         raise LitHFError(
-            f"Labels {sorted(set(bad))[:5]} are not choice indices 0..{num_choices - 1}; set --data.label_column "
-            "to the column of the correct choice's index."
+            f"{where}, row {row + 1} has {counts[row].as_py()} choices, not {num_choices}; every example needs the "
+            "same number (set --data.num_choices, or fix the data)."
         )
-    return {"labels": labels}
+
+
+def check_choice_labels(raw: Dataset, where: str, column: str, num_choices: int) -> None:
+    """Every label must be a choice index 0..num_choices-1, or -1 (unlabelled, as SWAG's test split)."""
+    indices = {*range(num_choices), UNLABELLED}
+    for row, value in enumerate(raw[column]):
+        if value is None:
+            raise LitHFError(f"{where}, row {row + 1}: {column!r} is missing; fill it in or remove the row.")
+        if choice_index(value) not in indices:
+            raise LitHFError(
+                f"{where}, row {row + 1}: label {value!r} is not among the choice indices 0..{num_choices - 1}; set "
+                "--data.label_column to the column of the correct choice's index."
+            )
+
+
+def choice_index(value: Any) -> int | None:
+    """A label as a choice index: an int, or a number or text that is one (2.0, "2"); None for anything else."""
+    try:
+        index = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return index if float(value) == index else None
+
+
+def encode_choice_labels(batch: dict[str, list], *, label_column: str) -> dict[str, list]:
+    """Label indices as ints (`check_choice_labels` checked them; -1: unlabelled, as SWAG's test split)."""
+    return {"labels": [choice_index(value) for value in batch[label_column]]}
 
 
 def collate_choices(

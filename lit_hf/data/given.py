@@ -9,6 +9,7 @@ from datasets import Dataset, DatasetDict
 
 from lit_hf.data.prepared import running_stage
 from lit_hf.data.sources import check_files, load_raw, raw_split, source_identity, source_split
+from lit_hf.data.values import origin
 
 
 def given_files(hp: Any) -> dict[str, str]:
@@ -27,6 +28,12 @@ def given_source(hp: Any, split: str) -> list[Any]:
     reads = ("test",) if split == "predict" and not hp.predict_file else (split,)
     sources = {"dataset_name": hp.dataset_name, "dataset_config_name": hp.dataset_config_name}
     return source_identity(given_files(hp), reads, dataset_path=hp.dataset_path, **sources)
+
+
+def given_origin(hp: Any, split: str) -> str:
+    """Where the raw rows of `split` come from, as errors name it (`predict` reads the test split without a file)."""
+    name = "test" if split == "predict" and not hp.predict_file else split
+    return origin(name, given_files(hp), hp.dataset_path, hp.dataset_name)
 
 
 def build_given(

@@ -8,7 +8,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from lit_hf.data.cache import file_identity
-from lit_hf.data.sources import load_hub
+from lit_hf.data.sources import check_utf8, load_hub
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 
@@ -41,6 +41,7 @@ def read_glue_tsv(path: Path, task: GlueTask, split: str) -> Dataset:
     """
     if not os.path.isfile(path):
         raise LitHFError(f"The GLUE {task.folder} {split} file {str(path)!r} does not exist.")
+    check_utf8(str(path), f"The GLUE {task.folder} {split} file")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))

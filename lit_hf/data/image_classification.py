@@ -11,10 +11,11 @@ from torch.utils.data import DataLoader
 
 from lit_hf.data import image_inputs
 from lit_hf.data.cache import tree_identity
-from lit_hf.data.image_inputs import ImageCollator, class_folders, load_image_folders
+from lit_hf.data.image_inputs import ImageCollator, class_folders, load_image_folders, split_folders
 from lit_hf.data.prepared import Caches, caches, check_sizes, load_splits, map_batched, prepare_splits, running_stage
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import load_hub, load_saved, require_columns
+from lit_hf.data.values import check_present
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.models import load_image_processor
 from lit_hf.paths import LocalPath, ModelPath
@@ -31,7 +32,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     `prepare_data` (once per node) checks that every image decodes, encodes the labels and caches the images as they
     are; the pixels are made per batch: training crops at random (8-100 % of the area, then resized) and flips, with a
     seeded generator; evaluation runs the image processor (its resize and centre crop). `label_names` (ClassLabel
-    names, class folder names, or the sorted label values) flows to the model through the CLI.
+    names, the training split's class folder names, or its sorted label values) flows to the model through the CLI.
+    A class folder is the folder an image lies in; each split's class folders sit at one depth (which may differ
+    between splits: `train/<class>/` and `val/<group>/<class>/`).
 
     Args:
         image_processor_name_or_path: Image processor whose size, mean and std shape the pixels; linked to the model's.
@@ -41,8 +44,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         dataset_name: Hub dataset id, e.g. `uoft-cs/cifar10` or `beans`.
         dataset_config_name: Hub dataset configuration.
         dataset_path: A dataset saved with `save_to_disk` (a DatasetDict, or one Dataset read as train).
-        data_dir: A folder in the `imagefolder` layout: `train/`, `validation/`, `test/` of class folders, or class
-            folders directly (then all of it is train).
+        data_dir: A folder in the `imagefolder` layout: `train/`, `validation/` (or `val/`, `valid/`, `dev/`) and
+            `test/` of class folders, or class folders directly (then all of it is train).
         train_dir: Training images, one subfolder per class.
         validation_dir: Validation images, one subfolder per class.
         test_dir: Test images (read by `test` and `predict`), one subfolder per class.
@@ -159,6 +162,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         data, image, label = raw[split], hp.image_column_name, hp.label_column_name
         labelled = label in data.column_names or split != "test"
         require_columns(data, split, {image: "image_column_name", label if labelled else None: "label_column_name"})
+        if labelled:
+            check_present(data, f"the {split} split", [(label, None)])
         image_inputs.check_images(data, image, split, hp.preprocessing_num_workers)
         if labelled:
             data = self._encode_labels(data, split, tag)
@@ -169,22 +174,31 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _encode_labels(self, data: Dataset, split: str, tag: str) -> Dataset:
         column, names = self.hparams.label_column_name, self.label_names
-        found = image_inputs.split_label_names(data, column)
-        if unknown := sorted(set(found) - set(names)):
-            raise LitHFError(f"The {split} split has labels {unknown[:5]} that are not among ({', '.join(names)}).")
-        own = found if isinstance(data.features[column], datasets.ClassLabel) else None
+        if unknown := sorted(set(image_inputs.present_label_names(data, column)) - set(names)):
+            folders = self._folders().get(split)
+            where = f" (in {', '.join(map(repr, folders))})" if folders else ""
+            raise LitHFError(
+                f"The {split} split{where} has labels {unknown[:5]} that are not among the training labels "
+                f"({', '.join(names)}); remove those images, or add training images of them."
+            )
+        feature = data.features[column]
+        own = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         table = {name: i for i, name in enumerate(names)}
         encode = partial(image_inputs.encode_labels, label_column=column, label_to_id=table, names=own)
         return map_batched(data, encode, tag, "labels", self.hparams, drop=False)
 
     @functools.cache  # noqa: B019 (one data module per run; the labels are read once)
     def _labels(self) -> list[str]:
-        """Class folder names (sorted, as `imagefolder` numbers them), else the first labelled split's labels."""
-        if dirs := self._dirs():
-            return sorted({name for folder in dirs.values() for name in class_folders(folder)})
-        raw, column = self._load_raw(), self.hparams.label_column_name
+        """The classes of the training data, as text classification takes them from its training file, so that no
+        class gets an output that training never saw: the class folders of the first split there is (train, else
+        validation, else test), else the first labelled split's labels (a `ClassLabel`'s names: the dataset's)."""
+        if folders := self._folders():
+            first = next(folders[split] for split in ("train", "validation", "test") if split in folders)
+            return sorted({name for folder in first for name in class_folders(folder)})
+        raw, column = self._load_source(), self.hparams.label_column_name
         for split in ("train", "validation", "test"):
             if split in raw and column in raw[split].column_names:
+                check_present(raw[split], f"the {split} split", [(column, None)])
                 return image_inputs.split_label_names(raw[split], column)
         first = next(iter(raw.values()))
         require_columns(first, next(iter(raw)), {column: "label_column_name"})
@@ -195,15 +209,24 @@ class ImageClassificationDataModule(L.LightningDataModule):
         dirs = {"train": hp.train_dir, "validation": hp.validation_dir, "test": hp.test_dir}
         return {split: folder for split, folder in dirs.items() if folder}
 
-    @functools.cache  # noqa: B019 (read for the labels and again to build the splits: load once)
-    def _load_raw(self) -> DatasetDict:
+    def _folders(self) -> dict[str, list[str]]:
+        """The class-folder trees of each split, for folder sources (none for the hub or a saved dataset)."""
         hp = self.hparams
-        if self._dirs() or hp.data_dir:
-            raw = load_image_folders(self._dirs(), hp.data_dir, hp.data_cache_dir)
-        elif hp.dataset_path:
-            raw = load_saved(hp.dataset_path)
-        else:
-            raw = load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
+        return split_folders(self._dirs(), hp.data_dir) if self._dirs() or hp.data_dir else {}
+
+    @functools.cache  # noqa: B019 (read for the labels and again to build the splits: load once)
+    def _load_source(self) -> DatasetDict:
+        hp = self.hparams
+        if folders := self._folders():
+            return load_image_folders(folders, hp.data_cache_dir)
+        if hp.dataset_path:
+            return load_saved(hp.dataset_path)
+        return load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
+
+    @functools.cache  # noqa: B019 (the same held-out split for every caller)
+    def _load_raw(self) -> DatasetDict:
+        """The source's splits; without a validation split, `train_val_split` of train held out as one."""
+        hp, raw = self.hparams, self._load_source()
         if "validation" in raw or "train" not in raw or not hp.train_val_split:
             return raw
         held_out = raw["train"].train_test_split(test_size=hp.train_val_split, seed=hp.seed)  # as the HF example
@@ -217,8 +240,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         hp = self.hparams
         stage = stage or running_stage(self.trainer)
         splits = SPLITS[stage] if stage in SPLITS else ("train", "validation", "test")
-        if stage is None:  # a data module used on its own: whichever splits its sources name
-            splits = tuple(self._dirs()) or splits
+        if stage is None:  # a data module used on its own: whichever splits its source has
+            splits = tuple(split for split in splits if split in self._load_raw())
         folders = [hp.dataset_path, hp.data_dir, *self._dirs().values()]
         source = [tree_identity(f) for f in folders if f] or ["hub", hp.dataset_name, hp.dataset_config_name]
 

@@ -17,41 +17,98 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from datasets import Image as ImageFeature
+from datasets.packaged_modules.imagefolder.imagefolder import IMAGE_EXTENSIONS
 from PIL import Image
 from torch import Tensor
 from transformers import BaseImageProcessor
 
-from lit_hf.errors import LitHFError, first_line
+from lit_hf.errors import NO_SPACE_WAY_OUT, LitHFError, first_line, no_space
 
-SPLIT_FOLDERS = ("train", "validation", "val", "valid", "test")  # what `imagefolder` reads as splits in data_dir
+# The folders of data_dir that hold a split, by the names `datasets` gives them (`datasets.data_files.SPLIT_KEYWORDS`).
+SPLIT_FOLDERS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test", "testing", "eval", "evaluation"),
+}
+IMAGE_ENDINGS = frozenset(IMAGE_EXTENSIONS)  # what `imagefolder` reads as images; other files are passed over
+
+
+def split_folders(dirs: dict[str, str], data_dir: str | None) -> dict[str, list[str]]:
+    """The class-folder trees of each split: the given train/validation/test dirs, else data_dir's split folders
+    (`train/`, `val/`, ...), else data_dir itself as train."""
+    if not data_dir:
+        return {split: [folder] for split, folder in dirs.items()}
+    if not os.path.isdir(data_dir):
+        raise LitHFError(
+            f"data_dir {data_dir!r} " + ("is a file; give a folder." if os.path.exists(data_dir) else "does not exist.")
+        )
+    found = {
+        split: [os.path.join(data_dir, name) for name in names if os.path.isdir(os.path.join(data_dir, name))]
+        for split, names in SPLIT_FOLDERS.items()
+    }
+    return {split: folders for split, folders in found.items() if folders} or {"train": [data_dir]}
 
 
 def class_folders(folder: str) -> list[str]:
-    """The class subfolders of `folder`; a missing folder, none at all, or one without files is an error."""
+    """The classes of one split's tree: the names of the folders that hold its images (each image's own folder, as
+    `imagefolder` labels it with `drop_labels=False`), sorted. The images must all lie at one depth below `folder`
+    (`<class>/x.png`, or `<group>/<class>/x.png`), not in it directly, and every folder at the class level must
+    hold images; anything else is an error naming an example."""
+    images = folder_images(folder)
+    depths = {len(path.parts) for path in images}
+    if min(depths) == 1:
+        example = next(p for p in images if len(p.parts) == 1)
+        raise LitHFError(
+            f"The image folder {folder!r} has images directly in it ({example}); put each class's images in a "
+            "subfolder named after the class."
+        )
+    if len(depths) > 1:
+        shallow, deep = (next(p for p in images if len(p.parts) == d) for d in (min(depths), max(depths)))
+        raise LitHFError(
+            f"The image folder {folder!r} has images at different depths ({shallow} and {deep}); put each class's "
+            "images in a folder named after the class, all class folders at one level."
+        )
+    classes = {path.parent for path in images}
+    level = next(iter(depths)) - 1
+    for candidate in sorted(Path(folder).glob("/".join(["*"] * level))):
+        relative = candidate.relative_to(folder)
+        if candidate.is_dir() and not hidden(relative) and relative not in classes:
+            raise LitHFError(f"The class folder {str(candidate)!r} has no images; add some or remove it.")
+    return sorted({path.name for path in classes})
+
+
+def folder_images(folder: str) -> list[Path]:
+    """The image files under `folder`, relative to it, skipping hidden and `__` paths as `datasets` does."""
     if not os.path.isdir(folder):
-        raise LitHFError(f"The image folder {folder!r} does not exist.")
-    classes = sorted(entry for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry)))
-    if not classes:
-        raise LitHFError(f"The image folder {folder!r} has no class subfolders; put each class's images in its own.")
-    for name in classes:
-        if not any(p.is_file() for p in Path(folder, name).rglob("*")):
-            raise LitHFError(f"The class folder {os.path.join(folder, name)!r} has no images; add some or remove it.")
-    return classes
+        what = "is a file; give a folder of class folders." if os.path.exists(folder) else "does not exist."
+        raise LitHFError(f"The image folder {folder!r} {what}")
+    images = sorted(
+        path.relative_to(folder)
+        for path in Path(folder).rglob("*")
+        if path.suffix.lower() in IMAGE_ENDINGS and not hidden(path.relative_to(folder)) and path.is_file()
+    )
+    if not images:
+        raise LitHFError(f"The image folder {folder!r} has no images; put each class's images in its own subfolder.")
+    return images
 
 
-def load_image_folders(dirs: dict[str, str], data_dir: str | None, cache_dir: str | None) -> DatasetDict:
-    """`imagefolder` splits: one per given class-folder directory, or the split folders (else all) of data_dir."""
-    if data_dir:
-        splits = [os.path.join(data_dir, s) for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(data_dir, s))]
-        for folder in splits or [data_dir]:
+def hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "__")) for part in relative.parts)
+
+
+def load_image_folders(folders: dict[str, list[str]], cache_dir: str | None) -> DatasetDict:
+    """One `imagefolder` split per entry of `folders`, labelled by each image's folder (`drop_labels=False`: left
+    to infer, `imagefolder` labels only when every image of every split lies at one depth, so a validation tree one
+    level deeper than train's came without labels), each tree checked by `class_folders` first."""
+    for trees in folders.values():
+        for folder in trees:
             class_folders(folder)
-    else:
-        for folder in dirs.values():
-            class_folders(folder)
-    files = {split: os.path.join(folder, "**") for split, folder in dirs.items()} or None
+    files = {split: [os.path.join(folder, "**") for folder in trees] for split, trees in folders.items()}
     try:
-        return datasets.load_dataset("imagefolder", data_dir=data_dir, data_files=files, cache_dir=cache_dir)
+        return datasets.load_dataset("imagefolder", data_files=files, drop_labels=False, cache_dir=cache_dir)
     except Exception as err:  # the builder raises many types for one cause: the folder does not read as images
+        if no_space(err):
+            raise LitHFError(f"Reading the image folders: {NO_SPACE_WAY_OUT}") from err
         raise LitHFError(f"The image folders could not be read as `imagefolder`: {first_line(err)}") from err
 
 
@@ -84,6 +141,14 @@ def split_label_names(dataset: Dataset, column: str) -> list[str]:
     feature = dataset.features[column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
+    return sorted(str(v) for v in dataset.unique(column))
+
+
+def present_label_names(dataset: Dataset, column: str) -> list[str]:
+    """The class names the split's rows have (a `ClassLabel` names more: those of every split, or of the dataset)."""
+    feature = dataset.features[column]
+    if isinstance(feature, ClassLabel):
+        return [feature.names[i] for i in sorted(dataset.unique(column))]
     return sorted(str(v) for v in dataset.unique(column))
 
 

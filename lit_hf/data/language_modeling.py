@@ -34,6 +34,7 @@ from lit_hf.data.sources import (
     missing_split,
     source_identity,
 )
+from lit_hf.data.values import check_texts, origin
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
 
@@ -209,6 +210,10 @@ class LanguageModelingDataModule(L.LightningDataModule):
             sample_by=hp.sample_by,
             **sources,
         )
+        for split, rows in raw.items():  # before carving, so that rows are numbered as in the file
+            if split != "predict" and hp.text_column in rows.column_names:
+                where = origin(split, self._files(), hp.dataset_path, hp.dataset_name)
+                check_texts(rows, where, [(hp.text_column, None)])
         return carve_validation(raw, hp.validation_split_percentage)
 
     def _caches(self, tokenizer: PreTrainedTokenizerBase, block_size: int, stage: str | None = None) -> Caches:

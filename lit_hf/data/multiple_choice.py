@@ -13,11 +13,14 @@ from lit_hf.data.choice_inputs import (
     SWAG_ENDINGS,
     SWAG_QUESTION,
     UNLABELLED,
+    check_choice_counts,
+    check_choice_labels,
+    check_choices,
     collate_choices,
     encode_choice_labels,
     tokenize_choices,
 )
-from lit_hf.data.given import build_given, given_limit, given_source, load_given
+from lit_hf.data.given import build_given, given_limit, given_origin, given_source, load_given
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -32,10 +35,7 @@ from lit_hf.data.prepared import (
     running_stage,
 )
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
-from lit_hf.data.sources import (
-    check_sources,
-    require_columns,
-)
+from lit_hf.data.sources import check_sources, require_columns
 from lit_hf.errors import LitHFError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
 
@@ -193,7 +193,13 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         context, question, endings, choices = self._columns()
         columns = {context: "context_column", question: "question_column", choices: "choices_column"}
         require_columns(raw, split, {**columns, **{column: "ending_columns" for column in endings or ()}})
+        where = given_origin(hp, split)
+        check_choices(raw, where, self._columns())
         num_choices = self._num_choices(raw)
+        if choices:
+            check_choice_counts(raw, where, choices, num_choices)
+        if hp.label_column in raw.column_names:
+            check_choice_labels(raw, where, hp.label_column, num_choices)
         fn = partial(
             tokenize_choices,
             tokenizer=tokenizer,
@@ -207,7 +213,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         )
         examples = map_batched(raw, fn, tag, "tokenize", hp, drop=False)
         if hp.label_column in raw.column_names:
-            encode = partial(encode_choice_labels, label_column=hp.label_column, num_choices=num_choices)
+            encode = partial(encode_choice_labels, label_column=hp.label_column)
             examples = map_batched(examples, encode, tag, "labels", hp, drop=False)
         elif split != "predict":
             raise LitHFError(f"The {split} split has no label column {hp.label_column!r}; set --data.label_column.")

@@ -2,15 +2,18 @@
 (`prepare_data`, one process per node), load on every process (`setup`), cut to `max_*_samples` after the cache."""
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from datasets import Dataset, DatasetDict, load_from_disk
+from lightning.pytorch.utilities import rank_zero_info
+from pyarrow import ArrowException
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from lit_hf.data.cache import cache_path, is_cached, save_atomically, tokenizer_identity
-from lit_hf.errors import ConfigError, LitHFError, check_positive
+from lit_hf.data.cache import cache_damage, cache_path, is_cached, save_atomically, tokenizer_identity
+from lit_hf.errors import NO_SPACE_WAY_OUT, ConfigError, LitHFError, check_positive, first_line, no_space
 from lit_hf.models import load_config, load_tokenizer, max_positions
 
 # The splits each trainer entry point reads (a family with several evaluation sets names them itself).
@@ -93,13 +96,22 @@ def prepare_splits(
     `build(raw, split, tag)` returns the processed split, or None for an optional split the data does not have.
     `tag` names the cache entry: `map(new_fingerprint=f"{tag}-<step>")` spares `datasets` from hashing the
     tokenizer for its own fingerprint (most of the preprocessing time for GPT-2), since the key already decides.
+    A cache found damaged (a file truncated or zeroed) is built again, with a line saying so; a full disk while
+    building is one error.
     """
     raw: DatasetDict | None = None
     for split, (path, key) in caches.items():
         if is_cached(path) and not overwrite:
-            continue
+            if (damage := cache_damage(path)) is None:
+                continue
+            rank_zero_info(f"lit_hf: the cached {split} split {str(path)!r} is damaged ({damage}); building it again.")
         raw = raw if raw is not None else load_raw()
-        processed = build(raw, split, path.name)
+        try:
+            processed = build(raw, split, path.name)
+        except Exception as err:  # `datasets` raises a full disk as it comes, or wrapped in its own error
+            if no_space(err):
+                raise LitHFError(f"Preparing the {split} split: {NO_SPACE_WAY_OUT}") from err
+            raise
         if processed is not None:
             save_atomically(DatasetDict({split: processed}), path, key)
 
@@ -110,7 +122,7 @@ def load_splits(caches: Caches, limits: Callable[[str], int | None]) -> dict[str
     loaded = {}
     for split, (path, _) in caches.items():
         if is_cached(path):
-            loaded[split] = first_n(load_from_disk(str(path))[split], limits(split))
+            loaded[split] = first_n(load_cached(path, split), limits(split))
             if len(loaded[split]) == 0:  # the cache holds no empty split: the limit cut it to nothing
                 raise LitHFError(
                     f"The {split} split is empty after keeping its first {limits(split)} examples; raise the "
@@ -119,20 +131,40 @@ def load_splits(caches: Caches, limits: Callable[[str], int | None]) -> dict[str
     return loaded
 
 
+def load_cached(path: Path, split: str) -> Dataset:
+    """A cached split; one that does not load (damaged after `prepare_data` checked it, or `prepare_data` was not
+    run) is an error naming the option that builds it again."""
+    try:
+        return load_from_disk(str(path))[split]
+    except (OSError, ArrowException) as err:
+        raise LitHFError(
+            f"The cached {split} split {str(path)!r} does not load ({first_line(err)}); run again with "
+            "--data.overwrite_cache=true to build it again."
+        ) from err
+
+
 def map_batched(
     dataset: Dataset, fn: Callable[[dict[str, list]], dict[str, list]], tag: str, step: str, hp: Any, drop: bool
 ) -> Dataset:
     """`dataset.map(fn, batched=True)` with the data module's `preprocessing_num_workers` and `overwrite_cache`,
-    named by the cache entry's `tag` (no fingerprint hashing of `fn`); `drop` removes the input columns."""
-    return dataset.map(
+    named by the cache entry's `tag` (no fingerprint hashing of `fn`); `drop` removes the input columns. A result
+    cached by `datasets` that no longer reads (truncated, zeroed) is made again, with a line saying so."""
+    run = partial(
+        dataset.map,
         fn,
         batched=True,
         num_proc=hp.preprocessing_num_workers,
         remove_columns=dataset.column_names if drop else None,
-        load_from_cache_file=not hp.overwrite_cache,
         new_fingerprint=f"{tag}-{step}",
         desc=f"{step.capitalize()} {dataset.split or ''}".strip(),
     )
+    try:
+        return run(load_from_cache_file=not hp.overwrite_cache)
+    except (ArrowException, OSError) as err:  # raised reading the cached result; `fn`'s own errors are others
+        if hp.overwrite_cache or no_space(err):
+            raise
+        rank_zero_info(f"lit_hf: the `datasets` cache of step {step!r} is damaged ({first_line(err)}); redoing it.")
+        return run(load_from_cache_file=False)
 
 
 def first_n(dataset: Dataset, limit: int | None) -> Dataset:

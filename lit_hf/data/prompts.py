@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_hf.data.prepared import map_batched
 from lit_hf.data.sampling import eval_dataloader, longest_first
 from lit_hf.data.sources import loader_for, require_columns
+from lit_hf.data.values import check_texts
 from lit_hf.errors import LitHFError
 
 
@@ -50,6 +51,7 @@ def prepare_prompts(raw: Dataset, hp: Any, tokenizer: PreTrainedTokenizerBase, t
     the `prompt_column` of a jsonl/json/csv/parquet file."""
     column = "text" if loader_for(hp.predict_file, "text") == "text" else hp.prompt_column
     require_columns(raw, "predict", {column: "prompt_column"})
+    check_texts(raw, f"predict_file {hp.predict_file!r}", [(column, None)])
     raw = raw.filter(nonblank, input_columns=column, batched=True, new_fingerprint=f"{tag}-nonblank")
     if len(raw) == 0:
         raise LitHFError(f"predict_file {hp.predict_file!r} holds no prompts.")

@@ -23,10 +23,11 @@ def tokenize_documents(
 ) -> dict[str, list]:
     """Token ids of `prefix + text` and, with a summary column, of the summary (`labels`) and its raw text.
 
-    Missing texts (None) become "" rather than failing, as run_summarization.py keeps only rows with both sides.
+    Every text is there (`values.check_texts` ran before); a predict file's missing summaries become "": they are
+    not scored.
     """
     padding = "max_length" if pad_to_max_length else False
-    sources = [prefix + (text or "") for text in batch[text_column]]
+    sources = [prefix + text for text in batch[text_column]]
     out = dict(tokenizer(sources, max_length=max_source_length, padding=padding, truncation=True, verbose=False))
     if summary_column is not None:
         refs = [summary or "" for summary in batch[summary_column]]

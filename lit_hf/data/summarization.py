@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.given import build_given, given_limit, given_source, load_given
+from lit_hf.data.given import build_given, given_limit, given_origin, given_source, load_given
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -25,10 +25,8 @@ from lit_hf.data.prepared import (
 )
 from lit_hf.data.seq2seq import seq2seq_eval_loader, seq2seq_train_loader
 from lit_hf.data.seq2seq_inputs import tokenize_documents
-from lit_hf.data.sources import (
-    check_sources,
-    require_columns,
-)
+from lit_hf.data.sources import check_sources, require_columns
+from lit_hf.data.values import check_texts
 from lit_hf.errors import check_positive
 from lit_hf.models import T5_FAMILY, max_positions
 from lit_hf.paths import LocalPath, ModelPath
@@ -193,6 +191,8 @@ class SummarizationDataModule(L.LightningDataModule):
     ) -> Dataset:
         hp = self.hparams
         text, summary = self._columns(raw, split)
+        scored = [(summary, None)] if summary and split != "predict" else []  # predict writes no score
+        check_texts(raw, given_origin(hp, split), [(text, None), *scored])
         max_target = hp.max_target_length if split == "train" else hp.val_max_target_length or hp.max_target_length
         fn = partial(
             tokenize_documents,

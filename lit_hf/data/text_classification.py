@@ -16,6 +16,7 @@ from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import check_files, load_files, missing_split, require_columns
 from lit_hf.data.text_inputs import Truncation
+from lit_hf.data.values import check_present, check_texts, origin
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import MODEL_INPUTS
 from lit_hf.paths import LocalPath, ModelPath
@@ -192,7 +193,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         hp = self.hparams
         text, pair, label = self._columns()
         require_columns(raw, split, {text: "text_column", pair: "text_pair_column"})
+        where = origin(split, self._files(), None, None)
+        check_texts(raw, where, [(text, None), *([(pair, None)] if pair else [])])
         if label in raw.column_names:
+            check_present(raw, where, [(label, None)])
             text_inputs.check_labels(raw, label, self._label_to_id(), self.label_names, split)
         elif not split.startswith("test"):
             raise LitHFError(f"The {split} split has no label column {label!r}; set --data.label_column.")

@@ -7,6 +7,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
 from lit_hf.data.sources import load_files
+from lit_hf.data.values import check_present
 from lit_hf.errors import LitHFError
 
 Truncation = Literal["longest_first", "only_first", "only_second", "do_not_truncate"]
@@ -67,6 +68,7 @@ def file_labels(files: dict[str, str], column: str, cache_dir: str | None) -> tu
     for split, path in files.items():
         data = load_files({split: path}, cache_dir)[split]
         if column in data.column_names:
+            check_present(data, f"{split}_file {path!r}", [(column, None)])
             if data.features[column].dtype in ("float32", "float64"):
                 return None, True
             return [str(v) for v in sorted(data.unique(column))], False

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.given import build_given, given_limit, given_source, load_given
+from lit_hf.data.given import build_given, given_limit, given_origin, given_source, load_given
 from lit_hf.data.prepared import (
     STAGE_SPLITS,
     Caches,
@@ -25,7 +25,8 @@ from lit_hf.data.prepared import (
 )
 from lit_hf.data.seq2seq import seq2seq_eval_loader, seq2seq_train_loader
 from lit_hf.data.sources import check_sources
-from lit_hf.data.translation_inputs import pair_columns, set_language_codes, t5_prefix, tokenize_pairs
+from lit_hf.data.translation_inputs import PAIR_COLUMN, pair_columns, set_language_codes, t5_prefix, tokenize_pairs
+from lit_hf.data.values import check_texts
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.models import T5_FAMILY, max_positions
 from lit_hf.paths import LocalPath, ModelPath
@@ -166,6 +167,8 @@ class TranslationDataModule(L.LightningDataModule):
     ) -> Dataset:
         hp = self.hparams
         source, target = pair_columns(raw, split, hp.source_lang, hp.target_lang, hp.source_column, hp.target_column)
+        sides = [(column, lang if column == PAIR_COLUMN else None) for column, lang in filter(None, (source, target))]
+        check_texts(raw, given_origin(hp, split), sides)
         max_target = hp.max_target_length if split == "train" else hp.val_max_target_length or hp.max_target_length
         fn = partial(
             tokenize_pairs,

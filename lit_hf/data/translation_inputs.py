@@ -76,12 +76,26 @@ def set_language_codes(
     return tokenizer
 
 
+def pair_languages(raw: Dataset, wanted: set[str]) -> set[str]:
+    """The languages of the `translation` dicts: their fields, or, where rows have different keys (`datasets` keeps
+    such dicts as JSON), the keys of the rows read until every `wanted` one is seen (all rows if one never is)."""
+    feature = raw.features[PAIR_COLUMN]
+    if isinstance(feature, dict):
+        return set(feature)
+    keys: set[str] = set()
+    for batch in raw.select_columns([PAIR_COLUMN]).iter(batch_size=1000):
+        keys.update(key for pair in batch[PAIR_COLUMN] for key in pair or {})
+        if wanted <= keys:
+            break
+    return keys
+
+
 def pair_columns(
     raw: Dataset, split: str, source_lang: str, target_lang: str, source_column: str | None, target_column: str | None
 ) -> tuple[tuple[str, str], tuple[str, str] | None]:
     """(column, language) of the source and of the target (None: a predict split without targets)."""
     if PAIR_COLUMN in raw.column_names and not (source_column or target_column):
-        keys = set(raw[0][PAIR_COLUMN] or {})
+        keys = pair_languages(raw, {source_lang, target_lang})
         for lang, option in ((source_lang, "source_lang"), (target_lang, "target_lang")):
             if lang not in keys and not (split == "predict" and option == "target_lang"):
                 raise LitHFError(
