@@ -246,7 +246,7 @@ def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys
                 "validate", choice_dir, tmp_path, f"--data.validation_file={file}", "--data.choices_column=choices"
             )
         )
-    assert "not choice indices 0..1" in capsys.readouterr().err
+    assert "row 1: label 2 is not among the choice indices 0..1" in capsys.readouterr().err
 
 
 def test_hidden_labels_cannot_be_scored(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001

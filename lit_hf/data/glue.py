@@ -41,12 +41,12 @@ def read_glue_tsv(path: Path, task: GlueTask, split: str) -> Dataset:
     """
     if not os.path.isfile(path):
         raise LitHFError(f"The GLUE {task.folder} {split} file {str(path)!r} does not exist.")
-    check_utf8(str(path), f"The GLUE {task.folder} {split} file")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise LitHFError(f"Could not read the GLUE file {str(path)!r}: {err}") from err
+    check_utf8(str(path), f"The GLUE {task.folder} {split} file")  # UTF-16 without a byte-order mark decodes
     has_header = task.headerless is None or split.startswith("test")
     header = rows.pop(0) if has_header and rows else list(task.headerless or ())
     wanted = {col: name for col, name in task.file_columns.items() if col != "label" or name in header}

@@ -78,10 +78,10 @@ def load_file(loader: str, path: str, split: str, streaming: bool, **options: An
         if no_space(err):
             raise LitHFError(f"Converting {name} into the `datasets` cache: {NO_SPACE_WAY_OUT}") from err
         cause = unreadable_cause(path, loader)
-        if cause is None and not streaming and not isinstance(err, DatasetGenerationError):
-            if damage := conversion_damage(loader, options):
-                rank_zero_info(f"lit_hf: the `datasets` cache of {name} is damaged ({damage}); converting it again.")
-                return datasets.load_dataset(loader, split=split, download_mode="force_redownload", **options)
+        again = not (streaming or isinstance(err, DatasetGenerationError) or "download_mode" in options)
+        if cause is None and again and (damage := conversion_damage(loader, options)):
+            rank_zero_info(f"lit_hf: the `datasets` cache of {name} is damaged ({damage}); converting it again.")
+            return load_file(loader, path, split, streaming, **options, download_mode="force_redownload")
         raise LitHFError(f"{name} could not be read as {loader}: {cause or explain(err)}") from err
 
 
