@@ -17,7 +17,7 @@ from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli_errors import explain_parse_error, option_strings
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.paths import plain
-from lit_hf.resume import RandomState, last_checkpoint
+from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
 
 
 def tokenizer_of(model_name_or_path: str, tokenizer_name: str | None) -> str:
@@ -206,7 +206,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState()]},
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState(), FitLoopResume()]},
             parser_kwargs={"exit_on_error": False},  # parse errors reach `parse_arguments` as exceptions
             args=args,
         )
