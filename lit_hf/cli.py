@@ -23,7 +23,7 @@ from lit_hf.cli_errors import check_config_files, explain_parse_error, option_st
 from lit_hf.errors import ConfigError, LitHFError, first_line, say
 from lit_hf.export import check_export_target
 from lit_hf.paths import plain
-from lit_hf.resume import RandomState, last_checkpoint
+from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
 
 # How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
@@ -281,7 +281,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState()]},
+            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState(), FitLoopResume()]},
             parser_kwargs={"exit_on_error": False},  # parse errors reach `parse_arguments` as exceptions
             args=args,
         )

@@ -1,4 +1,4 @@
-"""Exact resume: every process's random number generators in the checkpoint, and `--ckpt_path=last` across runs."""
+"""Exact resume: Lightning's fit loop corrected, every process's random generators saved, `--ckpt_path=last`."""
 
 import random
 from pathlib import Path
@@ -46,6 +46,41 @@ class RandomState(L.Callback):
                 f"{trainer.world_size}: random streams (dropout) continue from this run's seed instead."
             )
         self._pending = None
+
+
+class FitLoopResume(L.Callback):
+    """Two corrections to how Lightning 2.6's fit loop resumes a fit, so that it continues where it stopped.
+
+    The training loader's place: a task's `configure_optimizers` reads `trainer.estimated_stepping_batches` to span
+    its learning-rate schedule; with `max_epochs` set, Lightning builds the training loader there to count its
+    batches, before the checkpoint's loop state is loaded. The fit loop applies the saved loader state
+    (`TrainLoader`, `StreamLoader`: the batches of the epoch consumed) only where it builds the loader, and keeps
+    one it already has, so the resumed epoch started again from its first batch (Lightning issue #20550).
+    `on_fit_start` runs after `configure_optimizers` and before the restore: the early loader is dropped there, and
+    the fit loop builds it again after the restore, as it does when nothing counted the steps first.
+
+    The epoch after a checkpoint written at an epoch's last batch: the fit loop closes that epoch when it resumes,
+    but still treats the next one as the epoch it resumed in, so it counts no start of it (and calls no
+    `on_train_epoch_start`). A checkpoint written during that epoch then reads as one written after it, and a fit
+    resumed from it trained the epoch again from its first batch. `on_train_start` (after the loop closed the epoch)
+    lets the next epoch start as a new one.
+
+    Both reach into the fit loop's private state; `tests/test_resume.py` fails if a Lightning release changes it.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if loop._combined_loader is None:
+            return
+        if loop._data_fetcher is not None:  # an iterator over the early loader (a stream's holds a batch already)
+            loop._data_fetcher.teardown()
+            loop._data_fetcher = None
+        loop._combined_loader = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop, epochs = trainer.fit_loop, trainer.fit_loop.epoch_progress.current
+        if loop.restarted_mid_epoch and epochs.processed == epochs.started:  # the epoch resumed in is closed
+            loop.reset_restart_stage()
 
 
 def random_states() -> dict[str, Any]:

@@ -171,12 +171,21 @@ def test_training_with_augmentation_is_reproducible(tmp_path, model_dir, folders
 
 def test_seeded_augmentation_is_reproducible_and_keeps_its_bounds(model_dir):
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    rows = [{"image": noise_image(np.random.default_rng(i), 0), "labels": i} for i in range(6)]
+    rows = [{"image": noise_image(np.random.default_rng(i), 0), "labels": i, "index": i} for i in range(6)]
     first, again, other = (ImageCollator(processor, seed=s)(rows) for s in (3, 3, 4))
     assert first["pixel_values"].shape == (6, 3, *output_size(processor)) == (6, 3, 32, 32)
     assert torch.equal(first["pixel_values"], again["pixel_values"])
     assert not torch.equal(first["pixel_values"], other["pixel_values"])
     assert first["labels"].tolist() == list(range(6))
+    # An example's crop follows the seed, the epoch and its index only: not its batch or its place in it (so not
+    # the loader workers, the processes or a resume), and it changes with the epoch.
+    alone = ImageCollator(processor, seed=3)(rows[4:5])["pixel_values"][0]
+    reversed_batch = ImageCollator(processor, seed=3)(rows[::-1])["pixel_values"]
+    assert torch.equal(alone, first["pixel_values"][4]) and torch.equal(reversed_batch, first["pixel_values"].flip(0))
+    collator = ImageCollator(processor, seed=3)
+    collator.set_epoch(1)
+    next_epoch = collator(rows)["pixel_values"]
+    assert all(not torch.equal(next_epoch[i], first["pixel_values"][i]) for i in range(6))
     generator = torch.Generator().manual_seed(0)
     for _ in range(200):
         left, top, right, bottom = crop_box(60, 40, generator, (0.08, 1.0), (3 / 4, 4 / 3))

@@ -31,10 +31,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
     `validation_dir`, `test_dir`, or `data_dir` in the `imagefolder` layout) or a dataset saved with `save_to_disk`.
     `prepare_data` (once per node) checks that every image decodes, encodes the labels and caches the images as they
     are; the pixels are made per batch: training crops at random (8-100 % of the area, then resized) and flips, with a
-    seeded generator; evaluation runs the image processor (its resize and centre crop). `label_names` (ClassLabel
-    names, the training split's class folder names, or its sorted label values) flows to the model through the CLI.
-    A class folder is the folder an image lies in; each split's class folders sit at one depth (which may differ
-    between splits: `train/<class>/` and `val/<group>/<class>/`).
+    generator seeded by the seed, the epoch and the example; evaluation runs the image processor (its resize and
+    centre crop). `label_names` (ClassLabel names, the training split's class folder names, or its sorted label
+    values) flows to the model through the CLI. A class folder is the folder an image lies in; each split's class
+    folders sit at one depth (which may differ between splits: `train/<class>/` and `val/<group>/<class>/`).
 
     Args:
         image_processor_name_or_path: Image processor whose size, mean and std shape the pixels; linked to the model's.
@@ -61,7 +61,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         batch_size: Training examples per batch per process.
         eval_batch_size: Evaluation/prediction examples per batch per process (default: batch_size).
         num_workers: DataLoader worker processes (decoding and augmenting images is the slow part).
-        seed: Seed of the train/validation split and of the augmentation (each process adds its rank).
+        seed: Seed of the train/validation split and of the augmentation (with the epoch and the example's index).
     """
 
     def __init__(
@@ -130,9 +130,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        collate = ImageCollator(self.processor, seed=hp.seed + 100_003 * rank)  # each process its own crops
-        train = self.datasets["train"].select_columns(["image", "labels"])
+        collate = ImageCollator(self.processor, seed=hp.seed)  # crops by seed, epoch and `index`
+        train = self.datasets["train"].select_columns(["image", "labels", "index"])
         accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)  # a global batch is one optimizer step
         return train_dataloader(
             train, batch_size=hp.batch_size, collate_fn=collate, num_workers=hp.num_workers, accumulate=accumulate

@@ -214,14 +214,18 @@ def normalize(images: list[Image.Image], processor: BaseImageProcessor) -> Tenso
 class ImageCollator:
     """Rows `{"image", "labels"?, "index"?}` -> `{"pixel_values", "labels", "index"}`.
 
-    Training (`seed` given) augments each image with a generator seeded once per loader process, so a run with the
-    same seed sees the same crops; evaluation runs the image processor itself (its resize and centre crop), exactly
-    as `pipeline("image-classification")` does on the exported model.
+    Training (`seed` given) augments each image with its own generator, seeded by the seed, the epoch (`set_epoch`,
+    which the training loader calls before each epoch) and the row's `index`: an example's crop depends on nothing
+    else, so not on the batch, the loader workers, the number of processes or where a fit was resumed. Evaluation
+    runs the image processor itself (its resize and centre crop), exactly as `pipeline("image-classification")`
+    does on the exported model.
     """
 
     def __init__(self, processor: BaseImageProcessor, seed: int | None = None) -> None:
-        self.processor, self.seed = processor, seed
-        self.generator: torch.Generator | None = None
+        self.processor, self.seed, self.epoch = processor, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Tensor]:
         images = [row["image"].convert("RGB") for row in rows]
@@ -229,15 +233,17 @@ class ImageCollator:
             pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         else:
             size = output_size(self.processor)
-            pixels = normalize([augment(image, size, self._generator()) for image in images], self.processor)
+            generators = [self._generator(row["index"]) for row in rows]
+            crops = [augment(image, size, gen) for image, gen in zip(images, generators, strict=True)]
+            pixels = normalize(crops, self.processor)
         batch = {"pixel_values": pixels}
         for key in ("labels", "index"):
             if key in rows[0]:
                 batch[key] = torch.tensor([row[key] for row in rows])
         return batch
 
-    def _generator(self) -> torch.Generator:
-        if self.generator is None:  # made in the process that uses it: each DataLoader worker its own stream
-            info = torch.utils.data.get_worker_info()
-            self.generator = torch.Generator().manual_seed(self.seed + 1000 * (info.id + 1 if info else 0))
-        return self.generator
+    def _generator(self, index: int) -> torch.Generator:
+        """The stream of one example in this epoch. numpy's SeedSequence mixes the three numbers, so neighbouring
+        indices or epochs get unrelated streams."""
+        words = np.random.SeedSequence([self.seed % (1 << 64), self.epoch, index]).generate_state(2, np.uint32)
+        return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))

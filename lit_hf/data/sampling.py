@@ -132,6 +132,8 @@ class TrainLoader(DataLoader):
         epoch, seen = getattr(self, "_resume", None) or (sampler.epoch, 0)
         self._resume = None
         sampler.skip = self._seen = seen // sampler.micro_batch * sampler.micro_batch if epoch == sampler.epoch else 0
+        if hasattr(self.collate_fn, "set_epoch"):  # a collator whose randomness follows the epoch (image crops)
+            self.collate_fn.set_epoch(sampler.epoch)
         for batch in super().__iter__():
             self._seen += sampler.micro_batch
             yield batch
@@ -201,7 +203,10 @@ def train_dataloader(
         accumulate=accumulate,
         lengths=lengths,
     )
-    return TrainLoader(dataset, sampler=sampler, **loader_options(batch_size, collate_fn, num_workers))
+    options = loader_options(batch_size, collate_fn, num_workers)
+    # Workers copy the collator when they start: one that follows the epoch needs them started again each epoch.
+    options["persistent_workers"] &= not hasattr(collate_fn, "set_epoch")
+    return TrainLoader(dataset, sampler=sampler, **options)
 
 
 def loader_options(batch_size: int, collate_fn: Callable[[list[Any]], Any], num_workers: int) -> dict[str, Any]:
