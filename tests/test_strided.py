@@ -3,6 +3,7 @@ stride = block_size against disjoint blocks, and the strides refused."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from reference import (
     read_results,
@@ -14,7 +15,9 @@ from reference import (
 )
 from test_distributed import launch
 
+import lit_hf.data.strided as strided
 from lit_hf.cli import main
+from lit_hf.data import LanguageModelingDataModule
 
 BLOCK, STRIDE = 64, 16
 RUN = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -126,3 +129,51 @@ def test_a_stride_outside_the_block_is_refused_in_one_line(tmp_path, capsys, cau
     assert exit_.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("lit_hf: error: ") and message in err.strip().splitlines()[-1]
     assert not list(tmp_path.rglob("version_*")) and not list(tmp_path.rglob("results*.json"))
+
+
+def guide_windows(n: int, block: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first scored position) of each window of the guide's loop over n tokens."""
+    windows, prev_end = [], 0
+    for begin in range(0, n, stride):
+        end = min(begin + block, n)
+        windows.append((begin, end, prev_end - begin if begin else 0))  # the guide masks all but the last trg_len
+        prev_end = end
+        if end == n:
+            break
+    return windows
+
+
+def test_windows_written_chunk_by_chunk_are_the_guides(tmp_path, monkeypatch):
+    """Streams of 1 to 101 tokens in pieces of any length, strides from 1 to the block: the windows (tokens and
+    first scored position) of the guide's loop, with the writer flushing every 7 tokens, inside windows."""
+    monkeypatch.setattr(strided, "CHUNK_TOKENS", 7)
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 15, 16, 17, 33, 101):
+        ids = np.arange(n, dtype=np.int32)
+        pieces = [(piece, np.array([len(piece)])) for piece in np.split(ids, np.sort(rng.integers(0, n, 3)))]
+        for block in (4, 16):
+            for stride in sorted({1, 3, block // 2, block - 1, block}):
+                windows, tokens = strided.group_windows(pieces, block, stride, tmp_path / f"{n}-{block}-{stride}")
+                got = [(int(w["input_ids"][0]), int(w["input_ids"][-1]) + 1, w["score_from"]) for w in windows]
+                assert tokens == n and got == guide_windows(n, block, stride), (n, block, stride)
+                assert all(list(w["input_ids"]) == list(range(w["input_ids"][0], w["input_ids"][-1] + 1))
+                           for w in windows)  # fmt: skip
+
+
+def test_streamed_training_leaves_the_evaluation_windows_as_they_are(tmp_path, data_dir, causal_lm_dir,
+                                                                     gpt2_tokenizer):  # fmt: skip
+    text = data_dir / "wikitext" / "wiki_00"
+    options = {
+        "tokenizer_name_or_path": str(causal_lm_dir("gpt2")),
+        "validation_file": str(text),
+        "block_size": 64,
+        "eval_stride": 48,
+    }
+    windows = {}
+    for streaming in (False, True):
+        dm = LanguageModelingDataModule(data_cache_dir=str(tmp_path / str(streaming)), streaming=streaming, **options)
+        dm.prepare_data()
+        dm.setup("validate")
+        windows[streaming] = [w["input_ids"].tolist() for w in dm.datasets["validation"]]
+    n = len(reference_tokens(text, gpt2_tokenizer))
+    assert windows[True] == windows[False] and len(windows[True]) == len(guide_windows(n, 64, 48))
