@@ -65,7 +65,7 @@ class _WindowWriter:
         self.path, self.block_size, self.stride = path, block_size, stride
         self.buffer: list[np.ndarray] = []
         self.base = 0  # stream position of the buffer's first token: the next window's start
-        self.buffered = self.tokens = self.scored_to = 0  # scored_to: the end of the last window written
+        self.buffered = self.tokens = self.written_to = 0  # written_to: the end of the last window written
         self.sink = pa.ipc.new_stream(str(path), self.SCHEMA)  # the stream format `Dataset.from_file` reads
 
     def add(self, ids: np.ndarray) -> None:
@@ -84,18 +84,23 @@ class _WindowWriter:
         stream = np.concatenate(self.buffer or [np.zeros(0, np.int32)]).astype(np.int32, copy=False)
         whole = max(0, (len(stream) - self.block_size) // self.stride + 1)  # windows of a full block
         starts = list(range(0, whole * self.stride, self.stride))
-        covered = self.base + starts[-1] + self.block_size if starts else self.scored_to
+        covered = self.base + starts[-1] + self.block_size if starts else self.written_to
         if final and covered < self.tokens:
             starts.append(len(starts) * self.stride)  # the last window: from its start to the stream's end
-        windows = [stream[start : start + self.block_size] for start in starts]
-        score_from = [self._score_from(self.base + start) for start in starts]
-        if windows:
-            self.scored_to = self.base + starts[-1] + len(windows[-1])
-            offsets = np.cumsum([0, *map(len, windows)], dtype=np.int32)
-            ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(windows)))
-            self.sink.write_batch(pa.record_batch([ids, pa.array(score_from, pa.int32())], schema=self.SCHEMA))
+        per_batch = max(1, CHUNK_TOKENS // self.block_size)  # a chunk of tokens at a time, whatever the stride
+        for first in range(0, len(starts), per_batch):
+            self._write_batch(stream, starts[first : first + per_batch])
+        if starts:
+            self.written_to = self.base + min(starts[-1] + self.block_size, len(stream))
         rest = len(starts) * self.stride
         self.buffer, self.base, self.buffered = [stream[rest:].copy()], self.base + rest, len(stream) - rest
+
+    def _write_batch(self, stream: np.ndarray, starts: list[int]) -> None:
+        windows = [stream[start : start + self.block_size] for start in starts]  # views; one copy below
+        offsets = np.cumsum([0, *map(len, windows)], dtype=np.int32)
+        ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(windows)))
+        score_from = pa.array([self._score_from(self.base + start) for start in starts], pa.int32())
+        self.sink.write_batch(pa.record_batch([ids, score_from], schema=self.SCHEMA))
 
     def _score_from(self, start: int) -> int:
         return 0 if start == 0 else self.block_size - self.stride
