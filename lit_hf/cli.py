@@ -277,6 +277,11 @@ def main(args: list[str] | None = None) -> None:
 
             export_main(argv[1:])
             return
+        if argv[:1] == ["lm-eval"]:  # no Trainer loop: lm-evaluation-harness on the task's model (lit_hf/harness.py)
+            from lit_hf.harness import lm_eval_main
+
+            lm_eval_main(argv[1:])
+            return
         LitHFCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,

@@ -8,6 +8,7 @@ COMMANDS = {
     "test": "One evaluation epoch over the test set.",
     "predict": "Predictions for the data module's predict set, written to the run's folder.",
     "export": "A checkpoint as a Hugging Face model folder (--ckpt_path CKPT --export_dir DIR).",
+    "lm-eval": "A run's model through lm-evaluation-harness tasks (--tasks T1,T2; pip install lit-hf[eval]).",
     "download": "One weight format of a hub repository into a local folder, ready for fit.",
 }
 

@@ -48,7 +48,7 @@ class NextTokenNLL(Metric):
     `update(logits, labels)` takes (batch, seq_len, vocab) logits and (batch, seq_len) labels with -100 where no
     prediction counts; position t predicts label t + 1 (`shift=True`, decoder-only models) or label t
     (`shift=False`, encoder-decoder models, whose decoder inputs are the labels shifted right). `compute()`
-    returns total NLL / tokens (the loss), exp of it (perplexity) and the accuracy. The log-softmax runs in
+    returns total NLL / tokens (the loss), exp of it (perplexity), the accuracy and the tokens. The log-softmax runs in
     float64 over chunks of predicted rows (`chunk_bytes` of float64 each), so it is exact to float64 rounding
     whatever the logits' dtype and never copies the logits whole. States are float64 sums, so the result does not
     depend on how the set is split into batches or processes.
@@ -87,7 +87,7 @@ class NextTokenNLL(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         loss = self.nll / self.tokens
-        return {"loss": loss, "ppl": loss.exp(), "accuracy": self.correct / self.tokens}
+        return {"loss": loss, "ppl": loss.exp(), "accuracy": self.correct / self.tokens, "tokens": self.tokens}
 
 
 class ExactSpearman(SpearmanCorrCoef):

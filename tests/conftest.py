@@ -164,3 +164,29 @@ def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
     T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, gpt2_tokenizer) -> Path:  # noqa: ANN001
+    """A 2-layer, 32-wide GPT-2 (128 positions, no dropout) with the real GPT-2 vocabulary, trained for 60 steps of
+    2 blocks of 64 tokens of wiki_00 less its held-out lines (`reference.wiki_00_held_out`): peaked predictions,
+    unlike random weights, so a wrong context or a wrong token shows in the perplexity."""
+    from reference import HELD_OUT_LINES
+
+    lines = (data_dir / "wikitext" / "wiki_00").read_text(encoding="utf-8").splitlines(keepends=True)
+    ids = gpt2_tokenizer("".join(lines[:-HELD_OUT_LINES]))["input_ids"]
+    blocks = torch.tensor(ids[: len(ids) // 64 * 64]).view(-1, 64)  # (203, 64)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
+    model = GPT2LMHeadModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        batch = blocks[torch.randint(0, len(blocks), (2,))]
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("trained-gpt2")
+    model.save_pretrained(path)
+    gpt2_tokenizer.save_pretrained(path)
+    return path

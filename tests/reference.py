@@ -13,13 +13,26 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForCausalLM
 
 REPO = Path(__file__).resolve().parents[1]
+HELD_OUT_LINES = 40  # wiki_00's last lines (2,176 GPT-2 tokens), which conftest's trained_gpt2_dir never sees
+
+
+def wiki_00_held_out(data_dir: Path) -> str:
+    """The text the trained GPT-2 of conftest's `trained_gpt2_dir` was not trained on."""
+    lines = (data_dir / "wikitext" / "wiki_00").read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(lines[-HELD_OUT_LINES:])
+
+
+def reference_tokens(path: Path, tokenizer) -> list[int]:  # noqa: ANN001
+    """Every line (with its line break) tokenized, all concatenated: a split's token stream."""
+    ids: list[int] = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        ids.extend(tokenizer(line)["input_ids"])
+    return ids
 
 
 def reference_blocks(path: Path, tokenizer, block_size: int) -> np.ndarray:  # noqa: ANN001
     """Every line (with its line break) tokenized, all concatenated, cut into blocks, the remainder dropped."""
-    ids: list[int] = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        ids.extend(tokenizer(line)["input_ids"])
+    ids = reference_tokens(path, tokenizer)
     n = len(ids) // block_size
     return np.array(ids[: n * block_size]).reshape(n, block_size)
 
@@ -36,6 +49,30 @@ def reference_perplexity(model_dir: Path, blocks: np.ndarray) -> dict[str, float
         correct += (logits.argmax(-1) == block[1:]).sum().item()
         count += len(block) - 1
     return {"loss": nll / count, "ppl": math.exp(nll / count), "accuracy": correct / count}
+
+
+@torch.no_grad()
+def reference_strided(model_dir: Path, ids: list[int], block_size: int, stride: int) -> dict[str, float]:
+    """The loop of the Hugging Face guide "Perplexity of fixed-length models", one window at a time, with the
+    log-likelihoods summed in float64: windows start every `stride` tokens, each masks the labels an earlier window
+    scored (`trg_len`), the last one ends at the stream's end."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    nll, correct, count, prev_end = 0.0, 0, 0, 0
+    for begin in range(0, len(ids), stride):
+        end = min(begin + block_size, len(ids))
+        trg_len = end - prev_end  # may be different from stride on the last window
+        input_ids = torch.tensor(ids[begin:end])[None]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        logits, targets = model(input_ids=input_ids).logits[0, :-1].double(), target_ids[0, 1:]  # the model's shift
+        keep = targets != -100
+        nll -= logits[keep].log_softmax(-1).gather(-1, targets[keep][:, None]).sum().item()
+        correct += int((logits[keep].argmax(-1) == targets[keep]).sum())
+        count += int(keep.sum())
+        prev_end = end
+        if end == len(ids):
+            break
+    return {"loss": nll / count, "ppl": math.exp(nll / count), "accuracy": correct / count, "scored_tokens": count}
 
 
 def read_results(root: Path) -> dict[str, float]:

@@ -47,7 +47,8 @@ def test_perplexity_equals_plain_forward(tmp_path, data_dir, causal_lm_dir, gpt2
     )
     got = read_results(tmp_path)
     want = reference_perplexity(model_dir, reference_blocks(text, gpt2_tokenizer, 64)[:31])
-    assert set(got) == {f"{prefix}/ppl", f"{prefix}/loss", f"{prefix}/accuracy"}
+    assert set(got) == {f"{prefix}/ppl", f"{prefix}/loss", f"{prefix}/accuracy", f"{prefix}/scored_tokens"}
+    assert got[f"{prefix}/scored_tokens"] == 31 * 63  # each block's first token has no prediction
     for name in ("ppl", "loss", "accuracy"):
         assert got[f"{prefix}/{name}"] == pytest.approx(want[name], rel=1e-6), name
 

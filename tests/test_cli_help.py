@@ -10,7 +10,7 @@ from lit_hf.cli_help import COMMANDS
 
 def test_top_help_lists_lightnings_subcommands_and_ours() -> None:
     assert list(COMMANDS)[:4] == list(LightningCLI.subcommands())
-    assert list(COMMANDS)[4:] == ["export", "download"]  # lit_hf/cli.py's own (lit_hf/__main__.py: download)
+    assert list(COMMANDS)[4:] == ["export", "lm-eval", "download"]  # lit_hf/cli.py's own (lit_hf/__main__.py: download)
 
 
 def test_top_help_imports_neither_torch_nor_lightning() -> None:

@@ -42,7 +42,7 @@ def test_validate_on_three_processes_equals_one(tmp_path, data_dir, causal_lm_di
     launch("validate", 1, tmp_path / "one", *args)
     launch("validate", 3, tmp_path / "three", *args)
     one, three = read_results(tmp_path / "one"), read_results(tmp_path / "three")
-    assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(three)
+    assert set(one) == {"val/loss", "val/ppl", "val/accuracy", "val/scored_tokens"} == set(three)
     for key in one:
         assert three[key] == pytest.approx(one[key], rel=1e-6), key
 
@@ -63,7 +63,7 @@ def test_validation_inside_fit_on_two_processes_equals_one(tmp_path, data_dir, c
     launch("fit", 1, tmp_path / "one", *args)  # learning rate 0: the weights stay, so both validate one model
     launch("fit", 2, tmp_path / "two", *args)
     one, two = last_scalars(tmp_path / "one"), last_scalars(tmp_path / "two")
-    assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(two)
+    assert set(one) == {"val/loss", "val/ppl", "val/accuracy", "val/scored_tokens"} == set(two)
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-6), key
 

@@ -24,6 +24,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 import lit_hf.__main__
 import lit_hf.cli
 import lit_hf.export_command
+import lit_hf.harness
 from lit_hf import download
 from lit_hf.errors import LitHFError
 
@@ -186,13 +187,14 @@ def parse_only(cli_class: type) -> type:
 class LitHFParser:
     """Parses `python -m lit_hf ARGS` as the command would, without building or running anything.
 
-    `lit_hf.cli.main` (or `export_main`) builds its CLI with its own options, which parses and stops; that CLI then
-    parses every later command itself, since building its parser is most of the cost of a parse. `download` is
-    argparse's, and the top-level `--help` is `lit_hf.__main__`'s.
+    `lit_hf.cli.main` (or `export_main`, `lm_eval_main`) builds its CLI with its own options, which parses and
+    stops; that CLI then parses every later command itself, since building its parser is most of the cost of a
+    parse. `download` is argparse's, and the top-level `--help` is `lit_hf.__main__`'s.
     """
 
     ENTRIES = {
         "export": (lit_hf.export_command, "ExportCLI", lit_hf.export_command.export_main),
+        "lm-eval": (lit_hf.harness, "LmEvalCLI", lit_hf.harness.lm_eval_main),
         "trainer": (lit_hf.cli, "LitHFCLI", lit_hf.cli.main),
     }
 
@@ -216,7 +218,7 @@ class LitHFParser:
                 patch.setattr(sys, "argv", ["lit_hf", *args])
                 lit_hf.__main__.main()
         else:
-            kind, args = ("export", args[1:]) if args[:1] == ["export"] else ("trainer", args)
+            kind, args = (args[0], args[1:]) if args[:1] in (["export"], ["lm-eval"]) else ("trainer", args)
             try:
                 if kind in self.built:
                     self.built[kind].parse_arguments(self.built[kind].parser, args)
@@ -263,6 +265,7 @@ def test_the_pages_hold_commands():
         ("lit-hf fit --config configs/gpt2_wikitext.yaml --trainer.max_epochz=3", "max_epochz"),
         ("python -m lit_hf export --config configs/quickstart_clm.yaml --ckpt_path CKPT --export_dirr DIR", "exit"),
         ("python -m lit_hf download openai-community/gpt2 --localdir models/gpt2", "exit"),
+        ("python -m lit_hf lm-eval --config configs/quickstart_clm.yaml --taskz hellaswag", "exit"),
         ("python bench/bench_lora.py --stepz 8", "--stepz"),
         ("python bench/bench_nothing.py", "no script"),
         ("python -m lit_hf predict --config configs/quickstart_clm.yaml --ckpt_path CHECKPOINT", "CHECKPOINT"),

@@ -71,7 +71,7 @@ def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):  # noqa: ANN0
     done = run_lit_hf("validate", *args(tmp_path / "dp"), "--trainer.strategy=dp", "--trainer.devices=2")
     assert done.stdout.count("--trainer.strategy=dp runs as ddp over the same devices") == 1  # rank 0 only
     dp = read_results(tmp_path / "dp")
-    assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(dp)
+    assert set(one) == {"val/loss", "val/ppl", "val/accuracy", "val/scored_tokens"} == set(dp)
     for key in one:
         assert dp[key] == pytest.approx(one[key], rel=1e-6), key
 
@@ -138,7 +138,7 @@ def test_fit_then_validate_on_two_torchrun_nodes_equals_one_process(tmp_path, da
         ]
     )
     two, one = read_results(tmp_path / "nodes" / "lightning_logs" / "version_1"), read_results(tmp_path / "one")
-    assert set(one) == {"val/loss", "val/ppl", "val/accuracy"} == set(two)
+    assert set(one) == {"val/loss", "val/ppl", "val/accuracy", "val/scored_tokens"} == set(two)
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-6), key
 

@@ -34,9 +34,12 @@ from lit_hf.data.sources import (
     missing_split,
     source_identity,
 )
+from lit_hf.data.strided import check_stride, collate_windows
 from lit_hf.data.values import check_texts, origin
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
+
+EVAL_SPLITS = ("validation", "test")  # the splits `eval_stride` cuts into windows
 
 
 class LanguageModelingDataModule(L.LightningDataModule):
@@ -77,8 +80,13 @@ class LanguageModelingDataModule(L.LightningDataModule):
             no cache, memory independent of its size; needs --trainer.max_steps. Each process reads every N-th row
             (or whole shards) and all end an epoch at the smallest share's last full batch (lit_hf/data/streaming.py).
         streaming_shuffle_buffer: With streaming, shuffle blocks in a buffer of this many; 0: stream order.
+        eval_stride: Strided (sliding-window) perplexity for validation and test: windows of block_size tokens
+            starting every eval_stride tokens, each scoring only the tokens no earlier window scored, so every
+            token is predicted with up to a block of context (the Hugging Face guide's method); the last window
+            ends at the split's end. At most block_size (equal: disjoint windows); not with packing. Default:
+            disjoint blocks, the remainder dropped (lit_hf/data/strided.py).
         max_train_samples: Keep only the first N training blocks (debugging, quick runs).
-        max_eval_samples: Keep only the first N validation/test blocks.
+        max_eval_samples: Keep only the first N validation/test blocks (or windows).
         max_predict_samples: Keep only the first N prompts.
         preprocessing_num_workers: Processes for tokenization.
         overwrite_cache: Tokenize again even when a cached result exists.
@@ -112,6 +120,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         block_size: int | None = None,
         streaming: bool = False,
         streaming_shuffle_buffer: int = 0,
+        eval_stride: int | None = None,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         max_predict_samples: int | None = None,
@@ -130,6 +139,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
             raise ConfigError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")
         check_positive(block_size=block_size)
         streams.check_options(streaming, dataset_path, streaming_shuffle_buffer)
+        check_stride(eval_stride, block_size, packing)
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
@@ -137,6 +147,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         streams.check_fit(self.hparams.streaming, self.trainer)
         tokenizer = linked_tokenizer(self.hparams)
         block_size = self._block_size(tokenizer)
+        check_stride(self.hparams.eval_stride, block_size, self.hparams.packing)  # the default block size, too
         caches = self._caches(tokenizer, block_size)
         streamed = self.hparams.streaming and running_stage(self.trainer) == "fit"  # then train is not in caches
         required = next(iter(caches)) if self.trainer is not None and not streamed else None  # validation is optional
@@ -148,7 +159,9 @@ class LanguageModelingDataModule(L.LightningDataModule):
                 raise missing_split(split, raw)
             if split == "predict":
                 return prepare_prompts(raw[split], self.hparams, tokenizer, tag)
-            return tokenize_and_group(raw[split], split, tokenizer, self.hparams, block_size, scratch / f"{tag}.arrow")
+            stride = self.hparams.eval_stride if split in EVAL_SPLITS else None
+            path = scratch / f"{tag}.arrow"
+            return tokenize_and_group(raw[split], split, tokenizer, self.hparams, block_size, path, stride)
 
         with scratch_folder(next(iter(caches.values()))[0]) as scratch:  # the blocks before they are saved
             prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
@@ -187,7 +200,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         return eval_dataloader(
             self.datasets[split],
             batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
-            collate_fn=collate_blocks,
+            collate_fn=collate_windows if self.hparams.eval_stride else collate_blocks,
             num_workers=self.hparams.num_workers,
         )
 
@@ -239,6 +252,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
                 **({"add_eos": True} if hp.add_eos_between_documents else {}),
                 **({"packing": True} if hp.packing else {}),
                 "block_size": block_size,
+                **({"eval_stride": hp.eval_stride} if hp.eval_stride and split in EVAL_SPLITS else {}),
                 "validation_split_percentage": hp.validation_split_percentage if carved else None,
             }
 

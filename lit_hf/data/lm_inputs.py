@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_hf.data.encode import encode_texts
 from lit_hf.data.lm_blocks import document_positions, group_pieces, list_pieces, tokenized_pieces  # noqa: F401
 from lit_hf.data.sources import require_columns
+from lit_hf.data.strided import group_windows
 from lit_hf.errors import ConfigError, LitHFError
 
 # Checked in transformers 5.24 (a packed block against each document alone): OPT derives positions from the
@@ -73,15 +74,27 @@ def document_separator(tokenizer: PreTrainedTokenizerBase, add_eos_between_docum
 
 
 def tokenize_and_group(
-    raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, hparams: Mapping[str, Any], size: int, path: Path
+    raw: Dataset,
+    split: str,
+    tokenizer: PreTrainedTokenizerBase,
+    hparams: Mapping[str, Any],
+    size: int,
+    path: Path,
+    stride: int | None = None,
 ) -> Dataset:
     """Rows tokenized in batches straight into blocks written chunk by chunk: no `map` and no intermediate
-    cache (the cache key already decides), memory bounded by a batch and a chunk."""
+    cache (the cache key already decides), memory bounded by a batch and a chunk. With `stride`, overlapping
+    evaluation windows instead of blocks (`strided.group_windows`)."""
     column = hparams["text_column"]
     require_columns(raw, split, {column: "text_column"})
     eos = document_separator(tokenizer, hparams["add_eos_between_documents"])
     tokenize = partial(tokenize_text, tokenizer=tokenizer, text_column=column, eos_token_id=eos)
     pieces = tokenized_pieces(raw, column, tokenize, hparams["preprocessing_num_workers"])
+    if stride is not None:
+        windows, n = group_windows(pieces, size, stride, path, total=len(raw), desc=f"Tokenize and window {split}")
+        if n < 2:
+            raise LitHFError(f"The {split} split has {n} tokens; strided evaluation needs 2 or more: add text.")
+        return windows
     desc = f"Tokenize and group {split}"
     blocks, n = group_pieces(pieces, size, hparams["packing"], path, total=len(raw), desc=desc)
     if len(blocks) == 0:

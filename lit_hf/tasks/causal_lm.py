@@ -23,9 +23,9 @@ from lit_hf.tasks.generation import exported_generation_config, generation_optio
 class CausalLMTask(L.LightningModule):
     """Next-token prediction on batches of `input_ids` and `labels` (the model shifts labels left by one).
 
-    Logs `train/loss` every step; `val/loss`, `val/ppl` and `val/accuracy` (next-token) once per validation
-    epoch, and the same under `test/`. Perplexity is exp(total NLL / predicted tokens) over the whole split,
-    summed in float64 and reduced across processes once at epoch end.
+    Logs `train/loss` every step; `val/loss`, `val/ppl`, `val/accuracy` (next-token) and `val/scored_tokens` (the
+    predicted tokens they are over) once per validation epoch, and the same under `test/`. Perplexity is exp(total
+    NLL / predicted tokens) over the whole split, summed in float64 and reduced across processes once at epoch end.
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForCausalLM.from_pretrained`.
@@ -184,6 +184,7 @@ class CausalLMTask(L.LightningModule):
 
     def _end_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
         values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
+        values["scored_tokens"] = values.pop("tokens")  # the predictions perplexity averages over
         self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
         metric.reset()
 
