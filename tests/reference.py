@@ -92,13 +92,20 @@ def run_lit_hf(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return done
 
 
-def logged(root: Path, tag: str) -> dict[int, float]:
-    """step -> value of `tag` over all the TensorBoard runs under `root` (a resumed fit logs to a new version)."""
+def logged_values(root: Path, tag: str) -> dict[int, list[float]]:
+    """step -> every value of `tag` logged at that step, over all the TensorBoard runs under `root` (a resumed fit logs
+    to a new version; a step done again after a resume is logged again)."""
     values: dict[int, list[float]] = {}
     for run in sorted({p.parent for p in root.rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(run))
         events.Reload()
         for event in events.Scalars(tag) if tag in events.Tags()["scalars"] else []:
             values.setdefault(event.step, []).append(event.value)
+    return values
+
+
+def logged(root: Path, tag: str) -> dict[int, float]:
+    """step -> value of `tag` over all the TensorBoard runs under `root`, each step logged once."""
+    values = logged_values(root, tag)
     assert all(len(v) == 1 for v in values.values()), f"{tag} logged twice at a step: {values}"
     return {step: v[0] for step, v in values.items()}

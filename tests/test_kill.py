@@ -1,6 +1,7 @@
-"""kill -9 at any moment: a `fit` killed while caching, while writing a checkpoint, mid-step and while exporting
-leaves only complete files under their real names, and each rerun (`--ckpt_path=last`) goes on from them.
-A complete export (model.safetensors) is checked in test_errors.py."""
+"""kill -9 at any moment: a `fit` of configs/quickstart_clm.yaml killed while caching, while writing a checkpoint and
+while exporting leaves only complete files under their real names, and each rerun (`--ckpt_path=last`) goes on from
+them. A complete export (model.safetensors) is checked in test_errors.py; fits killed between steps and resumed, to
+the last bit, in test_resume.py."""
 
 import os
 import signal
@@ -45,14 +46,6 @@ elif point == "checkpoint":  # the 4th checkpoint write (last.ckpt at step 4) st
                 stall()
         return real_save(obj, f, *a, **k)
     torch.save = save
-elif point == "step":  # inside the forward of optimizer step 5
-    from lit_hf.tasks.causal_lm import CausalLMTask
-    real_step = CausalLMTask.training_step
-    def training_step(self, batch, batch_idx):
-        if self.global_step == 5:
-            stall()
-        return real_step(self, batch, batch_idx)
-    CausalLMTask.training_step = training_step
 elif point == "export":  # the weights are saved, the tokenizer not yet
     import transformers
     real_save_pretrained = transformers.PreTrainedModel.save_pretrained
@@ -66,27 +59,21 @@ main(args)
 """
 
 
-def fit_args(root: Path, model_dir: Path, text: Path) -> list[str]:
+def fit_args(root: Path) -> list[str]:
+    """configs/quickstart_clm.yaml as shipped (max_epochs set), shrunk to 4 epochs of 2 steps, a checkpoint every 2
+    steps (the config's own ModelCheckpoint: `epoch=E-step=S.ckpt`, then last.ckpt) in one folder for every rerun."""
     return [
         "fit",
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        f"--data.train_file={text}",
-        f"--data.validation_file={text}",
+        f"--config={REPO / 'configs' / 'quickstart_clm.yaml'}",
         f"--data.data_cache_dir={root / 'cache'}",
-        "--data.block_size=32",
-        "--data.batch_size=2",
-        "--data.max_train_samples=4",  # 2 steps an epoch, a checkpoint at each epoch's end
-        "--data.max_eval_samples=2",
-        "--trainer.accelerator=cpu",
-        "--trainer.max_steps=8",
+        "--data.max_train_samples=32",  # 2 batches of 16 an epoch
+        "--data.max_eval_samples=16",
+        "--trainer.max_epochs=4",
+        "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={root / 'runs'}",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"--trainer.callbacks.dirpath={root / 'checkpoints'}",  # one folder for every rerun, so `last` is found
-        "--trainer.callbacks.save_last=true",
-        "--trainer.callbacks.save_top_k=-1",
+        f"--trainer.callbacks.init_args.dirpath={root / 'checkpoints'}",
+        "--trainer.callbacks.init_args.every_n_train_steps=2",
     ]
 
 
@@ -115,10 +102,8 @@ def leftovers(folder: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_kill_at_each_point_then_rerun(tmp_path, data_dir, causal_lm_dir) -> None:  # noqa: ANN001
-    text = tmp_path / "text.txt"
-    text.write_text((data_dir / "wikitext" / "wiki_00").read_text(encoding="utf-8")[:4000])
-    args = fit_args(tmp_path, causal_lm_dir(), text)
+def test_kill_at_each_point_then_rerun(tmp_path) -> None:  # noqa: ANN001
+    args = fit_args(tmp_path)
     checkpoints, cache = tmp_path / "checkpoints", tmp_path / "cache" / "lit_hf"
 
     run_child(tmp_path, "cache", args)
@@ -129,12 +114,9 @@ def test_kill_at_each_point_then_rerun(tmp_path, data_dir, causal_lm_dir) -> Non
     assert leftovers(checkpoints)  # the half-written last.ckpt, under its temporary name
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2  # the previous one, whole
 
-    out = run_child(tmp_path, "step", [*args, "--ckpt_path=last"])
+    out = run_child(tmp_path, "export", [*args, "--ckpt_path=last"])  # resumes at step 2, reaches 8, killed exporting
     assert f"Restoring states from the checkpoint path at {checkpoints / 'last.ckpt'}" in out
     assert not leftovers(checkpoints)  # the killed run's half checkpoint went with the next save
-    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 4
-
-    run_child(tmp_path, "export", [*args, "--ckpt_path=last"])  # resumes at step 4, reaches 8, killed exporting
     run = max((tmp_path / "runs" / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
     assert not (run / "huggingface").exists()  # the export cut short is not there under its real name
     assert [p.name.split(".tmp-")[0] for p in leftovers(run)] == ["huggingface"]

@@ -1,85 +1,170 @@
-"""Exact resume: a fit stopped mid-epoch and resumed with --ckpt_path logs what the uninterrupted fit logs."""
+"""Exact resume: a fit of each shipped quickstart config (max_epochs set, as shipped) that is SIGKILLed, resumed with
+--ckpt_path, stopped with Ctrl-C mid-epoch and resumed again logs what the uninterrupted fit logs, to the last bit.
+A streamed fit resumed on two processes: test_streaming.py; kills while writing files: test_kill.py."""
 
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from reference import logged, run_lit_hf
+import torch
+from reference import logged, logged_values
 
 from lit_hf.cli import main
 
-STEPS = 14  # 40 blocks in batches of 4: 10 steps per epoch, so the runs cross an epoch end
+REPO = Path(__file__).resolve().parents[1]
+SEED = 20  # of the steps at which the fits are stopped
+EPOCH_STEPS = 4  # optimizer steps per epoch with the overrides below; the fits run 2 epochs
+# Each quickstart shrunk to 4 optimizer steps an epoch (of its own batch size) and a small validation set; multiple
+# choice accumulates the gradients of 2 batches per step.
+QUICKSTARTS = {
+    "clm": ["--data.max_train_samples=64", "--data.max_eval_samples=16"],
+    "classification": ["--data.max_train_samples=128", "--data.max_eval_samples=32"],
+    "translation": ["--data.max_train_samples=64", "--data.max_eval_samples=16"],
+    "summarization": ["--data.max_train_samples=64", "--data.max_eval_samples=16"],
+    "multiple_choice": [
+        "--data.max_train_samples=128",
+        "--data.max_eval_samples=16",
+        "--trainer.accumulate_grad_batches=2",
+    ],
+    "image_classification": ["--data.max_train_samples=128", "--data.max_eval_samples=32"],
+}
+TAGS = ("train/loss", "train/lr", "val/loss")
 
 
-def fit_args(root: Path, data_dir: Path, model_dir: Path, devices: int, max_steps: int) -> list[str]:
-    """A tiny GPT-2 with dropout 0.1 (so the random streams matter) and a warmup spanning the interruptions, with
-    last.ckpt after every step and Lightning's default checkpoint at each validation."""
+def quickstart_args(name: str, root: Path, *extra: str) -> list[str]:
+    """The quickstart as shipped (max_epochs set, so the learning-rate schedule spans its epochs), for 2 epochs,
+    every step logged and last.ckpt written after every optimizer step by the config's own ModelCheckpoint."""
     return [
         "fit",
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        f"--model.model_name_or_path={model_dir}",
-        "--model.learning_rate=1e-3",
-        "--model.warmup_steps=10",
-        "--model.lr_scheduler_type=constant_with_warmup",  # a schedule that does not depend on max_steps
+        f"--config={REPO / 'configs' / f'quickstart_{name}.yaml'}",
+        *QUICKSTARTS[name],
         f"--data.data_cache_dir={root / 'cache'}",
-        f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
-        "--data.block_size=32",
-        "--data.max_train_samples=40",
-        "--data.max_eval_samples=8",
-        f"--data.batch_size={4 // devices}",
-        "--seed_everything=0",
-        "--trainer.accelerator=cpu",
-        f"--trainer.devices={devices}",
-        *(["--trainer.strategy=ddp"] if devices > 1 else []),
-        f"--trainer.max_steps={max_steps}",
-        "--trainer.val_check_interval=5",
-        "--trainer.limit_val_batches=1",
+        "--trainer.max_epochs=2",
         "--trainer.log_every_n_steps=1",
+        "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={root}",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.save_last=true",
-        "--trainer.callbacks.every_n_train_steps=1",
-        "--trainer.callbacks.save_top_k=0",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",  # saves at validation end
+        "--trainer.callbacks.init_args.every_n_train_steps=1",
+        "--trainer.callbacks.init_args.save_top_k=0",  # last.ckpt only
+        *extra,
     ]
 
 
+@dataclass
+class Chain:
+    """One quickstart's fits: uninterrupted under `root/whole`; under `root/cut` SIGKILLed at the start of step
+    `kill_at` (in epoch 0 or at its end), resumed and stopped with Ctrl-C at `interrupt_at` (mid-epoch 1), resumed
+    to the end."""
+
+    name: str
+    root: Path
+    kill_at: int = 0
+    interrupt_at: int = 0
+    child: subprocess.Popen | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(f"{SEED}-{self.name}")
+        self.kill_at = rng.randint(1, EPOCH_STEPS)  # in epoch 0 or after its last step (seed 20: both happen)
+        self.interrupt_at = rng.randint(EPOCH_STEPS + 1, 2 * EPOCH_STEPS - 1)  # mid-epoch 1
+
+    @property
+    def where(self) -> str:
+        return f"{self.name}: SIGKILL at step {self.kill_at}, Ctrl-C at step {self.interrupt_at} (seed {SEED})"
+
+    def start(self, stall_at: int, stop: str, *extra: str) -> None:
+        """`python -m lit_hf fit` in its own process group (as a terminal runs it), waiting at step `stall_at`."""
+        marker = self.root / stop
+        probe = ["--trainer.callbacks+=stall_probe.StallAt", f"--trainer.callbacks.step={stall_at}"]
+        command = [sys.executable, "-m", "lit_hf", *quickstart_args(self.name, self.root / "cut", *extra), *probe]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+        log = open(marker.with_suffix(".log"), "w")  # noqa: SIM115 (the child writes it; read back by `stop`)
+        command.append(f"--trainer.callbacks.marker={marker}")
+        self.child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self, stop: str, sig: signal.Signals, returncode: int) -> str:
+        """Once the child waits at its step, sends `sig` to its process group; returns the child's output."""
+        marker, child = self.root / stop, self.child
+        deadline = time.monotonic() + 300
+        while child.poll() is None and not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if marker.exists():
+            os.killpg(child.pid, sig)
+        child.wait(timeout=120)
+        output = marker.with_suffix(".log").read_text()
+        if child.returncode != returncode:
+            self.failures.append(f"{stop}: exit status {child.returncode}, not {returncode}\n{output[-3000:]}")
+        return output
+
+
+def run_chains(chains: list[Chain]) -> None:
+    """The stopped fits run as children, all families at once, while this process runs the uninterrupted fits and
+    then the last resumes, one at a time (two cores stay busy). The children run on one thread, and so does this."""
+    for chain in chains:
+        (chain.root / "cut").mkdir(parents=True)
+        chain.start(chain.kill_at, "kill")
+    for chain in chains:
+        main(quickstart_args(chain.name, chain.root / "whole"))
+    for chain in chains:
+        chain.stop("kill", signal.SIGKILL, -signal.SIGKILL)
+        if not chain.failures:
+            chain.start(chain.interrupt_at, "interrupt", "--ckpt_path=last")
+    for chain in [chain for chain in chains if not chain.failures]:
+        output = chain.stop("interrupt", signal.SIGINT, 1)  # Lightning's exit status after a KeyboardInterrupt
+        if f"Restoring states from the checkpoint path at {chain.root / 'cut'}" not in output:
+            chain.failures.append(f"the Ctrl-C'd fit did not resume\n{output[-3000:]}")
+        if not chain.failures:
+            main(quickstart_args(chain.name, chain.root / "cut", *last_resume(chain)))
+
+
+def last_resume(chain: Chain) -> list[str]:
+    """`--ckpt_path=last`, or for classification the path of the Ctrl-C'd fit's last.ckpt (both ways users resume)."""
+    if chain.name != "classification":
+        return ["--ckpt_path=last"]
+    (path,) = (chain.root / "cut" / "lightning_logs" / "version_1" / "checkpoints").glob("last.ckpt")
+    return [f"--ckpt_path={path}"]
+
+
 def differences(want: Path, got: Path) -> dict[str, float]:
-    """Largest absolute difference per tag; the two roots must have logged the same steps."""
+    """Largest absolute difference per tag over every value logged under `got` (a step done again after a resume
+    counts each time it was logged); `got` must have logged the steps `want` logged."""
     diffs = {}
-    for tag in ("train/loss", "train/lr", "val/loss"):
-        a, b = logged(want, tag), logged(got, tag)
+    for tag in TAGS:
+        a, b = logged(want, tag), logged_values(got, tag)
         assert sorted(a) == sorted(b), (tag, sorted(a), sorted(b))
-        diffs[tag] = max(abs(a[step] - b[step]) for step in a)
+        diffs[tag] = max(abs(a[step] - value) for step in b for value in b[step])
     return diffs
 
 
 @pytest.fixture(scope="module")
-def dropout_gpt2(causal_lm_dir) -> Path:  # noqa: ANN001
-    return causal_lm_dir("gpt2")  # GPT2Config's default dropout: 0.1 on embeddings, attention and residuals
+def chains(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Chain]:
+    """The chains of the quickstarts this session's selected tests name, run together."""
+    names = {item.callspec.params["name"] for item in request.session.items if item.module is request.module
+             and hasattr(item, "callspec") and "name" in item.callspec.params}  # fmt: skip
+    root = tmp_path_factory.mktemp("quickstarts")
+    chains = {name: Chain(name, root / name) for name in QUICKSTARTS if name in names}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the children (OMP_NUM_THREADS=1): a matmul's sums can depend on the threads
+    try:
+        run_chains(list(chains.values()))
+    finally:
+        torch.set_num_threads(threads)
+        for chain in chains.values():
+            if chain.child is not None and chain.child.poll() is None:
+                os.killpg(chain.child.pid, signal.SIGKILL)
+    return chains
 
 
-def test_resume_mid_epoch_equals_uninterrupted_bit_for_bit(tmp_path, data_dir, dropout_gpt2):
-    main(fit_args(tmp_path / "whole", data_dir, dropout_gpt2, 1, STEPS))
-    cut = tmp_path / "cut"
-    main(fit_args(cut, data_dir, dropout_gpt2, 1, 7))  # stops mid-epoch 0
-    main([*fit_args(cut, data_dir, dropout_gpt2, 1, 12), "--ckpt_path=last"])  # through the epoch end, stops in 1
-    main([*fit_args(cut, data_dir, dropout_gpt2, 1, STEPS), "--ckpt_path=last"])  # resumes mid-epoch 1
-    assert logged(cut, "train/loss").keys() == set(range(STEPS)) and logged(cut, "val/loss").keys() == {4, 9}
-    assert differences(tmp_path / "whole", cut) == {"train/loss": 0.0, "train/lr": 0.0, "val/loss": 0.0}
-
-    # A path: the checkpoint Lightning's default callback wrote at the validation closing epoch 0 (step 10).
-    (epoch_end,) = cut.rglob("epoch=0-step=10.ckpt")
-    again = tmp_path / "again"
-    main([*fit_args(again, data_dir, dropout_gpt2, 1, STEPS), f"--ckpt_path={epoch_end}"])
-    whole, resumed = logged(tmp_path / "whole", "train/loss"), logged(again, "train/loss")
-    assert resumed == {step: whole[step] for step in range(10, STEPS)}  # no step shifted, every value equal
-
-
-def test_resume_on_two_processes_equals_uninterrupted(tmp_path, data_dir, dropout_gpt2):
-    run_lit_hf(*fit_args(tmp_path / "whole", data_dir, dropout_gpt2, 2, STEPS))
-    run_lit_hf(*fit_args(tmp_path / "cut", data_dir, dropout_gpt2, 2, 7))
-    run_lit_hf(*fit_args(tmp_path / "cut", data_dir, dropout_gpt2, 2, STEPS), "--ckpt_path=last")
-    diffs = differences(tmp_path / "whole", tmp_path / "cut")
-    assert all(diff <= 1e-6 for diff in diffs.values()), diffs
+@pytest.mark.parametrize("name", list(QUICKSTARTS))
+def test_quickstart_sigkilled_and_interrupted_resumes_exactly(chains, name):
+    chain = chains[name]
+    assert not chain.failures, (chain.where, *chain.failures)
+    cut = logged(chain.root / "cut", "train/loss")  # each run logged its own steps: every stop came after a checkpoint
+    assert sorted(cut) == list(range(2 * EPOCH_STEPS)), chain.where
+    assert differences(chain.root / "whole", chain.root / "cut") == dict.fromkeys(TAGS, 0.0), chain.where

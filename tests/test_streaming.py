@@ -159,10 +159,11 @@ def fit_args(root: Path, data_dir: Path, model_dir: Path, max_steps: int, *extra
 def test_resumed_stream_equals_uninterrupted(tmp_path, data_dir, causal_lm_dir):
     """Stopped mid-epoch 1 and resumed with --ckpt_path=last, the fit logs the uninterrupted losses."""
     model = causal_lm_dir("gpt2")
-    main(fit_args(tmp_path / "whole", data_dir, model, 14))
+    epochs = "--trainer.max_epochs=3"  # set, as the quickstarts set it: Lightning builds a loader before the restore
+    main(fit_args(tmp_path / "whole", data_dir, model, 14, epochs))
     cut = tmp_path / "cut"
-    main(fit_args(cut, data_dir, model, 12))  # 2 steps into epoch 1, whose shuffle depends on the epoch
-    main(fit_args(cut, data_dir, model, 14, "--ckpt_path=last"))
+    main(fit_args(cut, data_dir, model, 12, epochs))  # 2 steps into epoch 1, whose shuffle depends on the epoch
+    main(fit_args(cut, data_dir, model, 14, epochs, "--ckpt_path=last"))
     whole = logged(tmp_path / "whole", "train/loss")
     assert logged(cut, "train/loss") == whole and sorted(whole) == list(range(14))
     assert logged(cut, "val/loss") == logged(tmp_path / "whole", "val/loss")
@@ -228,6 +229,7 @@ def test_two_processes_resume_each_at_its_own_place(tmp_path, data_dir, causal_l
         "--trainer.accelerator=cpu",
         "--trainer.devices=2",
         "--trainer.strategy=ddp",
+        "--trainer.max_epochs=3",  # set, as the quickstarts set it: Lightning builds a loader before the restore
         "--trainer.log_every_n_steps=1",
         "--trainer.enable_progress_bar=false",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
