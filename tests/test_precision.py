@@ -86,6 +86,11 @@ def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full
     for key, value in reference.items():
         if key.endswith(("bleu", "chrf")):  # a random tiny model's hypotheses score ~0; lengths must still agree
             continue
+        if precision.endswith("-true") and key.endswith(("matthews", "accuracy")):
+            # An untrained head's two logits lie within bf16's rounding for many rows, so their argmax flips with
+            # the CPU's bf16 kernels (an AVX2 CPU without native bf16 rounds otherwise than one with AVX-512 bf16);
+            # the loss carries the precision check for this family.
+            continue
         assert results[key] == pytest.approx(value, rel=TOLERANCE[precision]), key
     assert reference["val/loss"] > 1.0  # a real loss, not a degenerate one
     if precision == "16-mixed":  # a CPU has no fp16 autocast: said once, and config.yaml records what ran
