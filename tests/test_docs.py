@@ -264,7 +264,7 @@ def test_the_pages_hold_commands():
         ("python -m lit_hf fit --config configs/gpt2_wikitext.yaml --data.task_name=rte", "task_name"),
         ("lit-hf fit --config configs/gpt2_wikitext.yaml --trainer.max_epochz=3", "max_epochz"),
         ("python -m lit_hf export --config configs/quickstart_clm.yaml --ckpt_path CKPT --export_dirr DIR", "exit"),
-        ("python -m lit_hf download openai-community/gpt2 --localdir models/gpt2", "exit"),
+        ("python -m lit_hf download openai-community/gpt2 --localdir models/gpt2", "arguments: --localdir"),
         ("python -m lit_hf lm-eval --config configs/quickstart_clm.yaml --taskz hellaswag", "exit"),
         ("python bench/bench_lora.py --stepz 8", "--stepz"),
         ("python bench/bench_nothing.py", "no script"),
