@@ -99,7 +99,7 @@ class SavePretrained(L.Callback):
     switches the export off, `--save_pretrained.weights=last` exports the last weights even with a monitor.
 
     With LoRA the export holds the adapters (`PeftModel.from_pretrained(base, dir)`) or, with
-    `--model.merge_adapters=true`, merged weights.
+    `--model.lora.merge=true`, merged weights.
 
     Args:
         enabled: Export at the end of fit.

@@ -218,7 +218,7 @@ def test_classification_longer_than_the_model_truncates_with_a_notice(earlier_ru
 
     model_dir = str(classifier_dir("bert", None))
     data = TextClassificationDataModule(
-        model_dir, model_dir, train_file=str(earlier_run / "train.csv"), max_seq_length=4096,
+        model_dir, train_file=str(earlier_run / "train.csv"), max_seq_length=4096,
         data_cache_dir=str(tmp_path),
     )  # fmt: skip
     with pytest.warns(

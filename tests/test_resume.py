@@ -18,9 +18,9 @@ def fit_args(root: Path, data_dir: Path, model_dir: Path, devices: int, max_step
         "--model=lit_hf.tasks.CausalLMTask",
         "--data=lit_hf.data.LanguageModelingDataModule",
         f"--model.model_name_or_path={model_dir}",
-        "--model.learning_rate=1e-3",
-        "--model.warmup_steps=10",
-        "--model.lr_scheduler_type=constant_with_warmup",  # a schedule that does not depend on max_steps
+        "--model.optim.learning_rate=1e-3",
+        "--model.optim.warmup_steps=10",
+        "--model.optim.lr_scheduler_type=constant_with_warmup",  # a schedule that does not depend on max_steps
         f"--data.data_cache_dir={root / 'cache'}",
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         "--data.block_size=32",
