@@ -19,7 +19,7 @@ from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli_errors import explain_parse_error, option_strings
 from lit_hf.errors import ConfigError, LitHFError
-from lit_hf.options import LoraOptions
+from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import RandomState, last_checkpoint
 
@@ -109,7 +109,7 @@ class LitHFCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not checks.is_local_checkpoint(ckpt_path):
             return
-        hparams = checks.checkpoint_hparams(ckpt_path)
+        hparams = grouped_hparams(checks.checkpoint_hparams(ckpt_path))  # flat ones: saved before the groups
         hparams.pop("_instantiator", None)
         given = self.config[subcommand].get("model")
         checks.check_checkpoint_task(ckpt_path, hparams.get("_class_path"), getattr(given, "class_path", None))

@@ -146,6 +146,39 @@ class GenerationOptions:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
+# Task options before the groups (lit_hf up to 57acf82) -> where they are now; docs/migration.md lists the same.
+MOVED = {
+    **{name: f"hub.{name}" for name in ("config_name", "tokenizer_name", "image_processor_name")},
+    **{name: f"hub.{name}" for name in ("revision", "cache_dir", "trust_remote_code")},
+    **{f.name: f"optim.{f.name}" for f in dataclasses.fields(OptimOptions)},
+    "peft": "lora",
+    **{f"lora_{name}": f"lora.{name}" for name in ("r", "alpha", "dropout", "target_modules")},
+    "merge_adapters": "lora.merge",
+    **{f.name: f"speed.{f.name}" for f in dataclasses.fields(SpeedOptions)},
+    **{f.name: f"generation.{f.name}" for f in dataclasses.fields(GenerationOptions)},
+}
+
+# Data module options the CLI linked before the groups -> what it links now (from --model).
+MOVED_DATA = {
+    "tokenizer_name_or_path": "hub.tokenizer_name",
+    "config_name_or_path": "hub.config_name",
+    "image_processor_name_or_path": "hub.image_processor_name",
+}
+
+
+def grouped_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A task's hyperparameters as lit_hf saved them before the groups (flat: `learning_rate`, `peft`, `lora_r`)
+    in today's form (`optim: {learning_rate}`, `lora: {r}` or None). Grouped ones come back unchanged."""
+    out = {key: value for key, value in hparams.items() if key not in MOVED}
+    for old, new in MOVED.items():
+        group, _, name = new.partition(".")
+        if old in hparams and name and (group != "lora" or hparams.get("peft")):  # lora_* without peft: unused
+            out.setdefault(group, {})[name] = hparams[old]
+    if "peft" in hparams and not hparams["peft"]:
+        out["lora"] = None
+    return out
+
+
 def plain_hparams(module: Any) -> None:
     """The groups in a module's saved hyperparameters as plain dicts, as LightningCLI saves them: checkpoints then
     load with `torch.load(weights_only=True)` and hparams.yaml holds no Python objects."""
