@@ -159,8 +159,8 @@ def test_export_is_safetensors_and_remote_code_stays_off(earlier_run) -> None:  
     (export,) = (earlier_run / "runs").rglob("huggingface")
     assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
     saved = torch.load(checkpoint(earlier_run), weights_only=True, map_location="cpu")
-    assert saved["hyper_parameters"]["trust_remote_code"] is False  # the task's and, linked, the data module's
-    assert saved["datamodule_hyper_parameters"]["trust_remote_code"] is False
+    assert saved["hyper_parameters"]["hub"]["trust_remote_code"] is False  # the task's and, linked, the data module's
+    assert saved["datamodule_hyper_parameters"]["hub"]["trust_remote_code"] is False
     cached = [p for p in (earlier_run / "cache" / "lit_hf").rglob("*") if p.is_file()]
     assert cached and {p.suffix for p in cached} == {".arrow", ".json"}  # Arrow tables and JSON metadata only
 

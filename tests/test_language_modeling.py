@@ -39,7 +39,9 @@ def test_blocks_equal_reference_grouping(tmp_path, data_dir, causal_lm_dir, gpt2
 
 def test_default_block_size_is_capped_by_model_positions(tmp_path, data_dir, causal_lm_dir):
     model_dir = causal_lm_dir("gpt2")  # 128 positions; the GPT-2 tokenizer has no limit of its own here
-    dm = make_dm(tmp_path, model_dir, config_name_or_path=str(model_dir), train_file=str(data_dir / "wikitext/wiki_00"))
+    dm = LanguageModelingDataModule(
+        str(model_dir), train_file=str(data_dir / "wikitext/wiki_00"), data_cache_dir=str(tmp_path / "cache")
+    )
     prepared(dm)
     assert dm.datasets["train"][0]["input_ids"].shape == (128,)
 
