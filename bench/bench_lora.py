@@ -3,7 +3,7 @@
     python bench/bench_lora.py [--steps 10] [--batch-size 4] [--block-size 128] [--repeats 2]
 
 Each run is a fresh process (peak RSS only grows within one), built through `CausalLMTask` as `fit` builds it
-(`--model.peft=lora` or not) and trained with the task's own AdamW on wikitext blocks tokenized by the real GPT-2
+(`--model.lora={}` or not) and trained with the task's own AdamW on wikitext blocks tokenized by the real GPT-2
 tokenizer. The two kinds of run alternate, `--repeats` times each; step time is the median step of a run, the
 fastest run kept; the ratios are printed last. CPU by default; `--device cuda` adds peak CUDA memory.
 """
@@ -43,16 +43,15 @@ def train(mode: str, model_dir: str, steps: int, batch_size: int, block_size: in
     import torch
 
     from lit_hf.optim import adamw_with_schedule
+    from lit_hf.options import LoraOptions, OptimOptions
     from lit_hf.tasks import CausalLMTask
 
-    task = CausalLMTask(model_name_or_path=model_dir, peft="lora" if mode == "lora" else None).to(device)
+    task = CausalLMTask(model_name_or_path=model_dir, lora=LoraOptions() if mode == "lora" else None).to(device)
     text = (DATA / "wikitext" / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
     ids = torch.tensor(task.tokenizer(text)["input_ids"][: (steps + 2) * batch_size * block_size])
     batches = ids.view(steps + 2, batch_size, block_size).to(device)  # (step, batch, block)
-    optimizer = adamw_with_schedule(
-        task.model, total_steps=steps + 2, learning_rate=1e-4, weight_decay=0.0, adam_epsilon=1e-8,
-        warmup_ratio=0.0, warmup_steps=0, lr_scheduler_type="constant",
-    )["optimizer"]  # fmt: skip
+    optim = OptimOptions(learning_rate=1e-4, weight_decay=0.0, adam_epsilon=1e-8, lr_scheduler_type="constant")
+    optimizer = adamw_with_schedule(task.model, optim, total_steps=steps + 2)["optimizer"]
     before, times = rss_mb(), []
     for batch in batches:
         start = time.perf_counter()

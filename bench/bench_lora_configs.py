@@ -7,7 +7,7 @@ The hub weights are not reachable here, so each model is built at its hub model'
 random weights and paired with the real tokenizer from ../shared/data (or $LIT_HF_TEST_DATA; OPT gets the GPT-2
 BPE files it shares). Then `python -m lit_hf fit --config configs/<name>.yaml` runs `--steps` optimizer steps on
 the CPU with the config's precision, batch size and maximum lengths, the model and the data swapped for local ones
-on the command line; the full fine-tuning run is the same command with `--model.peft=null`. The data is the worst
+on the command line; the full fine-tuning run is the same command with `--model.lora=null`. The data is the worst
 case: every GLUE pair and every translation source/target is longer than the config's limits, so every batch is
 cut at them (WikiText blocks are always full). Peak RSS is the `fit` process's own (`os.wait4`; data loading in
 the main process, `--data.num_workers=0`). CPU RSS includes about 0.6 GB of libraries and counts float32 master
@@ -92,7 +92,7 @@ def peak_rss_gb(
     command += [f"--data.data_cache_dir={work / 'cache'}", f"--trainer.default_root_dir={root}"]
     command += [f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu"]
     command += ["--trainer.devices=1", "--trainer.enable_progress_bar=false"]
-    command += ["--model.peft=null"] if full else []
+    command += ["--model.lora=null"] if full else []
     command += [f"--data.batch_size={batch_size}"] if batch_size else []
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = child.stderr.read()

@@ -89,10 +89,11 @@ def run_peer(work: Path, workers: int, dump: bool) -> dict:
 
 def run_lit_hf(work: Path, workers: int, dump: bool) -> dict:
     from lit_hf.data import LanguageModelingDataModule
+    from lit_hf.options import HubOptions
 
     start = time.perf_counter()
     dm = LanguageModelingDataModule(
-        tokenizer_name_or_path=str(work / "gpt2"),
+        hub=HubOptions(tokenizer_name=str(work / "gpt2")),
         train_file=str(work / "train.txt"),
         validation_file=str(work / "validation.txt"),
         block_size=BLOCK,

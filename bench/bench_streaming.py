@@ -26,8 +26,9 @@ DATA = Path(os.environ.get("LIT_HF_TEST_DATA", REPO.parent / "shared" / "data"))
 
 RUN = """import resource, sys, time
 from lit_hf.data import LanguageModelingDataModule
+from lit_hf.options import HubOptions
 tokenizer, corpus, cache, mode = sys.argv[1:]
-dm = LanguageModelingDataModule(tokenizer_name_or_path=tokenizer, train_file=corpus, data_cache_dir=cache,
+dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=tokenizer), train_file=corpus, data_cache_dir=cache,
     streaming=mode == "streaming", validation_split_percentage=0, block_size=128, batch_size=8)
 start = time.perf_counter()
 dm.prepare_data(); dm.setup("fit")
@@ -40,6 +41,7 @@ RESUME = """import sys, time
 import numpy as np
 from transformers import AutoTokenizer
 from lit_hf.data import LanguageModelingDataModule
+from lit_hf.options import HubOptions
 tokenizer, corpus, cache, fraction = sys.argv[1:]
 batch, block = 8, 128
 lines = open(corpus, encoding="utf-8").read().splitlines(keepends=True)
@@ -50,7 +52,7 @@ ends = np.cumsum([len(row) for row in rows])
 row = int(np.searchsorted(ends, seen * batch * block, side="right"))  # the place: the row with the next token
 place = [row, seen * batch * block - (int(ends[row - 1]) if row else 0)]
 want = stream[seen * batch * block : (seen + 1) * batch * block].reshape(batch, block)
-dm = LanguageModelingDataModule(tokenizer_name_or_path=tokenizer, train_file=corpus, data_cache_dir=cache,
+dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=tokenizer), train_file=corpus, data_cache_dir=cache,
     streaming=True, validation_split_percentage=0, block_size=block, batch_size=batch)
 dm.prepare_data(); dm.setup("fit")
 for places in ([place], None):

@@ -48,6 +48,7 @@ from transformers import (
 
 from lit_hf.cli import main as lit_hf_main
 from lit_hf.data import TranslationDataModule
+from lit_hf.options import GenerationOptions
 from lit_hf.tasks import TranslationTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def train_model(workdir: Path, args: argparse.Namespace) -> Path:
     if args.vocab == "t5":
         start = random_t5(workdir / "random-t5", args.t5_shape)
         args_ += [f"--model.model_name_or_path={start}", "--model.from_scratch=false", "--data.target_lang=ro"]
-        args_ += [f"--model.learning_rate={args.train_lr}", "--trainer.limit_val_batches=0"]  # loss only: untimed
+        args_ += [f"--model.optim.learning_rate={args.train_lr}", "--trainer.limit_val_batches=0"]  # loss only: untimed
     args = args_
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     lit_hf_main(["fit", "--config", str(QUICKSTART), *args, *quiet])
@@ -135,14 +136,12 @@ def write_pairs(path: Path, items: list[tuple[str, str]], vocab: str = "byte") -
 def run_lit_hf(
     model_dir: Path, file: Path, workdir: Path, args: argparse.Namespace, sort: bool = True, drop: bool = True
 ) -> tuple[float, list[str]]:
-    task = TranslationTask(
-        str(model_dir), num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, drop_finished=drop
-    )
+    generation = GenerationOptions(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    task = TranslationTask(str(model_dir), generation=generation, drop_finished=drop)
     data = TranslationDataModule(
-        str(model_dir),
         "en",
         TARGET[args.vocab],
-        config_name_or_path=str(model_dir),
+        model_name_or_path=str(model_dir),
         validation_file=str(file),
         source_prefix="",
         max_source_length=256,

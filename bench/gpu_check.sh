@@ -57,7 +57,7 @@ for family in CLM CLS MT; do
   done
 done
 run CLM-fsdp fit "${CLM[@]}" --trainer.devices="$DEVICES" --trainer.strategy=fsdp --trainer.max_epochs=1 \
-  --trainer.limit_train_batches=20 --model.learning_rate=1e-3 --trainer.precision="$BF16"
+  --trainer.limit_train_batches=20 --model.optim.learning_rate=1e-3 --trainer.precision="$BF16"
 grep -o "train/tokens_per_sec[^,}]*" "$WORK"/CLM-fsdp/lightning_logs/*/results.json | sed 's/^/gpu_check: fsdp /' || true
 EXPORT=$(ls -d "$WORK"/CLM-fsdp/lightning_logs/*/huggingface)
 run CLM-export validate "${CLM[@]}" --model.model_name_or_path="$EXPORT" --trainer.devices=1 --trainer.precision=32-true

@@ -113,7 +113,7 @@ class SavePretrained(L.Callback):
     folder, weights only (a resumed checkpoint names its own best one, anywhere).
 
     With LoRA the export holds the adapters (`PeftModel.from_pretrained(base, dir)`) or, with
-    `--model.merge_adapters=true`, merged weights.
+    `--model.lora.merge=true`, merged weights.
 
     Args:
         enabled: Export at the end of fit.

@@ -1,15 +1,17 @@
 """`python -m lit_hf fit|validate|test|predict --config ...`: LightningCLI with the tokenizer linked to the model."""
 
+import dataclasses
 import importlib
 import inspect
 import os
 import sys
+import typing
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
@@ -22,19 +24,15 @@ from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli_errors import check_config_files, explain_parse_error, option_strings
 from lit_hf.errors import ConfigError, LitHFError, first_line, say
 from lit_hf.export import check_export_target
+from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
 
 # How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
 
-
-def tokenizer_of(model_name_or_path: str, tokenizer_name: str | None) -> str:
-    return tokenizer_name or model_name_or_path
-
-
-def config_of(model_name_or_path: str, config_name: str | None) -> str:
-    return config_name or model_name_or_path
+# The option groups' attribute docstrings are their `--help` lines (`--model.optim.learning_rate`).
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 def class_of(class_path: str) -> type:
@@ -42,29 +40,21 @@ def class_of(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def build(cls: type, args: dict[str, Any]) -> Any:
+    """`cls(**args)` with its option groups (dataclass parameters: `hub`) made from their dicts."""
+    hints = typing.get_type_hints(cls.__init__)
+    groups = {name: hint for name, hint in hints.items() if dataclasses.is_dataclass(hint)}
+    return cls(**{key: groups[key](**value) if key in groups else value for key, value in args.items()})
+
+
 class LitHFCLI(LightningCLI):
     """Any lit_hf task (`--model`) with any lit_hf data module (`--data`), both chosen by class path."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
-        # The user names the model once; the data module loads the same tokenizer and reads the same config.
-        parser.link_arguments(
-            ("model.init_args.model_name_or_path", "model.init_args.tokenizer_name"),
-            "data.init_args.tokenizer_name_or_path",
-            compute_fn=tokenizer_of,
-        )
-        parser.link_arguments(
-            ("model.init_args.model_name_or_path", "model.init_args.config_name"),
-            "data.init_args.config_name_or_path",
-            compute_fn=config_of,
-        )
-        for name in ("revision", "cache_dir", "trust_remote_code"):
+        # The user names the model once; the data module loads the same tokenizer (or image processor) and config.
+        for name in ("model_name_or_path", "hub"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
         parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
-        parser.link_arguments(  # images: the data makes pixels with the model's image processor
-            ("model.init_args.model_name_or_path", "model.init_args.image_processor_name"),
-            "data.init_args.image_processor_name_or_path",
-            compute_fn=tokenizer_of,
-        )
         parser.add_lightning_class_args(SavePretrained, "save_pretrained")  # --save_pretrained.enabled=false
 
     def before_instantiate_classes(self) -> None:
@@ -94,12 +84,13 @@ class LitHFCLI(LightningCLI):
                 args[key] = plain(args[key])
         parameters = inspect.signature(class_of(config.model.class_path)).parameters
         if "label_names" in parameters:
-            module = class_of(config.data.class_path)(**data.as_dict())
+            module = build(class_of(config.data.class_path), data.as_dict())
             model.label_names = getattr(module, "label_names", None)
             if "regression" in parameters:  # image classification has none
                 model.regression = getattr(module, "regression", False)
-        if "max_new_tokens" in model and model.max_new_tokens is None and "max_target_length" in data:
-            model.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
+        generation = model.get("generation")
+        if generation is not None and generation.max_new_tokens is None and "max_target_length" in data:
+            generation.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
 
     def before_fit(self) -> None:
         self._checkpoint_to_load("fit")
@@ -133,6 +124,8 @@ class LitHFCLI(LightningCLI):
         `--config` files are read first, to name the file and the cause of what jsonargparse could not read."""
         self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         check_config_files(self._command_line)
+        if any(arg.split("=")[0] == "--model.lora.help" for arg in self._command_line):
+            group_help(LoraOptions, "model.lora")
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -151,13 +144,14 @@ class LitHFCLI(LightningCLI):
         if not checks.is_local_checkpoint(ckpt_path):
             return
         weights_only = weights_only_choice(self.config[subcommand].get("weights_only"), ckpt_path)
-        hparams = checks.checkpoint_hparams(ckpt_path, weights_only)
+        hparams = grouped_hparams(checks.checkpoint_hparams(ckpt_path, weights_only))  # flat: before the groups
         hparams.pop("_instantiator", None)
         given = self.config[subcommand].get("model")
         checks.check_checkpoint_task(ckpt_path, hparams.get("_class_path"), getattr(given, "class_path", None))
         if not hparams:
             return
-        # The command line's own --model options win over the checkpoint's (`predict --model.max_new_tokens=16`).
+        # The command line's own --model options win over the checkpoint's
+        # (`predict --model.generation.max_new_tokens=16`).
         named = command_line_options(getattr(self, "_command_line", []), "model")
         init_args = self.config[subcommand].model.init_args
         chosen = set(named) | changed_options(given.class_path, init_args)
@@ -206,6 +200,15 @@ class LitHFCLI(LightningCLI):
         if checks.is_local_checkpoint(config.get("ckpt_path")) and os.path.isfile(config["ckpt_path"]):
             weights_only = config.get("weights_only") is not False  # an explicit false was said back at parse time
             checks.check_checkpoint_weights(config["ckpt_path"], self.model, weights_only)
+
+
+def group_help(group: type, key: str) -> None:
+    """Prints an optional group's options with their help and exits: jsonargparse lists `--model.lora.help` inside
+    `--model.help` but cannot reach it from the command line (the task's parser is nested in `--model`)."""
+    parser = ArgumentParser(usage=f"python -m lit_hf fit --{key}.NAME VALUE ... (or --{key}={{}})", add_help=False)
+    parser.add_class_arguments(group, key)
+    parser.print_help()
+    sys.exit(0)
 
 
 def what_runs(trainer) -> None:  # noqa: ANN001 (the trainer's Namespace)

@@ -14,6 +14,7 @@ import lightning as L
 import yaml
 
 from lit_hf.errors import ConfigError
+from lit_hf.options import MOVED, MOVED_DATA
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
 
@@ -32,6 +33,8 @@ def _explain(message: str, options: list[str]) -> str:
     option = "--" + ".".join(_dedupe(keys)) if keys else None
     if match := re.search(r"unrecognized arguments: (\S+)", message):
         given = match.group(1).split("=")[0]
+        if moved := _moved(given):
+            return moved
         return f"Unknown option {given}{_close(given, options)}{_listing(given)}."
     if match := re.search(r"(?:Group|Subcommand) '([^']+)' does not accept option '([^']+)'", message):
         group, name = match.groups()
@@ -39,6 +42,8 @@ def _explain(message: str, options: list[str]) -> str:
         return f"Unknown option {given}{_close(given, options)}{_listing(given)}."
     if match := re.search(r"Option '([^']+)' is not accepted", message):
         name, accepted = match.group(1), _parameters(class_path)
+        if moved := _moved(f"{option}.{name}"):
+            return moved
         return (
             f"Unknown option {option}.{name}: {_short(class_path)} has no parameter {name!r}"
             + (_close(name, accepted) or f" (it takes: {', '.join(accepted)})")
@@ -60,6 +65,17 @@ def _explain(message: str, options: list[str]) -> str:
     if match := re.search(r"Expected a <class '([^']+)'>", message):
         return f"{option}: expected {match.group(1)}, got {_given(message)!r}{_listing(option, class_path)}."
     return f"{option or 'The command line'}: {_first_meaningful(message)}"
+
+
+def _moved(option: str) -> str | None:
+    """Where an option of the flat task options (before the groups) is now, or None."""
+    section, _, name = option.removeprefix("--").rpartition(".")
+    section = section.removesuffix(".init_args")
+    if section == "model" and name in MOVED:
+        return f"--model.{name} is now --model.{MOVED[name]} (docs/migration.md)"
+    if section == "data" and name in MOVED_DATA:
+        return f"--data.{name} is now linked from --model.{MOVED_DATA[name]} (docs/migration.md)"
+    return None
 
 
 def option_strings(parser: ArgumentParser) -> list[str]:

@@ -61,7 +61,7 @@ def export_pretrained(
     if (params := with_task_params(current, task_params or {})) is not current:
         model.config.task_specific_params = params
     with replaced(Path(target)) as tmp:  # a kill midway leaves no folder under the real name (lit_hf/atomic.py)
-        export = exportable_model(task)  # the model; with LoRA its adapters, or a merged copy (adapters.py)
+        export = exportable_model(model, task.lora)  # with LoRA its adapters, or a merged copy (adapters.py)
         # safetensors; config.json with id2label/label2id/problem_type
         export.save_pretrained(tmp, state_dict=weights if export is model else None)
         for name in ("tokenizer", "processor"):  # the one the data module used (linked); images: an image processor

@@ -1,40 +1,28 @@
-"""The speed options every task takes: `torch.compile` of the model and gradient (activation) checkpointing."""
+"""The speed options every task takes (`SpeedOptions`): `torch.compile` and gradient (activation) checkpointing."""
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any, Literal
 
-import lightning as L
 import torch
 from peft import PeftModel
 from torch import nn
 
 from lit_hf.errors import ConfigError
-
-# torch.compile's modes (torch._inductor.list_mode_options(); torch 2.13 adds "lite", which older torch lacks).
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+from lit_hf.options import SpeedOptions
 
 
-def check_speed_options(hparams: Mapping[str, Any]) -> None:
-    """Raises on a compile mode given without compile=true (it would silently do nothing)."""
-    if hparams.get("compile_mode", "default") != "default" and not hparams.get("compile"):
-        raise ConfigError(f"compile_mode={hparams['compile_mode']!r} needs compile=true.")
-
-
-def checkpoint_activations(model: nn.Module, hparams: Mapping[str, Any]) -> None:
-    """With `hparams["gradient_checkpointing"]`: each transformer block's activations are recomputed in the backward
-    pass instead of kept (Hugging Face's own switch, as `TrainingArguments(gradient_checkpointing=True)`).
+def checkpoint_activations(model: nn.Module, speed: SpeedOptions) -> None:
+    """With `speed.gradient_checkpointing`: each transformer block's activations are recomputed in the backward pass
+    instead of kept (Hugging Face's own switch, as `TrainingArguments(gradient_checkpointing=True)`).
 
     Non-reentrant `torch.utils.checkpoint`: it needs no input that requires grad, so it works under LoRA, where the
     embeddings are frozen, and under `torch.compile`. Blocks only checkpoint in train mode, so evaluation and
     `generate` (with its key-value cache) run as without.
     """
-    check_speed_options(hparams)
-    if not hparams.get("gradient_checkpointing"):
+    if not speed.gradient_checkpointing:
         return
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     if not getattr(base, "supports_gradient_checkpointing", False):
-        raise ConfigError(f"{type(base).__name__} does not support gradient_checkpointing; leave it off.")
+        raise ConfigError(f"{type(base).__name__} does not support speed.gradient_checkpointing; leave it off.")
     kwargs = {"use_reentrant": False}
     if hasattr(base, "activation_checkpointing_enable"):  # the name since transformers 5.2x; the old one warns
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
@@ -42,18 +30,19 @@ def checkpoint_activations(model: nn.Module, hparams: Mapping[str, Any]) -> None
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def compile_model(task: L.LightningModule) -> None:
-    """`configure_model` of every task, after `shard_model`: with `compile`, `torch.compile` the task's model in
-    place (`nn.Module.compile`), so sharded runs compile the sharded modules and the state dict keeps its keys
-    (no `_orig_mod.`): checkpoints and exports are the same as without. Lightning calls this once per stage; the
-    model is compiled once."""
-    strategy = task._trainer.strategy if task._trainer is not None else None
-    if task.hparams.get("gradient_checkpointing") and getattr(strategy, "activation_checkpointing", False):
-        raise ConfigError("gradient_checkpointing=true and the fsdp strategy's activation_checkpointing both "
+def check_strategy(speed: SpeedOptions, strategy: object) -> None:
+    """Raises when the model and the fsdp strategy would both checkpoint every block."""
+    if speed.gradient_checkpointing and getattr(strategy, "activation_checkpointing", False):
+        raise ConfigError("speed.gradient_checkpointing=true and the fsdp strategy's activation_checkpointing both "
                           "checkpoint every block; keep one.")  # fmt: skip
-    if not task.hparams.get("compile") or is_compiled(task.model):
-        return
-    task.model.compile(mode=task.hparams.get("compile_mode", "default"))
+
+
+def compile_model(model: nn.Module, speed: SpeedOptions) -> None:
+    """With `speed.compile`, `torch.compile` the model in place (`nn.Module.compile`), after `shard_model`, so
+    sharded runs compile the sharded modules and the state dict keeps its keys (no `_orig_mod.`): checkpoints and
+    exports are the same as without. Lightning configures the model once per stage; it is compiled once."""
+    if speed.compile and not is_compiled(model):
+        model.speed.compile(mode=speed.compile_mode)
 
 
 def is_compiled(model: nn.Module) -> bool:

@@ -12,11 +12,12 @@ import torch
 from lit_hf.errors import LitHFError, say
 
 # The options that choose which files a run loads. The config and the command line decide them; a checkpoint's
-# saved value is used only where the user gave none. Dotted names into the task's options, so that moving them into
-# an option group (`hub.revision`) is an edit here.
-MODEL_OPTIONS = ("model_name_or_path", "config_name", "tokenizer_name", "image_processor_name", "revision")
+# saved value is used only where the user gave none. Dotted names into the task's options (`lit_hf.options`).
+MODEL_OPTIONS = (
+    "model_name_or_path", "hub.config_name", "hub.tokenizer_name", "hub.image_processor_name", "hub.revision"
+)  # fmt: skip
 # Runs Python files of the model's folder (`auto_map`): only the user switches it on, never a checkpoint.
-REMOTE_CODE = "trust_remote_code"
+REMOTE_CODE = "hub.trust_remote_code"
 
 # What a torch.distributed.checkpoint `.metadata` pickle names (torch 2.4 to 2.13): its dataclasses, shapes, dtypes
 # and the checkpoint's own path. Anything else in it is refused unread, as `torch.load(weights_only=True)` would.

@@ -1,5 +1,6 @@
 """LoRA through PEFT: what trains, what checkpoints hold, resuming, the two exports, and DDP."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from transformers import (
 from lit_hf.adapters import exportable_model
 from lit_hf.cli import main
 from lit_hf.errors import ConfigError
+from lit_hf.options import LoraOptions
 from lit_hf.tasks import CausalLMTask, SequenceClassificationTask, TranslationTask
 
 # The modules PEFT's table adapts by default, per architecture (peft.utils.constants), written out independently.
@@ -22,14 +24,13 @@ DEFAULT_TARGETS = {"gpt2": {"c_attn"}, "bert": {"query", "value"}, "t5": {"q", "
 AUTO_CLASS = {"gpt2": AutoModelForCausalLM, "bert": AutoModelForSequenceClassification, "t5": AutoModelForSeq2SeqLM}
 
 
-def make_task(kind: str, nodrop_gpt2_dir: Path, classifier_dir, tiny_t5_dir: Path, **options):  # noqa: ANN001, ANN201
+def make_task(kind: str, nodrop_gpt2_dir: Path, classifier_dir, tiny_t5_dir: Path, lora: LoraOptions = LoraOptions()):  # noqa: ANN001, ANN201
     if kind == "gpt2":
-        return CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", **options), str(nodrop_gpt2_dir)
+        return CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), lora=lora), str(nodrop_gpt2_dir)
     if kind == "bert":
         base = str(classifier_dir("bert", None))
-        labels = ["a", "b", "c"]
-        return SequenceClassificationTask(model_name_or_path=base, peft="lora", label_names=labels, **options), base
-    return TranslationTask(model_name_or_path=str(tiny_t5_dir), peft="lora", **options), str(tiny_t5_dir)
+        return SequenceClassificationTask(model_name_or_path=base, lora=lora, label_names=["a", "b", "c"]), base
+    return TranslationTask(model_name_or_path=str(tiny_t5_dir), lora=lora), str(tiny_t5_dir)
 
 
 def logits(model: torch.nn.Module, kind: str) -> torch.Tensor:
@@ -55,34 +56,34 @@ def test_only_adapters_and_the_head_train(kind, nodrop_gpt2_dir, classifier_dir,
 def test_merged_and_adapter_exports_equal_the_adapted_model(
     kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, tmp_path
 ) -> None:  # noqa: ANN001
-    task, base_dir = make_task(
-        kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, lora_dropout=0.0, merge_adapters=True
-    )
+    lora = LoraOptions(dropout=0.0, merge=True)
+    task, base_dir = make_task(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, lora)
     torch.manual_seed(2)
     for param in task.model.parameters():
         if param.requires_grad:  # as if trained: LoRA starts with B = 0, which would make merging trivial
             param.data.normal_(0.0, 0.3)
     want = logits(task.model, kind)
-    merged = exportable_model(task)
+    merged = exportable_model(task.model, task.lora)
     assert not isinstance(merged, PeftModel)
     torch.testing.assert_close(logits(merged, kind), want, atol=1e-5, rtol=0)
     torch.testing.assert_close(logits(task.model, kind), want, atol=0, rtol=0)  # the task's own model is untouched
-    task.hparams.merge_adapters = False
-    exportable_model(task).save_pretrained(tmp_path / "adapter")
+    exportable_model(task.model, dataclasses.replace(lora, merge=False)).save_pretrained(tmp_path / "adapter")
     label_args = {"num_labels": 3} if kind == "bert" else {}
     reloaded = PeftModel.from_pretrained(AUTO_CLASS[kind].from_pretrained(base_dir, **label_args), tmp_path / "adapter")
     torch.testing.assert_close(logits(reloaded, kind), want, atol=1e-5, rtol=0)
 
 
 def test_lora_options_that_cannot_work(nodrop_gpt2_dir) -> None:  # noqa: ANN001
-    with pytest.raises(ConfigError, match="merge_adapters=true .* needs peft=lora"):
-        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), merge_adapters=True)
-    with pytest.raises(ConfigError, match="from_scratch"):
-        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", from_scratch=True)
-    with pytest.raises(ConfigError, match="lora_r must be a positive rank"):
-        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", lora_r=0)
-    with pytest.raises(ConfigError, match="lora_target_modules"):
-        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), peft="lora", lora_target_modules=["no_such_module"])
+    with pytest.raises(ConfigError, match="lora .* cannot be combined with from_scratch"):
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), lora=LoraOptions(), from_scratch=True)
+    with pytest.raises(ConfigError, match="lora.r must be a positive rank"):
+        LoraOptions(r=0)
+    with pytest.raises(ConfigError, match="lora.dropout must be in"):
+        LoraOptions(dropout=1.0)
+    with pytest.raises(ConfigError, match="lora.target_modules is empty"):
+        LoraOptions(target_modules=[])
+    with pytest.raises(ConfigError, match="lora.target_modules"):
+        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), lora=LoraOptions(target_modules=["no_such_module"]))
 
 
 def clm_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[str]:
@@ -96,10 +97,10 @@ def clm_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[s
         f"--trainer.default_root_dir={root}",
         f"--data.data_cache_dir={root.parent / 'cache'}",
         f"--model.model_name_or_path={model_dir}",
-        "--model.peft=lora",
-        "--model.lora_dropout=0",
-        "--model.learning_rate=1e-2",
-        "--model.lr_scheduler_type=constant",  # a linear decay would end at 2 epochs in the run that is resumed
+        "--model.lora={}",
+        "--model.lora.dropout=0",
+        "--model.optim.learning_rate=1e-2",
+        "--model.optim.lr_scheduler_type=constant",  # a linear decay would end at 2 epochs in the run that is resumed
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         f"--data.validation_file={data_dir / 'wikitext/wikitext-2/valid.txt'}",
         "--data.block_size=32",
@@ -120,7 +121,7 @@ def test_fit_resume_validate_and_export(nodrop_gpt2_dir, data_dir, gpt2_tokenize
     main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "first", "--trainer.max_epochs=2")])
     state = torch.load(checkpoint_of(tmp_path / "first"), weights_only=False)["state_dict"]
     assert state and all(".lora_A." in k or ".lora_B." in k for k in state)  # adapters only
-    resumed = [f"--ckpt_path={checkpoint_of(tmp_path / 'first')}", "--model.merge_adapters=true"]
+    resumed = [f"--ckpt_path={checkpoint_of(tmp_path / 'first')}", "--model.lora.merge=true"]
     main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "resumed", "--trainer.max_epochs=3", *resumed)])
     straight, after = read_results(tmp_path / "straight"), read_results(tmp_path / "resumed")
     assert after["global_step"] == straight["global_step"] == 3
@@ -155,10 +156,10 @@ def test_new_families_train_adapters_and_their_head(family, classifier_dir, tiny
     from lit_hf.tasks import MultipleChoiceTask, SummarizationTask
 
     if family == "multiple_choice":
-        task = MultipleChoiceTask(model_name_or_path=str(classifier_dir("bert", None)), peft="lora")
+        task = MultipleChoiceTask(model_name_or_path=str(classifier_dir("bert", None)), lora=LoraOptions())
         head = {f"model.base_model.model.classifier.modules_to_save.default.{p}" for p in ("weight", "bias")}
     else:
-        task = SummarizationTask(model_name_or_path=str(tiny_t5_dir), peft="lora")
+        task = SummarizationTask(model_name_or_path=str(tiny_t5_dir), lora=LoraOptions())
         head = set()
     base = task.model.get_base_model()
     adapted = [name for name, _ in base.named_modules() if name.split(".")[-1] in ("query", "value", "q", "v")]

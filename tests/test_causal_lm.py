@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 from lit_hf.cli import main
 from lit_hf.errors import ConfigError
 from lit_hf.optim import param_groups
+from lit_hf.options import HubOptions, OptimOptions
 from lit_hf.tasks import CausalLMTask
 
 VALIDATE = [
@@ -68,7 +69,7 @@ def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, ca
         "fit",
         tmp_path / "fit",
         *data,
-        "--model.learning_rate=3e-3",
+        "--model.optim.learning_rate=3e-3",
         "--trainer.max_epochs=2",
         "--trainer.num_sanity_val_steps=0",
     )
@@ -107,7 +108,7 @@ def test_from_scratch_with_overrides_and_embedding_resize(causal_lm_dir, tmp_pat
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.add_tokens(["<new-1>", "<new-2>"])
     tokenizer.save_pretrained(tmp_path / "bigger")
-    grown = CausalLMTask(str(model_dir), tokenizer_name=str(tmp_path / "bigger"))
+    grown = CausalLMTask(str(model_dir), hub=HubOptions(tokenizer_name=str(tmp_path / "bigger")))
     assert grown.model.get_input_embeddings().weight.shape[0] == len(tokenizer)
     same = CausalLMTask(str(model_dir))
     assert same.model.get_input_embeddings().weight.shape[0] == len(tokenizer) - 2
@@ -124,7 +125,7 @@ def test_no_weight_decay_on_biases_and_norms(causal_lm_dir):
 
 
 def test_constructor_rejects_contradictions(causal_lm_dir):
-    with pytest.raises(ConfigError, match="warmup_ratio or warmup_steps"):
-        CausalLMTask(str(causal_lm_dir("gpt2")), warmup_ratio=0.1, warmup_steps=10)
+    with pytest.raises(ConfigError, match="optim.warmup_ratio or optim.warmup_steps"):
+        OptimOptions(warmup_ratio=0.1, warmup_steps=10)
     with pytest.raises(ConfigError, match="from_scratch"):
         CausalLMTask(str(causal_lm_dir("gpt2")), config_overrides="n_layer=1")

@@ -157,11 +157,11 @@ def test_user_files_with_string_labels_learn_a_separable_task(tmp_path, classifi
     (tmp_path / "val.jsonl").write_text("".join(json.dumps({"review": t, "sentiment": lab}) + "\n" for t, lab in val))
     data = [f"--data.train_file={tmp_path / 'train.csv'}", f"--data.validation_file={tmp_path / 'val.jsonl'}"]
     data += ["--data.text_column=review", "--data.label_column=sentiment", "--data.batch_size=16"]
-    dm = TextClassificationDataModule(tokenizer_name_or_path="unused", train_file=str(tmp_path / "train.csv"),
+    dm = TextClassificationDataModule(model_name_or_path="unused", train_file=str(tmp_path / "train.csv"),
                                       label_column="sentiment", text_column="review")  # fmt: skip
     assert dm.label_names == ["negative", "positive"] and dm.regression is False
     before = read_results(run(tmp_path, "validate", classifier_dir("bert"), *data))
-    run(tmp_path, "fit", classifier_dir("bert"), *data, "--model.learning_rate=3e-3", "--trainer.max_epochs=5")
+    run(tmp_path, "fit", classifier_dir("bert"), *data, "--model.optim.learning_rate=3e-3", "--trainer.max_epochs=5")
     (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("version_1/checkpoints/*.ckpt")
     after = read_results(run(tmp_path, "validate", classifier_dir("bert"), *data, f"--ckpt_path={ckpt}"))
     assert after["val/accuracy"] >= 0.9 and after["val/loss"] < before["val/loss"] / 2
@@ -182,7 +182,8 @@ def test_label_order_of_a_fine_tuned_checkpoint_is_kept(tmp_path, data_dir, clas
     assert task.model_ids.tolist() == [1, 0]
     batch = AutoTokenizer.from_pretrained(model_dir)(["a b", "c d e"], return_tensors="pt", padding=True)
     with torch.no_grad():
-        loss, logits = task(**batch, labels=torch.tensor([0, 1]))
+        out = task(**batch, labels=torch.tensor([0, 1]))
+        loss, logits = out.loss, out.logits
         raw = task.model(**batch).logits
     assert torch.equal(logits, raw[:, [1, 0]])
     assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(raw, torch.tensor([1, 0]))))
@@ -231,8 +232,8 @@ def test_decoder_only_heads_pad_with_eos(causal_lm_dir, kind):
     tokenizer.pad_token = tokenizer.eos_token  # what the data module does
     texts = ["one", "two words here", "three and more words", "four"]
     with torch.no_grad():
-        _, batched = task(**tokenizer(texts, padding=True, return_tensors="pt"))
-        alone = torch.cat([task(**tokenizer([t], return_tensors="pt"))[1] for t in texts])
+        batched = task(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        alone = torch.cat([task(**tokenizer([t], return_tensors="pt")).logits for t in texts])
     assert batched.shape == (4, 2)
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
 

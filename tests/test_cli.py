@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from lit_hf.cli import LitHFCLI, main
+from lit_hf.data.prepared import linked_config, linked_tokenizer
+from lit_hf.options import HubOptions
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml"))
@@ -61,10 +63,12 @@ def test_lora_configs_are_their_base_configs_plus_adapters(config, capsys):
 
     assert len(LORA_CONFIGS) == 4
     lora, base = printed(config), printed(config.with_name(config.name.replace("_lora", "")))
-    assert lora["model"]["init_args"]["peft"] == "lora" and base["model"]["init_args"]["peft"] is None
-    tuned = {"peft", "lora_r", "lora_alpha", "lora_dropout", "learning_rate", "warmup_ratio"}
-    for key in set(lora["model"]["init_args"]) - tuned:
+    assert lora["model"]["init_args"]["lora"] is not None and base["model"]["init_args"]["lora"] is None
+    for key in set(lora["model"]["init_args"]) - {"lora", "optim"}:
         assert lora["model"]["init_args"][key] == base["model"]["init_args"][key], key
+    tuned = {"learning_rate", "warmup_ratio"}
+    for key in set(lora["model"]["init_args"]["optim"]) - tuned:
+        assert lora["model"]["init_args"]["optim"][key] == base["model"]["init_args"]["optim"][key], key
     assert lora["data"] == base["data"]
     assert {**lora["trainer"], "max_epochs": None} == {**base["trainer"], "max_epochs": None}
     assert all("_LINE" not in line for line in config.read_text().splitlines())  # measured figures filled in
@@ -80,7 +84,7 @@ def test_config_paths_resolve_against_the_config_file(name, tmp_path, monkeypatc
     model, data = config.model.init_args, config.data.init_args
     quickstart = REPO / "configs" / "quickstart"
     assert Path(model.model_name_or_path).parent == quickstart and Path(model.model_name_or_path).is_dir()
-    assert data.tokenizer_name_or_path == model.model_name_or_path  # the link carries the resolved path
+    assert data.model_name_or_path == model.model_name_or_path  # the link carries the resolved path
     assert Path(data.train_file).is_file() and Path(data.train_file).is_relative_to(quickstart)
     assert data.test_file == str(tmp_path / "mine.txt")
     assert type(data.train_file) is str  # plain strings reach the constructors (and checkpoints)
@@ -112,17 +116,21 @@ def test_tokenizer_follows_model_unless_named(causal_lm_dir, gpt2_tokenizer, tmp
         f"--trainer.default_root_dir={tmp_path}",
     ]
     linked = LitHFCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=base)
-    assert linked.datamodule.hparams.tokenizer_name_or_path == model_dir
-    assert linked.datamodule.hparams.config_name_or_path == model_dir
+    data = linked.datamodule
+    assert data.model_name_or_path == model_dir and data.hub == HubOptions()
+    assert linked_tokenizer(data.model_name_or_path, data.hub).name_or_path == model_dir  # the model's own
+    assert linked_config(data.model_name_or_path, data.hub).name_or_path == model_dir
     gpt2_tokenizer.save_pretrained(tmp_path / "tok")  # a tokenizer directory apart from the model's
     named = LitHFCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
         run=False,
-        args=[*base, f"--model.tokenizer_name={tmp_path / 'tok'}", f"--model.config_name={model_dir}/"],
+        args=[*base, f"--model.hub.tokenizer_name={tmp_path / 'tok'}", f"--model.hub.config_name={model_dir}/"],
     )
-    assert named.datamodule.hparams.tokenizer_name_or_path == str(tmp_path / "tok")
-    assert named.datamodule.hparams.config_name_or_path == os.path.abspath(model_dir + "/")  # the named one
+    data = named.datamodule
+    assert data.hub == named.model.hub  # the same group, linked once
+    assert linked_tokenizer(data.model_name_or_path, data.hub).name_or_path == str(tmp_path / "tok")
+    assert data.hub.config_name == os.path.abspath(model_dir + "/")  # the named one
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -207,7 +215,10 @@ def test_unreachable_hub_dataset_fails_fast(tmp_path, causal_lm_dir):
         (["--data.validation_file=VALID", "--data.text_column=body"], ["no column 'body'"]),
         (["--data.validation_file=EMPTY"], ["empty"]),
         (["--data.validation_file=VALID", "--data.block_size=4096"], ["exceeds the model's 128 positions"]),
-        (["--data.validation_file=VALID", "--model.warmup_ratio=0.1", "--model.warmup_steps=5"], ["warmup_steps"]),
+        (
+            ["--data.validation_file=VALID", "--model.optim.warmup_ratio=0.1", "--model.optim.warmup_steps=5"],
+            ["warmup_steps"],
+        ),
     ],
     ids=["missing-file", "no-column", "empty-split", "block-too-long", "both-warmups"],
 )
@@ -219,7 +230,7 @@ def test_user_mistakes_give_one_line(tmp_path, data_dir, causal_lm_dir, args, ne
     result = cli(
         *CLM,
         f"--model.model_name_or_path={model_dir}",
-        f"--model.config_name={model_dir}",
+        f"--model.hub.config_name={model_dir}",
         *args,
         f"--data.data_cache_dir={tmp_path / 'cache'}",
         f"--trainer.default_root_dir={tmp_path}",

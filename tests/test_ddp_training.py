@@ -45,9 +45,9 @@ def fit(root: Path, family: str, model_dir: Path, data_dir: Path, *args: str) ->
         "fit",
         *family_args(family, model_dir, data_dir),
         f"--model.model_name_or_path={model_dir}",
-        f"--model.learning_rate={LR}",
-        f"--model.warmup_steps={WARMUP}",
-        "--model.lr_scheduler_type=linear",  # decays over the optimizer steps Lightning estimates
+        f"--model.optim.learning_rate={LR}",
+        f"--model.optim.warmup_steps={WARMUP}",
+        "--model.optim.lr_scheduler_type=linear",  # decays over the optimizer steps Lightning estimates
         f"--data.data_cache_dir={root.parent / 'cache'}",
         "--data.max_train_samples=40",
         "--data.max_eval_samples=16",

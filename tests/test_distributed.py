@@ -55,7 +55,7 @@ def test_validation_inside_fit_on_two_processes_equals_one(tmp_path, data_dir, c
         "--data.block_size=64",
         "--data.validation_split_percentage=10",
         "--data.eval_batch_size=4",
-        "--model.learning_rate=0",
+        "--model.optim.learning_rate=0",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=2",
         "--trainer.num_sanity_val_steps=0",

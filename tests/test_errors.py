@@ -159,8 +159,8 @@ CASES = {
     ),
     "num-workers-negative": (["validate", *CLM, V, "--data.num_workers=-2"], ["num_workers must be 0", "got -2"]),
     "learning-rate-negative": (
-        ["validate", *CLM, V, "--model.learning_rate=-0.001"],
-        ["learning_rate must be 0 or more, got -0.001"],
+        ["validate", *CLM, V, "--model.optim.learning_rate=-0.001"],
+        ["optim.learning_rate must be 0 or more, got -0.001"],
     ),
     "max-epochs-below-minus-one": (
         ["fit", *CLM, "--data.train_file=TEXT", "--trainer.max_epochs=-5"],
@@ -362,8 +362,8 @@ def test_export_is_safetensors_and_remote_code_stays_off(earlier_run) -> None:  
     (export,) = (earlier_run / "runs").rglob("huggingface")
     assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
     saved = torch.load(checkpoint(earlier_run), weights_only=True, map_location="cpu")
-    assert saved["hyper_parameters"]["trust_remote_code"] is False  # the task's and, linked, the data module's
-    assert saved["datamodule_hyper_parameters"]["trust_remote_code"] is False
+    assert saved["hyper_parameters"]["hub"]["trust_remote_code"] is False  # the task's and, linked, the data module's
+    assert saved["datamodule_hyper_parameters"]["hub"]["trust_remote_code"] is False
     cached = [p for p in (earlier_run / "cache" / "lit_hf").rglob("*") if p.is_file()]
     assert cached and {p.suffix for p in cached} == {".arrow", ".json"}  # Arrow tables and JSON metadata only
 
@@ -443,7 +443,7 @@ def test_classification_longer_than_the_model_truncates_with_a_notice(earlier_ru
 
     model_dir = str(classifier_dir("bert", None))
     data = TextClassificationDataModule(
-        model_dir, model_dir, train_file=str(earlier_run / "train.csv"), max_seq_length=4096,
+        model_dir, train_file=str(earlier_run / "train.csv"), max_seq_length=4096,
         data_cache_dir=str(tmp_path),
     )  # fmt: skip
     with pytest.warns(

@@ -92,7 +92,7 @@ def test_causal_lm_export_generates_as_predict_and_best_checkpoint_is_exported(t
         "--trainer.callbacks.save_top_k=-1",  # keeps the last epoch's too
         "--trainer.max_epochs=2",
         "--trainer.val_check_interval=1.0",
-        "--model.max_new_tokens=12",
+        "--model.generation.max_new_tokens=12",
     ]
     config, _ = quickstart(tmp_path, "quickstart_clm", *monitor)
     run = newest_run(tmp_path)

@@ -16,13 +16,13 @@ from transformers import (
 
 from lit_hf.cli import main
 from lit_hf.errors import ConfigError
+from lit_hf.options import GenerationOptions
 from lit_hf.tasks import CausalLMTask
 from lit_hf.tasks.generation import (
     droppable_limit,
     generate_dropping_finished,
     generate_kwargs,
     generate_texts,
-    generation_options,
 )
 
 SOURCES = ["Short.", "A rather longer sentence to translate here.", "Mid length one.", "Yes", "Another line."]
@@ -30,14 +30,14 @@ BEAM = {"num_beams": 3, "length_penalty": 0.6, "no_repeat_ngram_size": 2, "early
 
 
 def test_only_the_options_set_are_passed(gpt2_tokenizer):
-    hparams = {"num_beams": 4, "temperature": None, "top_k": 0, "do_sample": False, "learning_rate": 1e-3}
-    assert generation_options(gpt2_tokenizer, hparams) == {"num_beams": 4, "top_k": 0, "do_sample": False}
-    assert generate_kwargs(gpt2_tokenizer, None, 7, None) == {"max_new_tokens": 7}  # the older callers' form
-    for bad in ({"top_p": 1.5}, {"temperature": 0.0}, {"top_k": -1}, {"num_beams": 0}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            generation_options(gpt2_tokenizer, bad)
+    options = GenerationOptions(num_beams=4, temperature=None, top_k=0, do_sample=False)
+    assert generate_kwargs(options, gpt2_tokenizer) == {"num_beams": 4, "top_k": 0, "do_sample": False}
+    assert generate_kwargs(GenerationOptions(), gpt2_tokenizer, "hello") == {"forced_bos_token_id": 31373}  # vocab.json
+    for bad in ({"top_p": 1.5}, {"temperature": 0.0}, {"top_k": -1}, {"num_beams": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(ConfigError, match=f"generation.{next(iter(bad))}"):
+            GenerationOptions(**bad)
     with pytest.raises(ConfigError, match="forced_bos_token"):
-        generation_options(gpt2_tokenizer, {}, forced_bos_token="<no such token>")
+        generate_kwargs(GenerationOptions(), gpt2_tokenizer, forced_bos_token="<no such token>")
 
 
 def test_causal_lm_defaults_to_the_models_generation_config(causal_lm_dir, tmp_path):
@@ -58,7 +58,7 @@ def test_causal_lm_defaults_to_the_models_generation_config(causal_lm_dir, tmp_p
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
     ]
-    for extra, want in (([], 3), (["--model.max_new_tokens=5"], 5)):
+    for extra, want in (([], 3), (["--model.generation.max_new_tokens=5"], 5)):
         root = tmp_path / f"run-{want}"
         main([*common, f"--trainer.default_root_dir={root}", *extra])
         (path,) = root.rglob("predictions.jsonl")
@@ -86,7 +86,7 @@ def test_translation_beam_options_reach_generate(tmp_path, data_dir):
             "predict",
             "--model=lit_hf.tasks.TranslationTask",
             f"--model.model_name_or_path={model_dir}",
-            *[f"--model.{name}={str(value).lower()}" for name, value in BEAM.items()],
+            *[f"--model.generation.{name}={str(value).lower()}" for name, value in BEAM.items()],
             "--data=lit_hf.data.TranslationDataModule",
             f"--data.predict_file={file}",
             "--data.source_lang=en",

@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from lit_hf.data import TextClassificationDataModule
 from lit_hf.data.glue import GLUE_TASKS, glue_file, read_glue_tsv
 from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.options import HubOptions
 from lit_hf.tasks.sequence_classification import make_metric
 
 # Row counts and label counts from ../shared/data/SOURCES.md.
@@ -105,7 +106,7 @@ def test_mnli_layout(tmp_path):
 
 def test_data_module_labels_and_tokens(tmp_path, data_dir, bert_tokenizer, classifier_dir):
     dm = TextClassificationDataModule(
-        tokenizer_name_or_path=str(classifier_dir("bert")),
+        hub=HubOptions(tokenizer_name=str(classifier_dir("bert"))),
         task_name="rte",
         data_dir=str(data_dir / "glue"),
         data_cache_dir=str(tmp_path),
@@ -127,7 +128,7 @@ def test_data_module_labels_and_tokens(tmp_path, data_dir, bert_tokenizer, class
 
 def test_stsb_is_regression_with_float_labels(tmp_path, data_dir, classifier_dir):
     dm = TextClassificationDataModule(
-        tokenizer_name_or_path=str(classifier_dir("bert")),
+        hub=HubOptions(tokenizer_name=str(classifier_dir("bert"))),
         task_name="stsb",
         data_dir=str(data_dir / "glue"),
         data_cache_dir=str(tmp_path),
@@ -139,7 +140,7 @@ def test_stsb_is_regression_with_float_labels(tmp_path, data_dir, classifier_dir
 
 
 def test_length_grouped_batches_pad_less(tmp_path, data_dir, classifier_dir):
-    kwargs = {"tokenizer_name_or_path": str(classifier_dir("bert")), "task_name": "cola", "batch_size": 32}
+    kwargs = {"hub": HubOptions(tokenizer_name=str(classifier_dir("bert"))), "task_name": "cola", "batch_size": 32}
     padding = {}
     for group in (False, True):
         dm = TextClassificationDataModule(
@@ -164,7 +165,7 @@ def test_length_grouped_batches_pad_less(tmp_path, data_dir, classifier_dir):
 )
 def test_constructor_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
-        TextClassificationDataModule(tokenizer_name_or_path="x", **kwargs)
+        TextClassificationDataModule(model_name_or_path="x", **kwargs)
 
 
 def test_unreadable_and_missing_glue_files(tmp_path, classifier_dir):
@@ -173,7 +174,7 @@ def test_unreadable_and_missing_glue_files(tmp_path, classifier_dir):
         b"index\tsentence1\tsentence2\tlabel\n0\t\xff\xfe\x00bad\tx\tentailment\n"
     )
     dm = TextClassificationDataModule(
-        tokenizer_name_or_path=str(classifier_dir("bert")),
+        hub=HubOptions(tokenizer_name=str(classifier_dir("bert"))),
         task_name="rte",
         data_dir=str(tmp_path),
         data_cache_dir=str(tmp_path / "cache"),
@@ -241,7 +242,9 @@ def test_hub_source_keeps_ids_and_drops_the_test_placeholder(tmp_path, classifie
     for task in ("mnli", "ax"):
         monkeypatch.setattr(tc, "load_hub", lambda name, config, revision, cache, task=task: hub_glue(task))
         dm = TextClassificationDataModule(
-            tokenizer_name_or_path=str(classifier_dir("bert")), task_name=task, data_cache_dir=str(tmp_path / task)
+            hub=HubOptions(tokenizer_name=str(classifier_dir("bert"))),
+            task_name=task,
+            data_cache_dir=str(tmp_path / task),
         )
         assert dm.label_names == ["entailment", "neutral", "contradiction"]
         stages = {"mnli": ("validate", "predict"), "ax": ("predict",)}[task]
@@ -260,7 +263,7 @@ def test_pad_to_max_length_and_the_diagnostic_layout(tmp_path, classifier_dir):
     (tmp_path / "diagnostic").mkdir()
     (tmp_path / "diagnostic" / "diagnostic.tsv").write_text("index\tsentence1\tsentence2\n0\tA b.\tC.\n1\tD e f.\tG.\n")
     dm = TextClassificationDataModule(
-        tokenizer_name_or_path=str(classifier_dir("bert")), task_name="ax", data_dir=str(tmp_path),
+        hub=HubOptions(tokenizer_name=str(classifier_dir("bert"))), task_name="ax", data_dir=str(tmp_path),
         data_cache_dir=str(tmp_path / "cache"), max_seq_length=16, pad_to_max_length=True,
     )  # fmt: skip
     dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="predict"), precision="32-true")

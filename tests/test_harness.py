@@ -64,7 +64,7 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, trained_g
     """A 4-step LoRA fit of the trained GPT-2 (adapters only in the checkpoint); returns the checkpoint."""
     root = tmp_path_factory.mktemp("lora-run")
     main(["fit", "--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule", *RUN,
-          f"--model.model_name_or_path={trained_gpt2_dir}", "--model.peft=lora", "--model.learning_rate=1e-2",
+          f"--model.model_name_or_path={trained_gpt2_dir}", "--model.lora={}", "--model.optim.learning_rate=1e-2",
           f"--data.train_file={data_dir / 'wikitext/wiki_00'}", f"--data.data_cache_dir={root / 'cache'}",
           "--data.block_size=64", "--data.batch_size=2", "--data.max_train_samples=8",
           "--data.validation_split_percentage=0", "--trainer.max_steps=4", f"--trainer.default_root_dir={root}",
@@ -94,7 +94,7 @@ def test_bridge_equals_lm_eval_on_the_export(tmp_path, lora_run, local_tasks):
     bridge = json.loads(folder.read_text())["results"]
 
     export = tmp_path / "export"
-    main(["export", *config, f"--export_dir={export}", "--model.merge_adapters=true"])  # plain transformers weights
+    main(["export", *config, f"--export_dir={export}", "--model.lora.merge=true"])  # plain transformers weights
     direct = lm_eval_hf(export, local_tasks)["results"]
 
     metrics = {"lit_hf_swag": ["acc,none", "acc_norm,none"],

@@ -18,6 +18,7 @@ from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.download import parser, selection
 from lit_hf.hub import probe_address
+from lit_hf.options import HubOptions
 
 MODEL_FILES = {"README.md", "config.json", "generation_config.json", "merges.txt", "vocab.json"}
 CHUNK = 1024 * 1024
@@ -157,7 +158,7 @@ def test_download_dataset_through_a_proxy(mirror, relay, tmp_path, data_dir, gpt
     parquet = {f"data/{split}-00000-of-00001.parquet" for split in ("train", "validation")}
     assert files_in(Path(folder)) == {"README.md"} | parquet
     data = LanguageModelingDataModule(
-        tokenizer_name_or_path=str(mirror["repos"] / "models/org/tiny-gpt2"),  # config.json + the GPT-2 files
+        hub=HubOptions(tokenizer_name=str(mirror["repos"] / "models/org/tiny-gpt2")),  # config.json + the GPT-2 files
         dataset_name=folder,
         block_size=32,
         data_cache_dir=str(tmp_path / "cache"),
@@ -171,8 +172,9 @@ def test_download_dataset_through_a_proxy(mirror, relay, tmp_path, data_dir, gpt
 
 STREAM = """import json, sys
 from lit_hf.data import LanguageModelingDataModule
-dm = LanguageModelingDataModule(tokenizer_name_or_path=sys.argv[1], dataset_name="org/tiny-wikitext", streaming=True,
-    block_size=32, batch_size=2, data_cache_dir=sys.argv[2])
+from lit_hf.options import HubOptions
+dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=sys.argv[1]), dataset_name="org/tiny-wikitext",
+    streaming=True, block_size=32, batch_size=2, data_cache_dir=sys.argv[2])
 dm.prepare_data(); dm.setup("fit")
 train = [block for batch in dm.train_dataloader() for block in batch["input_ids"].tolist()]
 print(json.dumps({"train": train, "validation": [b.tolist() for b in dm.datasets["validation"]["input_ids"]]}))

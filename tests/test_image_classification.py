@@ -200,7 +200,7 @@ def test_quickstart_paths_resolve_against_the_config_file(tmp_path, monkeypatch)
     cli = LitHFCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=[f"--config={config}"])
     quickstart = REPO / "configs" / "quickstart"
     assert cli.datamodule.hparams.train_dir == str(quickstart / "shapes" / "train")
-    assert cli.datamodule.hparams.image_processor_name_or_path == str(quickstart / "resnet-tiny")
+    assert cli.datamodule.model_name_or_path == str(quickstart / "resnet-tiny")  # its image processor, linked
     assert cli.model.label_names == ["circle", "cross", "square", "triangle"]
     assert cli.model.model.config.id2label == dict(enumerate(cli.model.label_names))
 

@@ -11,11 +11,12 @@ import lit_hf.data.lm_inputs as lm_inputs
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.data.cache import tokenizer_identity
 from lit_hf.errors import ConfigError, LitHFError
+from lit_hf.options import HubOptions
 
 
 def make_dm(tmp_path: Path, tokenizer_dir: Path, **kwargs) -> LanguageModelingDataModule:  # noqa: ANN003
     return LanguageModelingDataModule(
-        tokenizer_name_or_path=str(tokenizer_dir), data_cache_dir=str(tmp_path / "cache"), **kwargs
+        hub=HubOptions(tokenizer_name=str(tokenizer_dir)), data_cache_dir=str(tmp_path / "cache"), **kwargs
     )
 
 
@@ -38,7 +39,9 @@ def test_blocks_equal_reference_grouping(tmp_path, data_dir, causal_lm_dir, gpt2
 
 def test_default_block_size_is_capped_by_model_positions(tmp_path, data_dir, causal_lm_dir):
     model_dir = causal_lm_dir("gpt2")  # 128 positions; the GPT-2 tokenizer has no limit of its own here
-    dm = make_dm(tmp_path, model_dir, config_name_or_path=str(model_dir), train_file=str(data_dir / "wikitext/wiki_00"))
+    dm = LanguageModelingDataModule(
+        str(model_dir), train_file=str(data_dir / "wikitext/wiki_00"), data_cache_dir=str(tmp_path / "cache")
+    )
     prepared(dm)
     assert dm.datasets["train"][0]["input_ids"].shape == (128,)
 
@@ -136,9 +139,9 @@ def test_errors_name_the_problem(tmp_path, data_dir, causal_lm_dir, kwargs, mess
 
 def test_constructor_rejects_contradictions(tmp_path):
     with pytest.raises(ConfigError, match="data source"):
-        LanguageModelingDataModule(tokenizer_name_or_path="x")
+        LanguageModelingDataModule(model_name_or_path="x")
     with pytest.raises(ConfigError, match="not both"):
-        LanguageModelingDataModule(tokenizer_name_or_path="x", dataset_path="d", train_file="t.txt")
+        LanguageModelingDataModule(model_name_or_path="x", dataset_path="d", train_file="t.txt")
 
 
 def test_tokenizer_identity_ignores_call_state_but_not_the_vocabulary(gpt2_tokenizer):

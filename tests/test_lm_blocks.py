@@ -14,6 +14,7 @@ import lit_hf.data.lm_blocks as lm_blocks
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.data.lm_blocks import group_pieces
 from lit_hf.data.lm_inputs import group_blocks
+from lit_hf.options import HubOptions
 
 
 def plain_blocks(rows: list[list[int]], block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +61,7 @@ def test_group_blocks_of_an_arrow_list_column(monkeypatch) -> None:  # noqa: ANN
 def test_two_workers_and_a_carved_split_give_the_reference_blocks(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):
     source = data_dir / "wikitext" / "wiki_00"
     dm = LanguageModelingDataModule(
-        tokenizer_name_or_path=str(causal_lm_dir("gpt2")),
+        hub=HubOptions(tokenizer_name=str(causal_lm_dir("gpt2"))),
         train_file=str(source),
         validation_split_percentage=20,  # the first 20 % of lines: a `select` of the raw split
         block_size=64,

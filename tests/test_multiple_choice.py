@@ -184,7 +184,7 @@ def test_export_equals_the_trained_task(choice_dir: Path, swag_file: Path, tmp_p
         "--trainer.max_steps=3",
         f"--data.train_file={swag_file}",
         "--data.batch_size=4",
-        "--model.learning_rate=1e-3",
+        "--model.optim.learning_rate=1e-3",
     ]
     main(args_for("fit", choice_dir, tmp_path / "fit", *fit))
     fitted = run_dir(tmp_path / "fit")

@@ -9,10 +9,13 @@ from conftest import tiny_causal_lm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lit_hf.optim import adamw_with_schedule, fused_supported, param_groups
+from lit_hf.options import OptimOptions
 
-SCHEDULE = dict(
-    total_steps=10, learning_rate=1e-2, weight_decay=0.1, adam_epsilon=1e-8, warmup_ratio=0.0, warmup_steps=0
-)
+SCHEDULE = dict(learning_rate=1e-2, weight_decay=0.1, adam_epsilon=1e-8, warmup_ratio=0.0, warmup_steps=0)
+
+
+def optim(**changes: object) -> OptimOptions:
+    return OptimOptions(**{**SCHEDULE, **changes})
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor) -> None:
@@ -23,7 +26,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: to
 def test_fused_on_cpu_and_equal_to_the_for_loop_update():
     model = tiny_causal_lm("gpt2", vocab_size=500).eval()  # no dropout: both copies see the same gradients
     reference = copy.deepcopy(model)
-    got = adamw_with_schedule(model, lr_scheduler_type="linear", **SCHEDULE)
+    got = adamw_with_schedule(model, optim(lr_scheduler_type="linear"), total_steps=10)
     optimizer, scheduler = got["optimizer"], got["lr_scheduler"]["scheduler"]
     assert all(group["fused"] for group in optimizer.param_groups)
     assert got["lr_scheduler"]["interval"] == "step"
@@ -44,11 +47,11 @@ def test_fused_on_cpu_and_equal_to_the_for_loop_update():
 
 def test_fused_for_bf16_weights_and_not_where_torch_has_no_kernel():
     model = tiny_causal_lm("gpt2", vocab_size=100).to(torch.bfloat16)
-    got = adamw_with_schedule(model, lr_scheduler_type="constant", **SCHEDULE)
+    got = adamw_with_schedule(model, optim(lr_scheduler_type="constant"), total_steps=10)
     assert all(group["fused"] for group in got["optimizer"].param_groups)
     assert not fused_supported(torch.empty(2, device="meta"))  # meta has no fused kernels: torch's default then
     meta = torch.nn.Linear(2, 2, device="meta")
-    got = adamw_with_schedule(meta, lr_scheduler_type="constant", **SCHEDULE)
+    got = adamw_with_schedule(meta, optim(lr_scheduler_type="constant"), total_steps=10)
     assert not any(group["fused"] for group in got["optimizer"].param_groups)
 
 
@@ -63,7 +66,7 @@ class OneModelTask(L.LightningModule):
         return self.model(input_ids=batch, labels=batch).loss
 
     def configure_optimizers(self) -> dict:
-        return adamw_with_schedule(self.model, lr_scheduler_type="constant", **{**SCHEDULE, "adam_epsilon": 1.0})
+        return adamw_with_schedule(self.model, optim(lr_scheduler_type="constant", adam_epsilon=1.0), total_steps=10)
 
 
 def test_gradient_clipping_under_bf16_mixed_precision():

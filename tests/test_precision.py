@@ -16,6 +16,7 @@ from lit_hf.data.seq2seq import seq2seq_collate
 from lit_hf.data.seq2seq_inputs import collate_pairs
 from lit_hf.data.translation import TranslationDataModule
 from lit_hf.metrics import MetricStates
+from lit_hf.options import HubOptions
 from lit_hf.tasks import CausalLMTask, SequenceClassificationTask, TranslationTask
 
 PRECISIONS = ["bf16-mixed", "16-mixed", "bf16-true", "16-true"]
@@ -129,7 +130,8 @@ def test_a_mean_over_4000_rows_stays_exact_under_bf16_true() -> None:
 
 @pytest.mark.parametrize(("precision", "width"), [("bf16-mixed", 8), ("16-mixed", 8), ("32-true", 5), ("bf16-true", 5)])
 def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(t5_dir, precision, width) -> None:  # noqa: ANN001
-    module = TranslationDataModule(str(t5_dir), validation_file="unused.json", source_lang="en", target_lang="ro")
+    hub = HubOptions(tokenizer_name=str(t5_dir))
+    module = TranslationDataModule("en", "ro", hub=hub, validation_file="unused.json")
     module.trainer = SimpleNamespace(precision=precision)
     module.tokenizer = T5Tokenizer.from_pretrained(t5_dir)  # what setup loads; pad id 0
     collate = seq2seq_collate(module.hparams, module.tokenizer, module.trainer)

@@ -71,7 +71,7 @@ def prompts_txt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_batched_greedy_equals_one_prompt_at_a_time(tmp_path, causal_lm_dir, prompts_txt):
     model_dir = causal_lm_dir("gpt2")
-    rows = predict(tmp_path, model_dir, prompts_txt, "--model.max_new_tokens=12", "--data.eval_batch_size=3")
+    rows = predict(tmp_path, model_dir, prompts_txt, "--model.generation.max_new_tokens=12", "--data.eval_batch_size=3")
     assert [row["index"] for row in rows] == list(range(len(PROMPTS)))  # the blank line is no prompt
     assert [row["prompt"] for row in rows] == PROMPTS
     want = greedy_one_at_a_time(model_dir, PROMPTS, 12)
@@ -83,7 +83,7 @@ def test_jsonl_prompts_on_two_processes_complete_and_in_order(tmp_path, causal_l
     model_dir = causal_lm_dir("gpt2")
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": p, "id": i}) + "\n" for i, p in enumerate(PROMPTS)))
-    extra = ("--model.max_new_tokens=6", "--data.eval_batch_size=2")
+    extra = ("--model.generation.max_new_tokens=6", "--data.eval_batch_size=2")
     one = predict(tmp_path, model_dir, path, *extra)
     run_lit_hf(*predict_args(tmp_path, model_dir, path, *extra, "--trainer.devices=2", "--trainer.strategy=ddp"))
     two = newest_predictions(tmp_path)
@@ -93,7 +93,12 @@ def test_jsonl_prompts_on_two_processes_complete_and_in_order(tmp_path, causal_l
 
 def test_seeded_sampling_is_reproducible(tmp_path, causal_lm_dir, prompts_txt):
     model_dir = causal_lm_dir("gpt2")
-    sample = ("--model.do_sample=true", "--model.top_k=0", "--model.max_new_tokens=10", "--data.eval_batch_size=4")
+    sample = (
+        "--model.generation.do_sample=true",
+        "--model.generation.top_k=0",
+        "--model.generation.max_new_tokens=10",
+        "--data.eval_batch_size=4",
+    )
     first = predict(tmp_path, model_dir, prompts_txt, *sample, "--seed_everything=1")
     again = predict(tmp_path, model_dir, prompts_txt, *sample, "--seed_everything=1")
     other = predict(tmp_path, model_dir, prompts_txt, *sample, "--seed_everything=2")
@@ -116,7 +121,8 @@ def test_predict_without_prompts_is_one_line(tmp_path, causal_lm_dir, capsys):
 
 @torch.no_grad()
 def test_command_line_options_win_over_the_checkpoints(tmp_path, causal_lm_dir, prompts_txt, data_dir):
-    """`predict --ckpt_path=CKPT --model.max_new_tokens=5` generates 5 tokens although the checkpoint saved None."""
+    """`predict --ckpt_path=CKPT --model.generation.max_new_tokens=5` generates 5 tokens although the checkpoint
+    saved None."""
     model_dir = causal_lm_dir("gpt2")
     main([
         "fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={model_dir}",
@@ -126,7 +132,7 @@ def test_command_line_options_win_over_the_checkpoints(tmp_path, causal_lm_dir, 
         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'fit'}",
     ])  # fmt: skip
     (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
-    short = predict(tmp_path, model_dir, prompts_txt, f"--ckpt_path={ckpt}", "--model.max_new_tokens=5")
+    short = predict(tmp_path, model_dir, prompts_txt, f"--ckpt_path={ckpt}", "--model.generation.max_new_tokens=5")
     full = predict(tmp_path, model_dir, prompts_txt, f"--ckpt_path={ckpt}")  # the model's default, 20 tokens
     for cut, whole in zip(short, full, strict=True):  # greedy: the 5-token completion starts the 20-token one
         assert whole["completion"].startswith(cut["completion"]) and len(cut["completion"]) < len(whole["completion"])

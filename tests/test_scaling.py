@@ -118,7 +118,7 @@ def test_fit_then_validate_on_two_torchrun_nodes_equals_one_process(tmp_path, da
         return clm_args(tmp_path / "nodes", model, data_dir, tmp_path / f"cache-node{node}")
 
     extra = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.num_sanity_val_steps=0"]
-    torchrun_two_nodes("fit", tmp_path, node_args, "--model.learning_rate=1e-3", *extra)
+    torchrun_two_nodes("fit", tmp_path, node_args, "--model.optim.learning_rate=1e-3", *extra)
     facts = probes(tmp_path / "probe-fit")
     assert [(f["environment"], f["node_rank"], f["world_size"]) for f in facts] == [
         ("TorchElasticEnvironment", 0, 2),

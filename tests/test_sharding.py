@@ -43,7 +43,7 @@ def test_fsdp_on_two_cpu_processes_trains_evaluates_like_one_and_exports_full_we
     model, cache = causal_lm_dir("gpt2"), tmp_path / "cache"
     main(["validate", *clm_args(tmp_path / "before", model, data_dir, cache)])
     fit = ["--trainer.devices=2", "--trainer.strategy=fsdp", "--trainer.max_epochs=1"]
-    fit += ["--trainer.limit_train_batches=6", "--model.learning_rate=1e-3", "--model.weight_decay=0.1"]
+    fit += ["--trainer.limit_train_batches=6", "--model.optim.learning_rate=1e-3", "--model.optim.weight_decay=0.1"]
     done = run_lit_hf("fit", *clm_args(tmp_path / "fsdp", model, data_dir, cache, *fit))
     assert "--trainer.strategy=fsdp runs as lit_hf.sharding.ShardedStrategy" in done.stdout
     fitted = read_results(tmp_path / "fsdp")

@@ -1,4 +1,5 @@
-"""--model.compile and --model.gradient_checkpointing: the numbers, checkpoints and exports of a run without them."""
+"""--model.speed.compile and --model.speed.gradient_checkpointing: the numbers, checkpoints and exports of a run
+without them."""
 
 import functools
 from pathlib import Path
@@ -16,6 +17,7 @@ from transformers import (
 
 from lit_hf.cli import main
 from lit_hf.errors import ConfigError
+from lit_hf.options import GenerationOptions, LoraOptions, SpeedOptions
 from lit_hf.speed import is_compiled
 from lit_hf.tasks import (
     CausalLMTask,
@@ -27,6 +29,7 @@ from lit_hf.tasks import (
 )
 
 DATA = ["--data=lit_hf.data.LanguageModelingDataModule", "--data.validation_file=unused.txt"]
+CHECKPOINTED = SpeedOptions(gradient_checkpointing=True)
 FAMILIES = ["causal_lm", "text_classification", "translation", "summarization", "multiple_choice", "image"]
 
 
@@ -55,7 +58,7 @@ def fit_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[s
         f"--trainer.default_root_dir={root}",
         f"--data.data_cache_dir={root.parent / 'cache'}",
         f"--model.model_name_or_path={model_dir}",
-        "--model.learning_rate=1e-2",
+        "--model.optim.learning_rate=1e-2",
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         f"--data.validation_file={data_dir / 'wikitext/wikitext-2/valid.txt'}",
         "--data.block_size=32",
@@ -80,7 +83,7 @@ def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
 
     main(["fit", *fit_args(nodrop_gpt2_dir, data_dir, tmp_path / "eager")])
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    main(["fit", *fit_args(nodrop_gpt2_dir, data_dir, tmp_path / "compiled", "--model.compile=true")])
+    main(["fit", *fit_args(nodrop_gpt2_dir, data_dir, tmp_path / "compiled", "--model.speed.compile=true")])
     monkeypatch.undo()
     eager, compiled = read_results(tmp_path / "eager"), read_results(tmp_path / "compiled")
     steps = logged(tmp_path / "compiled", "train/loss")
@@ -99,7 +102,7 @@ def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
     assert compiled["val/loss"] == pytest.approx(want, rel=1e-5)
     CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir)).load_state_dict(state)  # strict: the eager task's own keys
     # The checkpoint's hyperparameters say compile=true; the command line overrides them.
-    for name, extra in (("eager", ["--model.compile=false"]), ("inductor", [])):
+    for name, extra in (("eager", ["--model.speed.compile=false"]), ("inductor", [])):
         main(
             [
                 "validate",
@@ -113,7 +116,11 @@ def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
 def test_compiled_models_generate_as_eager_ones(family, nodrop_gpt2_dir, tiny_t5_dir) -> None:  # noqa: ANN001
     """`generate` runs eagerly under compile: the same tokens, without compiling (which would take seconds)."""
     task_class, path = (CausalLMTask, nodrop_gpt2_dir) if family == "causal_lm" else (TranslationTask, tiny_t5_dir)
-    eager, compiled = (task_class(model_name_or_path=str(path), max_new_tokens=6, compile=c) for c in (False, True))
+    generation = GenerationOptions(max_new_tokens=6)
+    eager, compiled = (
+        task_class(model_name_or_path=str(path), generation=generation, speed=SpeedOptions(compile=c))
+        for c in (False, True)
+    )
     compiled.configure_model()
     assert is_compiled(compiled.model)
     torch.manual_seed(1)
@@ -196,14 +203,14 @@ def check_recomputed(task, batch: dict, plain, plain_batch: dict) -> dict[str, t
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gradient_checkpointing_recomputes_to_the_same_loss_and_gradients(family, dirs) -> None:  # noqa: ANN001
-    check_recomputed(*make_task(family, dirs, gradient_checkpointing=True), *make_task(family, dirs))
+    check_recomputed(*make_task(family, dirs, speed=CHECKPOINTED), *make_task(family, dirs))
 
 
 def test_lora_with_gradient_checkpointing_trains_the_adapters(dirs) -> None:  # noqa: ANN001
     """Frozen embeddings give the blocks inputs that need no gradient; non-reentrant checkpointing still backprops."""
-    lora = {"peft": "lora", "lora_dropout": 0.0}
-    task = make_task("causal_lm", dirs, gradient_checkpointing=True, **lora)
-    grads = check_recomputed(*task, *make_task("causal_lm", dirs, **lora))
+    lora = LoraOptions(dropout=0.0)
+    task = make_task("causal_lm", dirs, speed=CHECKPOINTED, lora=lora)
+    grads = check_recomputed(*task, *make_task("causal_lm", dirs, lora=lora))
     assert {name.split(".")[-3] for name in grads} == {"lora_A", "lora_B"}
     assert all(grads[n].abs().sum() > 0 for n in grads if ".lora_B." in n)  # B starts at zero, so A's grads are 0
 
@@ -211,17 +218,20 @@ def test_lora_with_gradient_checkpointing_trains_the_adapters(dirs) -> None:  # 
 def test_speed_options_that_cannot_work(nodrop_gpt2_dir, tmp_path) -> None:  # noqa: ANN001
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    with pytest.raises(ConfigError, match="compile_mode='max-autotune' needs compile=true"):
-        CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), compile_mode="max-autotune")
+    with pytest.raises(ConfigError, match="speed.compile_mode='max-autotune' needs speed.compile=true"):
+        SpeedOptions(compile_mode="max-autotune")
     ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(tmp_path)
     ConvNextImageProcessorPil(size={"shortest_edge": 32}).save_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="ResNetForImageClassification does not support gradient_checkpointing"):
-        ImageClassificationTask(model_name_or_path=str(tmp_path), gradient_checkpointing=True)
+    with pytest.raises(ConfigError, match="ResNetForImageClassification does not support speed.gradient_checkpointing"):
+        ImageClassificationTask(model_name_or_path=str(tmp_path), speed=CHECKPOINTED)
 
 
 @pytest.mark.parametrize(
     ("option", "needle"),
-    [("--model.compile_mode=max-autotune", "needs compile=true"), ("--model.compile_mode=fast", "reduce-overhead")],
+    [
+        ("--model.speed.compile_mode=max-autotune", "needs speed.compile=true"),
+        ("--model.speed.compile_mode=fast", "reduce-overhead"),
+    ],
 )
 def test_cli_speed_mistakes_give_one_line(option, needle, nodrop_gpt2_dir, capsys) -> None:  # noqa: ANN001
     with pytest.raises(SystemExit) as exit_info:

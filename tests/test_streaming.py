@@ -17,6 +17,7 @@ import lit_hf.data.streaming as streaming
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.errors import ConfigError
+from lit_hf.options import HubOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def data_module(tmp_path: Path, tokenizer_dir: Path, **options) -> LanguageModelingDataModule:  # noqa: ANN003
     cache = str(tmp_path / "cache")
     options = {"validation_split_percentage": 0, "data_cache_dir": cache, **options}
-    dm = LanguageModelingDataModule(tokenizer_name_or_path=str(tokenizer_dir), **options)
+    dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=str(tokenizer_dir)), **options)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -129,8 +130,8 @@ def fit_args(root: Path, data_dir: Path, model_dir: Path, max_steps: int, *extra
         "--model=lit_hf.tasks.CausalLMTask",
         "--data=lit_hf.data.LanguageModelingDataModule",
         f"--model.model_name_or_path={model_dir}",
-        "--model.learning_rate=1e-3",
-        "--model.lr_scheduler_type=constant",
+        "--model.optim.learning_rate=1e-3",
+        "--model.optim.lr_scheduler_type=constant",
         f"--data.data_cache_dir={root / 'cache'}",
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         f"--data.validation_file={data_dir / 'wikitext/wiki_00'}",
@@ -218,7 +219,7 @@ def test_two_processes_resume_each_at_its_own_place(tmp_path, data_dir, causal_l
         "fit",
         "--model=lit_hf.tasks.CausalLMTask",
         f"--model.model_name_or_path={causal_lm_dir('gpt2')}",
-        "--model.lr_scheduler_type=constant",  # the same rate whatever max_steps
+        "--model.optim.lr_scheduler_type=constant",  # the same rate whatever max_steps
         "--data=lit_hf.data.LanguageModelingDataModule",
         f"--data.train_file={tmp_path / 'rows.jsonl'}",
         "--data.streaming=true",
@@ -250,8 +251,9 @@ def test_two_processes_resume_each_at_its_own_place(tmp_path, data_dir, causal_l
 
 PEAK_RSS = """import resource, sys
 from lit_hf.data import LanguageModelingDataModule
-dm = LanguageModelingDataModule(tokenizer_name_or_path=sys.argv[1], train_file=sys.argv[2], data_cache_dir=sys.argv[3],
-    streaming=True, validation_split_percentage=0, block_size=128, batch_size=8)
+from lit_hf.options import HubOptions
+dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=sys.argv[1]), train_file=sys.argv[2],
+    data_cache_dir=sys.argv[3], streaming=True, validation_split_percentage=0, block_size=128, batch_size=8)
 dm.prepare_data(); dm.setup("fit")
 for i, batch in enumerate(dm.train_dataloader()):
     print(i + 1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -316,4 +318,4 @@ def test_what_a_streamed_fit_needs_is_said_in_one_line(tmp_path, data_dir, causa
 )
 def test_impossible_streaming_options_raise_in_the_constructor(options, says):
     with pytest.raises(ConfigError, match=says):
-        LanguageModelingDataModule(tokenizer_name_or_path="gpt2", **options)
+        LanguageModelingDataModule(model_name_or_path="gpt2", **options)

@@ -164,7 +164,7 @@ def test_streamed_training_leaves_the_evaluation_windows_as_they_are(tmp_path, d
                                                                      gpt2_tokenizer):  # fmt: skip
     text = data_dir / "wikitext" / "wiki_00"
     options = {
-        "tokenizer_name_or_path": str(causal_lm_dir("gpt2")),
+        "model_name_or_path": str(causal_lm_dir("gpt2")),
         "validation_file": str(text),
         "block_size": 64,
         "eval_stride": 48,

@@ -203,7 +203,7 @@ def test_export_equals_pipeline_and_predictions_in_input_order(t5_dir: Path, xsu
         f"--data.train_file={xsum_file}",
         "--trainer.max_steps=2",
         "--data.batch_size=4",
-        "--model.learning_rate=1e-4",
+        "--model.optim.learning_rate=1e-4",
     ]
     main(args_for("fit", t5_dir, tmp_path / "fit", *fit))
     fitted = run_dir(tmp_path / "fit")
@@ -265,7 +265,7 @@ def test_hub_columns_and_t5_prefix(t5_dir: Path, xsum_file: Path, tmp_path: Path
     renamed = raw.rename_columns({"document": "article", "summary": "highlights"})  # CNN/DailyMail's names
     monkeypatch.setattr(sources, "load_hub", lambda *args: renamed)
     options = dict(dataset_name="abisee/cnn_dailymail", dataset_config_name="3.0.0", data_cache_dir=str(tmp_path))
-    data = SummarizationDataModule(str(t5_dir), config_name_or_path=str(t5_dir), **options)
+    data = SummarizationDataModule(str(t5_dir), **options)
     data.prepare_data()
     data.setup("validate")
     assert data.datasets["validation"]["target_text"] == [row["summary"] for row in rows_of(xsum_file)]

@@ -15,6 +15,7 @@ from lit_hf.data.translation import TranslationDataModule
 from lit_hf.data.translation_inputs import t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
+from lit_hf.options import GenerationOptions, HubOptions
 from lit_hf.tasks.translation import TranslationTask
 
 TASK = "--model=lit_hf.tasks.TranslationTask"
@@ -152,9 +153,8 @@ def test_t5_prefix_rule() -> None:
 
 def test_prefix_derived_for_t5_only_and_explicit_value_wins(t5_dir: Path, tmp_path: Path, data_dir: Path) -> None:
     def prefix(config: str | None, source_prefix: str | None) -> str:
-        data = TranslationDataModule(
-            str(t5_dir), "en", "ro", config_name_or_path=config, source_prefix=source_prefix, validation_file="x.json"
-        )
+        hub = HubOptions(tokenizer_name=str(t5_dir), config_name=config)
+        data = TranslationDataModule("en", "ro", hub=hub, source_prefix=source_prefix, validation_file="x.json")
         return data._settings(notify=False)[1]
 
     assert prefix(str(t5_dir), None) == "translate English to Romanian: "
@@ -170,8 +170,8 @@ def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_
 
     raw = datasets.load_dataset("json", data_files={"validation": str(sample_file)}, cache_dir=str(tmp_path / "hf"))
     raw.save_to_disk(str(tmp_path / "saved"))
-    options = dict(config_name_or_path=str(t5_dir), data_cache_dir=str(tmp_path / "cache"))
-    saved = TranslationDataModule(str(t5_dir), "en", "ro", dataset_path=str(tmp_path / "saved"), **options)
+    options = dict(model_name_or_path=str(t5_dir), data_cache_dir=str(tmp_path / "cache"))
+    saved = TranslationDataModule("en", "ro", dataset_path=str(tmp_path / "saved"), **options)
     saved.prepare_data()
     saved.setup("validate")
     assert saved.datasets["validation"]["target_text"] == [pair["ro"] for pair in pairs_of(sample_file)]
@@ -182,7 +182,7 @@ def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_
     asked = []
     monkeypatch.setattr(translation, "load_hub", lambda *args: asked.append(args) or raw)
     hub_options = dict(dataset_name="wmt/wmt16", dataset_config_name="ro-en", **options)
-    hub = TranslationDataModule(str(t5_dir), "en", "ro", **hub_options)
+    hub = TranslationDataModule("en", "ro", **hub_options)
     hub.prepare_data()
     assert asked[0][:2] == ("wmt/wmt16", "ro-en")
 
@@ -190,7 +190,8 @@ def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_
 def test_fit_splits_share_one_cache_key_after_tokenizing(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
     """Tokenizing with truncation changes the fast tokenizer's state; the cache key must not follow it."""
     files = dict(train_file=str(sample_file), validation_file=str(sample_file), max_source_length=32)
-    data = TranslationDataModule(str(t5_dir), "en", "ro", data_cache_dir=str(tmp_path), **files)
+    tokenizer = HubOptions(tokenizer_name=str(t5_dir))
+    data = TranslationDataModule("en", "ro", hub=tokenizer, data_cache_dir=str(tmp_path), **files)
     data.prepare_data()
     data.setup("fit")
     assert len(data.datasets["train"]) == len(data.datasets["validation"]) == 10
@@ -275,7 +276,9 @@ def test_predict_writes_translations_in_input_order(t5_dir: Path, tmp_path: Path
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(sources) and [row["index"] for row in rows] == list(range(len(sources)))
     assert [row["translation"] for row in rows] == lines
-    single = TranslationTask(str(t5_dir), max_new_tokens=12).eval()  # the third source alone, no batch neighbours
+    single = TranslationTask(
+        str(t5_dir), generation=GenerationOptions(max_new_tokens=12)
+    ).eval()  # the third source alone, no batch neighbours
     ids = single.tokenizer(["translate English to Romanian: " + sources[2]], return_tensors="pt")
     assert single._generate(dict(ids))[0][0] == lines[2]
 
@@ -329,9 +332,9 @@ def test_max_source_length_above_model_positions(t5_dir: Path, sample_file: Path
 
 def test_constructor_errors(t5_dir: Path) -> None:
     with pytest.raises(ConfigError, match="both 'en'"):
-        TranslationDataModule(str(t5_dir), "en", "en", validation_file="x.json")
+        TranslationDataModule("en", "en", model_name_or_path=str(t5_dir), validation_file="x.json")
     with pytest.raises(ConfigError, match="data source"):
-        TranslationDataModule(str(t5_dir), "en", "ro")
+        TranslationDataModule("en", "ro", model_name_or_path=str(t5_dir))
     with pytest.raises(ConfigError, match="from_scratch"):
         TranslationTask(str(t5_dir), config_overrides="d_model=16")
     with pytest.raises(ConfigError, match="forced_bos_token"):
@@ -342,7 +345,7 @@ def test_t5_config_without_decoder_start_decodes_from_pad(t5_tokenizer: T5Tokeni
     config = T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=len(t5_tokenizer))
     T5ForConditionalGeneration(config).save_pretrained(tmp_path)
     t5_tokenizer.save_pretrained(tmp_path)
-    task = TranslationTask(str(tmp_path), max_new_tokens=3)
+    task = TranslationTask(str(tmp_path), generation=GenerationOptions(max_new_tokens=3))
     assert task.model.config.decoder_start_token_id == t5_tokenizer.pad_token_id == 0
     ids = task.tokenizer(["Hello"], return_tensors="pt")
     assert len(task._generate(dict(ids))[0]) == 1

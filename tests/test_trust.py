@@ -160,7 +160,7 @@ CASES = {
     ),
     "checkpoint-switches-on-remote-code": (
         [*VALIDATE, "--ckpt_path=remote-code.ckpt"],
-        ["trust_remote_code=true, which a checkpoint cannot switch on", "--model.trust_remote_code=true"],
+        ["trust_remote_code=true, which a checkpoint cannot switch on", "--model.hub.trust_remote_code=true"],
     ),
 }
 
@@ -226,16 +226,15 @@ def test_a_resumed_best_checkpoint_outside_the_run_is_not_loaded(root, causal_lm
     (root / "names-a-best.ckpt").unlink()
 
 
-def test_checkpoint_choices_keep_the_users_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lit_hf import trust
+def test_checkpoint_choices_keep_the_users_model() -> None:
     from lit_hf.trust import checkpoint_choices
 
-    saved = {"model_name_or_path": "org/a", "tokenizer_name": "/not/on/this/machine", "config_name": None, "lr": 1.0,
-             "trust_remote_code": 0}  # fmt: skip
-    given = {"model_name_or_path": "org/a", "tokenizer_name": "/here", "config_name": "/mine", "trust_remote_code": 0}
-    assert checkpoint_choices("c", saved, given, set()) == {k: v for k, v in saved.items() if k != "trust_remote_code"}
-    chosen = {"model_name_or_path", "tokenizer_name", "config_name"}  # the same, not on this machine, not saved
-    assert checkpoint_choices("c", saved, given, chosen) == {"lr": 1.0}
-    assert saved["trust_remote_code"] == 0  # the checkpoint's own dict is not changed
-    monkeypatch.setattr(trust, "REMOTE_CODE", "hub.trust_remote_code")  # an option group's, one edit away
+    hub = {"tokenizer_name": "/not/on/this/machine", "config_name": None, "trust_remote_code": 0}
+    saved = {"model_name_or_path": "org/a", "hub": hub, "lr": 1.0}
+    given = {"model_name_or_path": "org/a", "hub": {"tokenizer_name": "/here", "config_name": "/mine"}}
+    kept = {"model_name_or_path": "org/a", "hub": {"tokenizer_name": "/not/on/this/machine", "config_name": None}}
+    assert checkpoint_choices("c", saved, given, set()) == {**kept, "lr": 1.0}
+    chosen = {"model_name_or_path", "hub.tokenizer_name", "hub.config_name"}  # the same, not here, not saved
+    assert checkpoint_choices("c", saved, given, chosen) == {"hub": {}, "lr": 1.0}
+    assert saved["hub"]["trust_remote_code"] == 0  # the checkpoint's own dict is not changed
     assert checkpoint_choices("c", {"hub": {"trust_remote_code": False, "x": 1}}, {}, set()) == {"hub": {"x": 1}}

@@ -18,6 +18,7 @@ from lit_hf.data.sources import load_hub, load_saved, require_columns
 from lit_hf.data.values import check_present
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.models import load_image_processor
+from lit_hf.options import HubOptions, plain_hparams
 from lit_hf.paths import LocalPath, ModelPath
 
 # The splits each entry point reads; `predict` labels the test split, as the classification family does.
@@ -37,10 +38,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     folders sit at one depth (which may differ between splits: `train/<class>/` and `val/<group>/<class>/`).
 
     Args:
-        image_processor_name_or_path: Image processor whose size, mean and std shape the pixels; linked to the model's.
-        revision: Hub revision of the image processor; linked to the model's.
-        cache_dir: Where downloaded image processors are stored; linked to the model's.
-        trust_remote_code: Allow image processor code from the hub; linked to the model's.
+        model_name_or_path: The model the data is prepared for: its image processor, whose size, mean and std shape the
+            pixels; `hub` may name others. Linked from `--model.model_name_or_path`.
+        hub: Where the model's files come from; linked from `--model.hub`.
         dataset_name: Hub dataset id, e.g. `uoft-cs/cifar10` or `beans`.
         dataset_config_name: Hub dataset configuration.
         dataset_path: A dataset saved with `save_to_disk` (a DatasetDict, or one Dataset read as train).
@@ -66,10 +66,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        image_processor_name_or_path: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        model_name_or_path: ModelPath | None = None,
+        hub: HubOptions = HubOptions(),
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
         dataset_path: LocalPath | None = None,
@@ -94,6 +92,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_sizes(self.hparams)
+        plain_hparams(self)
+        self.model_name_or_path, self.hub = model_name_or_path, hub
         given = [name for name in ("dataset_name", "dataset_path", "data_dir") if self.hparams[name]]
         given += ["train_dir/validation_dir/test_dir"] if self._dirs() else []
         if len(given) != 1:
@@ -114,13 +114,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         prepare_splits(self._caches(), self._load_raw, self._build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        hp = self.hparams
-        if not hp.image_processor_name_or_path:
-            raise ConfigError(
-                "image_processor_name_or_path is not set; the CLI links it to --model.model_name_or_path."
-            )
-        hub = {"revision": hp.revision, "cache_dir": hp.cache_dir, "trust_remote_code": hp.trust_remote_code}
-        self.processor = load_image_processor(hp.image_processor_name_or_path, **hub)
+        name = self.hub.image_processor_name or self.model_name_or_path
+        if not name:
+            raise ConfigError("model_name_or_path is not set; the CLI links it from --model.model_name_or_path.")
+        self.processor = load_image_processor(name, **self.hub.loading())
         self.datasets.update(load_splits(self._caches(stage), self._limit))
         for split in SPLITS.get(stage, ()):
             if split not in self.datasets:

@@ -37,6 +37,7 @@ from lit_hf.data.sources import (
 from lit_hf.data.strided import check_stride, collate_windows
 from lit_hf.data.values import check_texts, origin
 from lit_hf.errors import ConfigError, LitHFError, check_positive
+from lit_hf.options import HubOptions, plain_hparams
 from lit_hf.paths import LocalPath, ModelPath
 
 EVAL_SPLITS = ("validation", "test")  # the splits `eval_stride` cuts into windows
@@ -50,11 +51,9 @@ class LanguageModelingDataModule(L.LightningDataModule):
     without padding or duplicates.
 
     Args:
-        tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
-        config_name_or_path: Model config whose position limit caps the default block size; linked by the CLI.
-        revision: Hub revision of the tokenizer and config; linked to the model's.
-        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
-        trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
+        model_name_or_path: The model the data is prepared for: its tokenizer, and its config, whose position limit caps
+            the default block size; `hub` may name others. Linked from `--model.model_name_or_path`.
+        hub: Where the model's files come from; linked from `--model.hub`.
         dataset_name: Hub dataset id, e.g. `Salesforce/wikitext`. Local files win when both are given.
         dataset_config_name: Hub dataset configuration, e.g. `wikitext-2-raw-v1`.
         train_file: Local training data: .csv, .tsv, .json, .jsonl, .parquet, or plain text (any other ending).
@@ -98,11 +97,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: ModelPath,
-        config_name_or_path: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        model_name_or_path: ModelPath | None = None,
+        hub: HubOptions = HubOptions(),
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
         train_file: LocalPath | None = None,
@@ -134,6 +130,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_sizes(self.hparams)
+        plain_hparams(self)
+        self.model_name_or_path, self.hub = model_name_or_path, hub
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         if not 0 <= validation_split_percentage < 100:
             raise ConfigError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")
@@ -143,9 +141,11 @@ class LanguageModelingDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
-        check_packing(self.hparams.packing, getattr(linked_config(self.hparams), "model_type", None))
+        check_packing(
+            self.hparams.packing, getattr(linked_config(self.model_name_or_path, self.hub), "model_type", None)
+        )
         streams.check_fit(self.hparams.streaming, self.trainer)
-        tokenizer = linked_tokenizer(self.hparams)
+        tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
         block_size = self._block_size(tokenizer)
         check_stride(self.hparams.eval_stride, block_size, self.hparams.packing)  # the default block size, too
         caches = self._caches(tokenizer, block_size)
@@ -167,7 +167,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
             prepare_splits(caches, self._load_raw, build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = linked_tokenizer(self.hparams)
+        self.tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
         hp = self.hparams
         limits = {"train": hp.max_train_samples, "predict": hp.max_predict_samples}
         caches = self._caches(self.tokenizer, self._block_size(self.tokenizer), stage)
@@ -259,4 +259,6 @@ class LanguageModelingDataModule(L.LightningDataModule):
         return caches(splits, "clm", hp.data_cache_dir, tokenizer, key)
 
     def _block_size(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        return capped_length(self.hparams.block_size, tokenizer, linked_position_limit(self.hparams), "block_size")
+        return capped_length(
+            self.hparams.block_size, tokenizer, linked_position_limit(self.model_name_or_path, self.hub), "block_size"
+        )

@@ -37,6 +37,7 @@ from lit_hf.data.prepared import (
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import check_sources, require_columns
 from lit_hf.errors import LitHFError, check_positive
+from lit_hf.options import HubOptions, plain_hparams
 from lit_hf.paths import LocalPath, ModelPath
 
 
@@ -52,11 +53,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
     precision).
 
     Args:
-        tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
-        config_name_or_path: Model config whose position limit caps max_seq_length; linked by the CLI.
-        revision: Hub revision of the tokenizer and config; linked to the model's.
-        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
-        trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
+        model_name_or_path: The model the data is prepared for: its tokenizer, and its config, whose position limit caps
+            max_seq_length; `hub` may name others. Linked from `--model.model_name_or_path`.
+        hub: Where the model's files come from; linked from `--model.hub`.
         dataset_name: Hub dataset id, e.g. `allenai/swag`. Local files win when both are given.
         dataset_config_name: Hub dataset configuration, e.g. `regular`.
         train_file: Local training examples (.json, .jsonl, .csv or .parquet).
@@ -88,11 +87,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: ModelPath,
-        config_name_or_path: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        model_name_or_path: ModelPath | None = None,
+        hub: HubOptions = HubOptions(),
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
         train_file: LocalPath | None = None,
@@ -121,6 +117,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_sizes(self.hparams)
+        plain_hparams(self)
+        self.model_name_or_path, self.hub = model_name_or_path, hub
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         check_positive(num_choices=num_choices, max_seq_length=max_seq_length)
         if choices_column and ending_columns:
@@ -130,12 +128,12 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
-        tokenizer = linked_tokenizer(self.hparams)
+        tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
         build = build_given(self.trainer, lambda raw, split, tag: self._tokenize(raw, split, tokenizer, tag))
         prepare_splits(self._caches(tokenizer), lambda: load_given(self.hparams), build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = linked_tokenizer(self.hparams)
+        self.tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
         self.datasets.update(load_splits(self._caches(self.tokenizer, stage), given_limit(self.hparams)))
         for split in ("validation", "test"):
             if stage in ("validate", "test", "fit") and split in self.datasets and not self._labelled(split):
@@ -223,7 +221,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
         return capped_length(
-            self.hparams.max_seq_length, tokenizer, linked_position_limit(self.hparams), "max_seq_length"
+            self.hparams.max_seq_length,
+            tokenizer,
+            linked_position_limit(self.model_name_or_path, self.hub),
+            "max_seq_length",
         )
 
     def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> Caches:

@@ -15,6 +15,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from lit_hf.data.cache import cache_damage, cache_path, is_cached, save_atomically, tokenizer_identity
 from lit_hf.errors import NO_SPACE_WAY_OUT, ConfigError, LitHFError, check_positive, first_line, no_space
 from lit_hf.models import load_config, load_tokenizer, max_positions
+from lit_hf.options import HubOptions
 
 # The splits each trainer entry point reads (a family with several evaluation sets names them itself).
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
@@ -39,23 +40,23 @@ def running_stage(trainer: L.Trainer | None) -> str | None:
     return getattr(fn, "value", fn)
 
 
-def linked_tokenizer(hp: Any) -> PreTrainedTokenizerBase:
-    """The tokenizer named by a data module's options linked to the model's (the same object the task holds)."""
-    hub = {"revision": hp.revision, "cache_dir": hp.cache_dir, "trust_remote_code": hp.trust_remote_code}
-    return load_tokenizer(hp.tokenizer_name_or_path, **hub)
+def linked_tokenizer(model_name_or_path: str | None, hub: HubOptions) -> PreTrainedTokenizerBase:
+    """The tokenizer of the model a data module is linked to (the same object the task holds)."""
+    name = hub.tokenizer_name or model_name_or_path
+    if not name:
+        raise ConfigError("model_name_or_path is not set; the CLI links it from --model.model_name_or_path.")
+    return load_tokenizer(name, **hub.loading())
 
 
-def linked_config(hp: Any) -> PretrainedConfig | None:
-    """The model config a data module's linked options name; None when none is named (used on its own)."""
-    if not hp.config_name_or_path:
-        return None
-    hub = {"revision": hp.revision, "cache_dir": hp.cache_dir, "trust_remote_code": hp.trust_remote_code}
-    return load_config(hp.config_name_or_path, **hub)
+def linked_config(model_name_or_path: str | None, hub: HubOptions) -> PretrainedConfig | None:
+    """The config of the model a data module is linked to; None when none is named (a tokenizer alone)."""
+    name = hub.config_name or model_name_or_path
+    return load_config(name, **hub.loading()) if name else None
 
 
-def linked_position_limit(hp: Any) -> int | None:
-    """The position limit of the model config a data module's linked options name (None without one)."""
-    return max_positions(linked_config(hp))
+def linked_position_limit(model_name_or_path: str | None, hub: HubOptions) -> int | None:
+    """The position limit of the config of the model a data module is linked to (None without one)."""
+    return max_positions(linked_config(model_name_or_path, hub))
 
 
 def capped_length(requested: int | None, tokenizer: PreTrainedTokenizerBase, limit: int | None, option: str) -> int:

@@ -29,6 +29,7 @@ from lit_hf.data.sources import check_sources, require_columns
 from lit_hf.data.values import check_texts
 from lit_hf.errors import check_positive
 from lit_hf.models import T5_FAMILY, max_positions
+from lit_hf.options import HubOptions, plain_hparams
 from lit_hf.paths import LocalPath, ModelPath
 
 # (text, summary) columns of hub datasets, from run_summarization.py's summarization_name_mapping; keyed by the
@@ -61,11 +62,10 @@ class SummarizationDataModule(L.LightningDataModule):
     duplicates; `index` lets the task restore dataset order.
 
     Args:
-        tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
-        config_name_or_path: Model config: its position limit caps the source length; T5 models get a prefix.
-        revision: Hub revision of the tokenizer and config; linked to the model's.
-        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
-        trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
+        model_name_or_path: The model the data is prepared for: its tokenizer, and its config (its position limit
+            caps the source length; T5 models get a prefix); `hub` may name others. Linked from
+            `--model.model_name_or_path`.
+        hub: Where the model's files come from; linked from `--model.hub`.
         dataset_name: Hub dataset id, e.g. `EdinburghNLP/xsum`. Local files win when both are given.
         dataset_config_name: Hub dataset configuration, e.g. `3.0.0` for `abisee/cnn_dailymail`.
         train_file: Local training documents with summaries (.json, .jsonl, .csv or .parquet).
@@ -100,11 +100,8 @@ class SummarizationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: ModelPath,
-        config_name_or_path: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        model_name_or_path: ModelPath | None = None,
+        hub: HubOptions = HubOptions(),
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
         train_file: LocalPath | None = None,
@@ -134,6 +131,8 @@ class SummarizationDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_sizes(self.hparams)
+        plain_hparams(self)
+        self.model_name_or_path, self.hub = model_name_or_path, hub
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         lengths = {"max_target_length": max_target_length, "val_max_target_length": val_max_target_length}
         check_positive(max_source_length=max_source_length, **lengths)
@@ -229,8 +228,8 @@ class SummarizationDataModule(L.LightningDataModule):
     def _settings(self, notify: bool) -> tuple[PreTrainedTokenizerBase, str, int]:
         """The tokenizer, the source prefix and the source length limit."""
         hp = self.hparams
-        tokenizer = linked_tokenizer(hp)
-        config = linked_config(hp)
+        tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
+        config = linked_config(self.model_name_or_path, self.hub)
         prefix = hp.source_prefix
         if prefix is None:
             is_t5 = getattr(config, "model_type", None) in T5_FAMILY

@@ -19,6 +19,7 @@ from lit_hf.data.text_inputs import Truncation
 from lit_hf.data.values import check_present, check_texts, origin
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import MODEL_INPUTS
+from lit_hf.options import HubOptions, plain_hparams
 from lit_hf.paths import LocalPath, ModelPath
 
 
@@ -31,11 +32,9 @@ class TextClassificationDataModule(L.LightningDataModule):
     in `prepare_data` (once per node) into a cache keyed by the source, tokenizer and options.
 
     Args:
-        tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
-        config_name_or_path: Model config whose position limit caps max_seq_length; linked by the CLI.
-        revision: Hub revision of the tokenizer and config; linked to the model's.
-        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
-        trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
+        model_name_or_path: The model the data is prepared for: its tokenizer, and its config, whose position limit caps
+            max_seq_length; `hub` may name others. Linked from `--model.model_name_or_path`.
+        hub: Where the model's files come from; linked from `--model.hub`.
         task_name: GLUE task (`ax` is prediction only). Sets columns, labels and metrics.
         data_dir: Folder in the original GLUE download layout (`glue_data` or `glue_data/<Task>`) for task_name.
         train_file: Your own training file (.csv, .tsv, .json, .jsonl or .parquet).
@@ -62,11 +61,8 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: ModelPath,
-        config_name_or_path: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        model_name_or_path: ModelPath | None = None,
+        hub: HubOptions = HubOptions(),
         task_name: GlueTaskName | None = None,
         data_dir: LocalPath | None = None,
         train_file: LocalPath | None = None,
@@ -93,6 +89,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         prepared.check_sizes(self.hparams)
+        plain_hparams(self)
+        self.model_name_or_path, self.hub = model_name_or_path, hub
         if task_name is not None and task_name not in GLUE_TASKS:
             raise ConfigError(f"Unknown task_name {task_name!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         glue.check_glue_sources(task_name, data_dir, [train_file, validation_file, test_file])
@@ -111,7 +109,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         return self._labels()[1]
 
     def prepare_data(self) -> None:
-        tokenizer = prepared.linked_tokenizer(self.hparams)
+        tokenizer = prepared.linked_tokenizer(self.model_name_or_path, self.hub)
 
         def build(raw: DatasetDict, split: str, tag: str) -> Dataset:
             if split not in raw:
@@ -121,7 +119,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         prepared.prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = prepared.linked_tokenizer(self.hparams)
+        self.tokenizer = prepared.linked_tokenizer(self.model_name_or_path, self.hub)
         self.datasets.update(prepared.load_splits(self._caches(self.tokenizer, stage), self._limit))
         for split in self._splits(stage):
             if split not in self.datasets:
@@ -228,7 +226,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         return text_inputs.file_labels(self._files(), self.hparams.label_column, self.hparams.data_cache_dir)
 
     def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        limit = prepared.linked_position_limit(self.hparams)
+        limit = prepared.linked_position_limit(self.model_name_or_path, self.hub)
         return text_inputs.truncated_length(self.hparams.max_seq_length, tokenizer, limit)
 
     def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> prepared.Caches:

@@ -29,6 +29,7 @@ from lit_hf.data.translation_inputs import PAIR_COLUMN, pair_columns, set_langua
 from lit_hf.data.values import check_texts
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.models import T5_FAMILY, max_positions
+from lit_hf.options import HubOptions, plain_hparams
 from lit_hf.paths import LocalPath, ModelPath
 
 
@@ -42,11 +43,10 @@ class TranslationDataModule(L.LightningDataModule):
     processes without padding or duplicates; `index` lets the task restore dataset order.
 
     Args:
-        tokenizer_name_or_path: Tokenizer to load; the CLI links it to the model's (or `--model.tokenizer_name`).
-        config_name_or_path: Model config: its position limit caps the source length; T5 models get a prefix.
-        revision: Hub revision of the tokenizer and config; linked to the model's.
-        cache_dir: Where downloaded tokenizers and configs are stored; linked to the model's.
-        trust_remote_code: Allow tokenizer code from the hub; linked to the model's.
+        model_name_or_path: The model the data is prepared for: its tokenizer, and its config (its position limit
+            caps the source length; T5 models get a prefix); `hub` may name others. Linked from
+            `--model.model_name_or_path`.
+        hub: Where the model's files come from; linked from `--model.hub`.
         source_lang: Language code of the source side, e.g. `en` (a key of `translation` or a column name).
         target_lang: Language code of the target side, e.g. `ro`.
         dataset_name: Hub dataset id, e.g. `wmt/wmt16`. Local files win when both are given.
@@ -83,13 +83,10 @@ class TranslationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer_name_or_path: ModelPath,
         source_lang: str,
         target_lang: str,
-        config_name_or_path: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        model_name_or_path: ModelPath | None = None,
+        hub: HubOptions = HubOptions(),
         dataset_name: str | None = None,
         dataset_config_name: str | None = None,
         train_file: LocalPath | None = None,
@@ -121,6 +118,8 @@ class TranslationDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_sizes(self.hparams)
+        plain_hparams(self)
+        self.model_name_or_path, self.hub = model_name_or_path, hub
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         if source_lang == target_lang:
             raise ConfigError(f"source_lang and target_lang are both {source_lang!r}.")
@@ -206,8 +205,8 @@ class TranslationDataModule(L.LightningDataModule):
     def _settings(self, notify: bool) -> tuple[PreTrainedTokenizerBase, str, int]:
         """The tokenizer (language codes set), the source prefix and the source length limit."""
         hp = self.hparams
-        tokenizer = set_language_codes(linked_tokenizer(hp), hp.src_lang, hp.tgt_lang)
-        config = linked_config(hp)
+        tokenizer = set_language_codes(linked_tokenizer(self.model_name_or_path, self.hub), hp.src_lang, hp.tgt_lang)
+        config = linked_config(self.model_name_or_path, self.hub)
         prefix = hp.source_prefix
         if prefix is None:
             is_t5 = getattr(config, "model_type", None) in T5_FAMILY

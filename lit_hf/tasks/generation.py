@@ -2,7 +2,6 @@
 hypotheses as text, and the generation options."""
 
 import copy
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,9 +18,10 @@ from transformers import (
 )
 from transformers.generation.configuration_utils import GenerationMode
 
-from lit_hf.errors import ConfigError, LitHFError, check_positive
+from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import T5_FAMILY
+from lit_hf.options import GenerationOptions
 from lit_hf.speed import eager
 
 
@@ -44,48 +44,18 @@ def ensure_decoder_start(model: PreTrainedModel, name: str) -> None:
     model.generation_config.decoder_start_token_id = config.pad_token_id
 
 
-# The `transformers.GenerationConfig` options a generating task takes as constructor options (same names).
-GENERATION_OPTIONS = (
-    "max_new_tokens",
-    "num_beams",
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "length_penalty",
-    "early_stopping",
-)
-
-
-def generation_options(
-    tokenizer: PreTrainedTokenizerBase, options: Mapping[str, Any], forced_bos_token: str | None = None
+def generate_kwargs(
+    generation: GenerationOptions, tokenizer: PreTrainedTokenizerBase, forced_bos_token: str | None = None
 ) -> dict[str, Any]:
-    """The `GenerationConfig` options set in `options` (a task's hyperparameters); those left None come from the
-    model's own generation config at `generate` time. One function for every generating task."""
-    kwargs = {name: options[name] for name in GENERATION_OPTIONS if options.get(name) is not None}
-    check_positive(**{k: kwargs.get(k) for k in ("max_new_tokens", "num_beams")})
-    if kwargs.get("top_k", 0) < 0:
-        raise ConfigError(f"top_k must be 0 (no top-k filtering) or more, got {kwargs['top_k']}.")
-    for name in ("temperature", "top_p", "repetition_penalty"):
-        if name in kwargs and kwargs[name] <= 0:
-            raise ConfigError(f"{name} must be positive, got {kwargs[name]}.")
-    if kwargs.get("top_p", 0) > 1:
-        raise ConfigError(f"top_p is a probability mass in (0, 1], got {kwargs['top_p']}.")
+    """The `generate` options a generating task passes: those set in `generation` (the ones left None come from
+    the model's own generation config at `generate` time) and the id of `forced_bos_token`."""
+    kwargs = generation.given()
     if forced_bos_token is not None:
         token_id = tokenizer.convert_tokens_to_ids(forced_bos_token)
         if token_id is None or token_id == tokenizer.unk_token_id:
             raise ConfigError(f"forced_bos_token {forced_bos_token!r} is not a token of the tokenizer.")
         kwargs["forced_bos_token_id"] = token_id
     return kwargs
-
-
-def generate_kwargs(
-    tokenizer: PreTrainedTokenizerBase, num_beams: int | None, max_new_tokens: int | None, forced_bos_token: str | None
-) -> dict[str, Any]:
-    """The options given; what is left unset comes from the model's generation config."""
-    return generation_options(tokenizer, {"num_beams": num_beams, "max_new_tokens": max_new_tokens}, forced_bos_token)
 
 
 def exported_generation_config(model: PreTrainedModel, kwargs: dict[str, Any]) -> GenerationConfig:

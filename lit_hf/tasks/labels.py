@@ -1,8 +1,10 @@
 """Labels of a classification head: the data's label names put onto the checkpoint's config, and the metrics."""
 
 import warnings
+from typing import Any
 
 import torch
+from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
 from torchmetrics.regression import PearsonCorrCoef
@@ -64,3 +66,15 @@ def configure_labels(
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}
     return None
+
+
+def in_data_order(model: nn.Module, model_ids: Tensor | None, batch: dict[str, Tensor]) -> Any:
+    """`model(**batch)` for labels in the data's order when the checkpoint orders them otherwise (`model_ids`: the
+    model's id of each data label, from `configure_labels`): the loss sees model ids, the returned logits
+    (batch, num_labels) are in data order, as metrics and predictions read them."""
+    if model_ids is not None and "labels" in batch:
+        batch = {**batch, "labels": model_ids[batch["labels"]]}
+    out = model(**batch)
+    if model_ids is not None:
+        out.logits = out.logits[:, model_ids]
+    return out

@@ -6,27 +6,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification
 
-from lit_hf.adapters import PeftMethod, apply_peft, keep_trainable, restore_frozen
 from lit_hf.errors import ConfigError
 from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.metrics import MetricStates
-from lit_hf.models import DType, fit_embeddings, load_config, load_model, load_tokenizer, model_inputs
-from lit_hf.optim import SchedulerType, check_optimizer, configure_adamw
-from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.models import DType, model_inputs
+from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
-from lit_hf.sharding import shard_model
-from lit_hf.speed import CompileMode, checkpoint_activations, compile_model
-from lit_hf.tasks.labels import configure_labels, make_metric
+from lit_hf.tasks.base import TransformersTask
+from lit_hf.tasks.labels import configure_labels, in_data_order, make_metric
 
 __all__ = ["SequenceClassificationTask", "make_metric"]
 
 
-class SequenceClassificationTask(L.LightningModule):
+class SequenceClassificationTask(TransformersTask):
     """Classification (or regression) of texts and text pairs from batches of `input_ids`, `attention_mask` and
     `labels` (class ids in the data's label order, floats for regression).
 
@@ -37,11 +34,7 @@ class SequenceClassificationTask(L.LightningModule):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForSequenceClassification.from_pretrained`.
-        config_name: Config to use instead of the model's own (a hub id or directory).
-        tokenizer_name: Tokenizer to use instead of the model's own; the data module follows it.
-        revision: Hub branch, tag or commit of the model.
-        cache_dir: Where downloaded models are stored (default: the Hugging Face cache).
-        trust_remote_code: Allow model code from the hub. Only for repositories you trust.
+        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
         dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
         from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         label_names: Class names in id order. Linked from the data module; None keeps the checkpoint's own.
@@ -49,79 +42,42 @@ class SequenceClassificationTask(L.LightningModule):
         glue_task: GLUE task whose metrics to report. Linked from `--data.task_name`; None: accuracy, or
             Pearson and Spearman for regression.
         ignore_mismatched_sizes: Put a new, randomly initialised head on a checkpoint whose head has another size.
-        learning_rate: Peak AdamW learning rate, reached at the end of warmup.
-        weight_decay: Decoupled weight decay for matrices; biases and norm weights get none.
-        adam_epsilon: AdamW epsilon.
-        warmup_ratio: Fraction of all optimizer steps spent warming up linearly from zero.
-        warmup_steps: Warmup length in optimizer steps (instead of warmup_ratio).
-        lr_scheduler_type: Schedule after warmup, as `transformers.get_scheduler` names it.
-        peft: Train adapters instead of all weights: "lora" (through PEFT). Checkpoints then hold only what trains.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scale numerator: the adapter's update is multiplied by lora_alpha / lora_r.
-        lora_dropout: Dropout on the input of the LoRA branch.
-        lora_target_modules: Module names to adapt, e.g. ["c_attn"]. Default: PEFT's choice for the architecture.
-        merge_adapters: The export at the end of fit writes the adapters merged into full weights instead of the
-            adapter directory.
-        compile: `torch.compile` the model for training, evaluation and prediction; the first steps are slower
-            while it compiles.
-        compile_mode: The `torch.compile` mode ("reduce-overhead": CUDA graphs; "max-autotune": tuned kernels).
-        gradient_checkpointing: Recompute each block's activations in the backward pass: less memory, more compute.
+        optim: AdamW and its learning-rate schedule.
+        lora: Train LoRA adapters (and the head) instead of all weights (`--model.lora={}`: the defaults); null: off.
+        speed: `torch.compile` and gradient checkpointing.
     """
 
     def __init__(
         self,
         model_name_or_path: ModelPath = "google-bert/bert-base-uncased",
-        config_name: ModelPath | None = None,
-        tokenizer_name: ModelPath | None = None,
-        revision: str | None = None,
-        cache_dir: LocalPath | None = None,
-        trust_remote_code: bool = False,
+        hub: HubOptions = HubOptions(),
         dtype: DType | None = None,
         from_scratch: bool = False,
         label_names: list[str] | None = None,
         regression: bool = False,
         glue_task: GlueTaskName | None = None,
         ignore_mismatched_sizes: bool = False,
-        learning_rate: float = 2e-5,
-        weight_decay: float = 0.0,
-        adam_epsilon: float = 1e-8,
-        warmup_ratio: float = 0.0,
-        warmup_steps: int = 0,
-        lr_scheduler_type: SchedulerType = "linear",
-        peft: PeftMethod | None = None,
-        lora_r: int = 8,
-        lora_alpha: float = 16.0,
-        lora_dropout: float = 0.05,
-        lora_target_modules: list[str] | None = None,
-        merge_adapters: bool = False,
-        compile: bool = False,
-        compile_mode: CompileMode = "default",
-        gradient_checkpointing: bool = False,
+        optim: OptimOptions = OptimOptions(learning_rate=2e-5),
+        lora: LoraOptions | None = None,
+        speed: SpeedOptions = SpeedOptions(),
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        check_optimizer(learning_rate, weight_decay, adam_epsilon, warmup_ratio, warmup_steps)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
         if glue_task is not None and glue_task not in GLUE_TASKS:
             raise ConfigError(f"Unknown glue_task {glue_task!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
-        hub = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
-        config = load_config(config_name or model_name_or_path, **hub)
+        self.glue_task = glue_task
+        config = self.load_config()
         order = configure_labels(config, label_names, regression, ignore_mismatched_sizes)
-        self.tokenizer = load_tokenizer(tokenizer_name or model_name_or_path, **hub)
+        self.tokenizer = self.load_tokenizer()
         # The data pads with the tokenizer's pad token (EOS for decoder-only models, see load_tokenizer); heads that
         # read the last real token (GPT-2, OPT, BLOOM) find it by that id, so the config must name the same one.
         config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = load_model(
+        self.model = self.load_model(  # with LoRA the head (classifier/score) trains too
             AutoModelForSequenceClassification,
-            model_name_or_path,
-            config=config,
-            dtype=dtype,
-            from_scratch=from_scratch,
+            config,
+            "SEQ_CLS",
+            tokenizer=self.tokenizer,
             ignore_mismatched_sizes=ignore_mismatched_sizes,
-            **hub,
         )
-        fit_embeddings(self.model, self.tokenizer)
-        self.model = apply_peft(self.model, "SEQ_CLS", self.hparams)  # the head (classifier/score) trains too
-        checkpoint_activations(self.model, self.hparams)
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
@@ -130,18 +86,9 @@ class SequenceClassificationTask(L.LightningModule):
         self.test_metrics = self._metrics("test")
         self._shards: list[Path] = []  # per prediction set, this process's rows file (streamed, see predictions.py)
 
-    def forward(self, **batch: Tensor) -> tuple[Tensor | None, Tensor]:
-        """The loss (when `labels` are given) and the logits in the data's label order (batch, num_labels)."""
-        if self.model_ids is not None and "labels" in batch:
-            batch = {**batch, "labels": self.model_ids[batch["labels"]]}
-        out = self.model(**batch)
-        logits = out.logits if self.model_ids is None else out.logits[:, self.model_ids]
-        return out.loss, logits
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self(**model_inputs(batch))
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over processes, not rank 0's alone
-        return loss
+    def forward(self, **batch: Tensor) -> Any:
+        """The model's output (with the loss when `labels` are given), logits in the data's label order."""
+        return in_data_order(self.model, self.model_ids, batch)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(self.val_metrics[dataloader_idx], batch)
@@ -156,11 +103,11 @@ class SequenceClassificationTask(L.LightningModule):
         self._end_epoch(self.test_metrics, "test")
 
     def on_predict_epoch_start(self) -> None:
-        names = split_names(GLUE_TASKS.get(self.hparams.glue_task), "test")
+        names = split_names(GLUE_TASKS.get(self.glue_task), "test")
         self._shards = [open_shard(self.trainer, f"predict-{idx}") for idx in range(len(names))]
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        _, logits = self(**model_inputs(batch, labels=False))
+        logits = self(**model_inputs(batch, labels=False)).logits
         scores = logits.squeeze(-1) if self.regression else logits.float().softmax(-1)
         rows = zip(batch["index"].tolist(), scores.float().cpu().tolist(), strict=True)
         append_rows(self._shards[dataloader_idx], ({"index": i, "scores": s} for i, s in rows))
@@ -171,21 +118,8 @@ class SequenceClassificationTask(L.LightningModule):
             write_merged(self.trainer, f"predict-{idx}", partial(self._write_predictions, folder, idx))
         self._shards = []
 
-    def configure_model(self) -> None:
-        shard_model(self)  # only under --trainer.strategy=fsdp: each transformer block one FSDP2 unit
-        compile_model(self)  # after sharding, so FSDP runs compile the sharded blocks
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(self)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trainable(self, checkpoint)  # with adapters, only what trains
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_frozen(self, checkpoint)
-
     def _metric_names(self) -> tuple[str, ...]:
-        task = GLUE_TASKS.get(self.hparams.glue_task)
+        task = GLUE_TASKS.get(self.glue_task)
         if task is not None:
             return task.metrics
         return ("pearson", "spearman") if self.regression else ("accuracy",)
@@ -193,12 +127,12 @@ class SequenceClassificationTask(L.LightningModule):
     def _metrics(self, kind: str) -> nn.ModuleList:
         """One dict of metrics per evaluation set (MNLI: matched, mismatched), keyed by the logged name."""
         names = ("loss", *self._metric_names())
-        sets = split_names(GLUE_TASKS.get(self.hparams.glue_task), kind)
+        sets = split_names(GLUE_TASKS.get(self.glue_task), kind)
         return nn.ModuleList(MetricStates({n: make_metric(n, len(self.label_names)) for n in names}) for _ in sets)
 
     def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
-        loss, logits = self(**model_inputs(batch))
-        labels = batch["labels"]
+        out = self(**model_inputs(batch))
+        loss, logits, labels = out.loss, out.logits, batch["labels"]
         preds = logits.squeeze(-1).double() if self.regression else logits.argmax(-1)
         for name, metric in metrics.items():
             if name == "loss":
@@ -207,7 +141,7 @@ class SequenceClassificationTask(L.LightningModule):
                 metric.update(preds, labels.double() if self.regression else labels)
 
     def _end_epoch(self, metrics: nn.ModuleList, kind: str) -> None:
-        sets = split_names(GLUE_TASKS.get(self.hparams.glue_task), "val")
+        sets = split_names(GLUE_TASKS.get(self.glue_task), "val")
         prefixes = [name if kind == "val" else name.replace("val", kind, 1) for name in sets]
         for prefix, per_set in zip(prefixes, metrics, strict=True):
             if per_set["loss"].update_count == 0:  # this set was not run (e.g. limit_val_batches=0)
@@ -221,7 +155,7 @@ class SequenceClassificationTask(L.LightningModule):
                 metric.reset()
 
     def _write_predictions(self, log_dir: Path, idx: int, rows: Iterator[dict[str, Any]]) -> None:
-        task = self.hparams.glue_task
+        task = self.glue_task
         name = "predict_results" + (f"_{task}" if task else "") + ("-mm" if idx == 1 else "")
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"{name}.txt", "w") as txt, open(log_dir / f"{name}.jsonl", "w") as jsonl:
