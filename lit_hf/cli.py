@@ -2,7 +2,6 @@
 
 import dataclasses
 import importlib
-import inspect
 import os
 import sys
 import typing
@@ -22,6 +21,7 @@ from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli_errors import check_config_files, explain_parse_error, option_strings
+from lit_hf.contracts import DataForTask
 from lit_hf.errors import ConfigError, LitHFError, first_line, say
 from lit_hf.export import check_export_target
 from lit_hf.options import LoraOptions, grouped_hparams
@@ -59,13 +59,7 @@ class LitHFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Trainer options out of range and output folders that cannot be written are refused, and values the data
-        decides join the task's arguments, before anything is built.
-
-        A classifier's labels come from its data module (not a `link_arguments(..., apply_on="instantiate")`:
-        that would hand `label_names` to tasks without it, e.g. a causal LM restored with `--ckpt_path`); the data
-        module's constructor does no I/O and `label_names` reads the label column of the user's files, once.
-        Generation length follows the data's target length unless the task sets `max_new_tokens`.
-        """
+        decides join the task's arguments (`_link_data_to_task`), before anything is built."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         saving = config.get("save_pretrained")
         if self.subcommand == "fit" and saving and saving.enabled and saving.export_dir:  # before the model loads
@@ -82,15 +76,28 @@ class LitHFCLI(LightningCLI):
         for args in (model, data):  # path types resolved where they were parsed; constructors get plain strings
             for key in list(args.keys()):
                 args[key] = plain(args[key])
-        parameters = inspect.signature(class_of(config.model.class_path)).parameters
-        if "label_names" in parameters:
-            module = build(class_of(config.data.class_path), data.as_dict())
-            model.label_names = getattr(module, "label_names", None)
-            if "regression" in parameters:  # image classification has none
-                model.regression = getattr(module, "regression", False)
-        generation = model.get("generation")
-        if generation is not None and generation.max_new_tokens is None and "max_target_length" in data:
-            generation.max_new_tokens = data.get("val_max_target_length") or data.max_target_length
+        self._link_data_to_task(config)
+
+    def _link_data_to_task(self, config: Namespace) -> None:
+        """The task options the data decides (`DataForTask.task_arguments`: labels, generation length), except
+        those the user gave; the data module's constructor does no I/O, and labels are read from the files once."""
+        module = build(class_of(config.data.class_path), config.data.init_args.as_dict())
+        if not isinstance(module, DataForTask):
+            raise ConfigError(
+                f"--data={config.data.class_path} is not a lit_hf data module (it lacks task_arguments and "
+                "export_params, docs/architecture.md); give one of lit_hf.data's."
+            )
+        model = config.model.init_args
+        given = set(command_line_options(getattr(self, "_command_line", []), "model"))
+        given |= changed_options(config.model.class_path, model)
+        for name, value in module.task_arguments().items():
+            if name not in model:
+                raise ConfigError(
+                    f"--data={config.data.class_path} decides {name}, which --model={config.model.class_path} does "
+                    "not take: the data module is another family's; give the data module of the task's family."
+                )
+            if name not in given:
+                model[name] = value
 
     def before_fit(self) -> None:
         self._checkpoint_to_load("fit")

@@ -13,6 +13,7 @@ import torch
 from lit_hf.adapters import exportable_model
 from lit_hf.atomic import replaced
 from lit_hf.checks import incomplete_message
+from lit_hf.contracts import DataForTask
 from lit_hf.errors import LitHFError
 from lit_hf.tasks.generation import exported_generation_config
 from lit_hf.trust import check_sharded_checkpoint
@@ -134,9 +135,9 @@ def run_folder(path: Path) -> tuple[Path, Path] | None:
 
 
 def data_task_params(datamodule: L.LightningDataModule | None) -> dict[str, dict[str, str]]:
-    """The data module's entries for the config's `task_specific_params` (seq2seq: the source prefix), else none."""
-    method = getattr(datamodule, "task_params", None)
-    return method() if method is not None else {}
+    """The data module's entries for the config's `task_specific_params` (seq2seq: the source prefix); none without
+    a lit_hf data module."""
+    return datamodule.export_params() if isinstance(datamodule, DataForTask) else {}
 
 
 def with_task_params(current: dict[str, Any] | None, params: dict[str, dict[str, str]]) -> dict[str, Any] | None:

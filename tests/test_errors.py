@@ -105,6 +105,10 @@ CASES = {
         ["validate", *CLS, "--data.validation_file=TRAIN_CSV", "--ckpt_path=CKPT"],
         ["checkpoint of lit_hf.tasks.CausalLMTask", "--model is lit_hf.tasks.SequenceClassificationTask"],
     ),
+    "data-of-another-family": (
+        ["validate", "--model=lit_hf.tasks.CausalLMTask", CLS[1], "--data.validation_file=TRAIN_CSV"],
+        ["decides label_names, which --model=lit_hf.tasks.CausalLMTask does not take", "another family's"],
+    ),
     "ckpt-unsafe-objects": (["validate", *CLM, V, "--ckpt_path=UNSAFE"], ["holds Python objects", "weights_only"]),
     "more-devices-than-cores": (
         ["validate", *CLM, V, "--trainer.devices=MANY"],

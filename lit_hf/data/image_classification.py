@@ -110,6 +110,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """Class names in id order. Linked to the model by the CLI."""
         return self._labels()
 
+    def task_arguments(self) -> dict[str, Any]:
+        return {"label_names": self.label_names}
+
+    def export_params(self) -> dict[str, dict[str, str]]:
+        return {}
+
     def prepare_data(self) -> None:
         prepare_splits(self._caches(), self._load_raw, self._build, self.hparams.overwrite_cache)
 

@@ -140,6 +140,12 @@ class LanguageModelingDataModule(L.LightningDataModule):
         check_stride(eval_stride, block_size, packing)
         self.datasets: dict[str, Dataset] = {}
 
+    def task_arguments(self) -> dict[str, Any]:
+        return {}
+
+    def export_params(self) -> dict[str, dict[str, str]]:
+        return {}
+
     def prepare_data(self) -> None:
         check_packing(
             self.hparams.packing, getattr(linked_config(self.model_name_or_path, self.hub), "model_type", None)

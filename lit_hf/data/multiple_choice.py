@@ -127,6 +127,12 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             raise LitHFError(f"ending_columns needs at least two columns, got {ending_columns}.")
         self.datasets: dict[str, Dataset] = {}
 
+    def task_arguments(self) -> dict[str, Any]:
+        return {}
+
+    def export_params(self) -> dict[str, dict[str, str]]:
+        return {}
+
     def prepare_data(self) -> None:
         tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
         build = build_given(self.trainer, lambda raw, split, tag: self._tokenize(raw, split, tokenizer, tag))

@@ -108,6 +108,12 @@ class TextClassificationDataModule(L.LightningDataModule):
         """One float output per example (STS-B, or user files with float labels). Linked to the model."""
         return self._labels()[1]
 
+    def task_arguments(self) -> dict[str, Any]:
+        return {"label_names": self.label_names, "regression": self.regression}
+
+    def export_params(self) -> dict[str, dict[str, str]]:
+        return {}
+
     def prepare_data(self) -> None:
         tokenizer = prepared.linked_tokenizer(self.model_name_or_path, self.hub)
 

@@ -152,7 +152,11 @@ class TranslationDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
 
-    def task_params(self) -> dict[str, dict[str, str]]:
+    def task_arguments(self) -> dict[str, Any]:
+        """Generation stops at the evaluation target length unless the task sets its own."""
+        return {"generation.max_new_tokens": self.hparams.val_max_target_length or self.hparams.max_target_length}
+
+    def export_params(self) -> dict[str, dict[str, str]]:
         """What an export writes into the model config's `task_specific_params`: the source prefix this data puts
         before every source, under the key T5's configs use (`translation_en_to_ro`)."""
         key = f"translation_{self.hparams.source_lang}_to_{self.hparams.target_lang}"
