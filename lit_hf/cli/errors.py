@@ -14,6 +14,7 @@ import lightning as L
 import yaml
 
 from lit_hf.errors import ConfigError
+from lit_hf.families import load
 from lit_hf.options import MOVED, MOVED_DATA
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
@@ -106,7 +107,7 @@ def _listing(option: str | None, class_path: str | None = None) -> str:
 
 def _parameters(class_path: str | None) -> list[str]:
     try:
-        cls = _class(class_path or "")
+        cls = load(class_path or "")
     except (ImportError, AttributeError, ValueError):
         return []
     return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
@@ -123,11 +124,6 @@ def _classes(module_name: str) -> list[str]:
         for name, value in vars(module).items()
         if inspect.isclass(value) and issubclass(value, kinds) and value not in kinds
     )
-
-
-def _class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def _given(message: str) -> str | None:
