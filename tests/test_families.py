@@ -70,3 +70,16 @@ def test_top_help_lists_every_family_and_its_classes() -> None:
         for path in (*family.tasks, *family.data):
             short = families.short(path)
             assert short in text and families.load(short) is families.load(path)
+
+
+def test_a_misspelt_class_gets_the_close_exported_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """The classes of `lit_hf.tasks` are imported on first use, and the close matches still come from all of them."""
+    from lit_hf.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model=lit_hf.tasks.CausalLM", "--print_config"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "lit_hf: error: --model: there is no class lit_hf.tasks.CausalLM; did you mean lit_hf.tasks.CausalLMTask or "
+        "lit_hf.tasks.TranslationTask?"
+    )

@@ -119,10 +119,11 @@ def _classes(module_name: str) -> list[str]:
     except ImportError:
         return []
     kinds = (L.LightningModule, L.LightningDataModule)
+    names = {*vars(module), *getattr(module, "__all__", ())}  # `lit_hf.tasks` imports its classes on first use
     return sorted(
         f"{module_name}.{name}"
-        for name, value in vars(module).items()
-        if inspect.isclass(value) and issubclass(value, kinds) and value not in kinds
+        for name in names
+        if inspect.isclass(value := getattr(module, name, None)) and issubclass(value, kinds) and value not in kinds
     )
 
 
