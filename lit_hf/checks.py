@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lit_hf import families
 from lit_hf.adapters import restore_frozen
 from lit_hf.errors import ConfigError, LitHFError, first_line
 from lit_hf.trust import check_sharded_checkpoint, unsafe_message
@@ -144,15 +145,35 @@ def output_dirs(trainer: Any) -> list[tuple[str, str]]:
     return found
 
 
+def check_family(task: type, data: type) -> None:
+    """A task runs on a data module of its own family (lit_hf/families.py); a class that is no family's (a user's
+    own) is not checked here."""
+    task_family, data_family = families.family_of(task), families.family_of(data)
+    if task_family and data_family and task_family != data_family:
+        own = ", ".join(families.short(path) for path in families.FAMILIES[task_family].data)
+        raise ConfigError(
+            f"--data={data.__name__} is a {data_family} data module and --model={task.__name__} a {task_family} "
+            f"task; give the data module of the task's family ({own})."
+        )
+
+
 def check_predicts(task: type, data: type) -> None:
-    """`predict` needs a task with its own `predict_step` and a data module with a `predict_dataloader`."""
+    """`predict` needs a task with its own `predict_step` and a data module with a `predict_dataloader`; the way out
+    names the classes of the same family that have them."""
+    family = families.FAMILIES.get(families.family_of(task) or families.family_of(data) or "")
     if task.predict_step is L.LightningModule.predict_step:
+        others = [path for path in (family.tasks if family else ()) if _predicts(families.load(path))]
         raise LitHFError(
             f"{task.__name__} has nothing to predict (it defines no predict_step); use `validate` or `test` for its "
-            "metrics, or a task that predicts."
+            "metrics, or a task that predicts"
+            + (f" ({', '.join(families.short(path) for path in others)})." if others else ".")
         )
     if data.predict_dataloader is L.LightningDataModule.predict_dataloader:
         raise LitHFError(f"{data.__name__} has no prediction split (no predict_dataloader); use `validate` or `test`.")
+
+
+def _predicts(task: type) -> bool:
+    return task.predict_step is not L.LightningModule.predict_step
 
 
 def is_local_checkpoint(ckpt_path: Any) -> bool:

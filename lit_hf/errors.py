@@ -43,3 +43,13 @@ def no_space(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def user_error(err: BaseException) -> LitHFError | None:
+    """The LitHFError behind `err`, if any: jsonargparse re-raises constructor errors as a plain ValueError."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, LitHFError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

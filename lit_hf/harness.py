@@ -13,10 +13,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from peft import PeftModel
 
 from lit_hf.atomic import write_text
-from lit_hf.cli import LitHFCLI, say
-from lit_hf.errors import LitHFError
+from lit_hf.cli.export import load_weights
+from lit_hf.cli.lightning import PARSER_KWARGS, LitHFCLI
+from lit_hf.errors import LitHFError, say
 from lit_hf.export import load_checkpoint
-from lit_hf.export_command import load_weights
 
 INSTALL = 'lm-eval needs lm-evaluation-harness: pip install -e ".[eval]" (or pip install "lm-eval[hf]>=0.4.13").'
 # The trainer's precision as the harness runs it: autocast for the mixed ones, weights cast for the true ones.
@@ -54,7 +54,14 @@ class LmEvalCLI(LitHFCLI):
 def lm_eval_main(args: list[str]) -> Path:
     """`python -m lit_hf lm-eval ...`: the results written to a new log folder; returns it."""
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # main() passes argv without "lm-eval"
-    cli = LmEvalCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args, save_config_callback=None)
+    cli = LmEvalCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+        save_config_callback=None,
+        parser_kwargs=dict(PARSER_KWARGS),
+    )
     task, config = cli.model, cli.config
     if config.ckpt_path:
         load_task_weights(task, Path(config.ckpt_path), bool(config.weights_only))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_hf.cli import LitHFCLI, main
+from lit_hf.cli import main
+from lit_hf.cli.lightning import LitHFCLI
 from lit_hf.data.prepared import linked_config, linked_tokenizer
 from lit_hf.options import HubOptions
 
@@ -237,3 +238,27 @@ def test_user_mistakes_give_one_line(tmp_path, data_dir, causal_lm_dir, args, ne
     )
     assert_one_line_error(result, *needles)
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("results.json"))
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["fit", "--trainer.max_epoch=3", "--print_config"],
+            "lit_hf: error: Unknown option --trainer.max_epoch; did you mean",
+        ),
+        (["export", "--ckpt_path=x.ckpt", "--export_dri=out"], "lit_hf: error: Unknown option --export_dri; did you"),
+        (["download", "gpt2", "--rev", "v1"], "lit_hf: error: unrecognized arguments: --rev v1;"),
+    ],
+    ids=["fit", "export", "download"],
+)
+def test_an_option_is_taken_only_as_written(args, line, capsys, monkeypatch):
+    """argparse takes a prefix of an option for the option (`--trainer.max_epoch=3` ran 3 epochs); lit_hf's parsers
+    take an option only as written, and a misspelt one is one line in every command (`export` printed argparse's
+    whole usage)."""
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args[:1], "--config=configs/quickstart_clm.yaml", *args[1:]] if args[0] != "download" else args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(line), err

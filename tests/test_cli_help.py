@@ -5,12 +5,12 @@ import sys
 
 from lightning.pytorch.cli import LightningCLI
 
-from lit_hf.cli_help import COMMANDS
+from lit_hf.cli.help import COMMANDS
 
 
 def test_top_help_lists_lightnings_subcommands_and_ours() -> None:
     assert list(COMMANDS)[:4] == list(LightningCLI.subcommands())
-    assert list(COMMANDS)[4:] == ["export", "lm-eval", "download"]  # lit_hf/cli.py's own (lit_hf/__main__.py: download)
+    assert list(COMMANDS)[4:] == ["export", "lm-eval", "download"]  # lit_hf/cli/dispatch.py dispatches them
 
 
 def test_top_help_imports_neither_torch_nor_lightning() -> None:
@@ -18,5 +18,5 @@ def test_top_help_imports_neither_torch_nor_lightning() -> None:
         [sys.executable, "-X", "importtime", "-m", "lit_hf", "--help"], capture_output=True, text=True, check=True
     )
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time")}
-    assert "lit_hf.cli_help" in imported and not {"torch", "lightning", "transformers"} & imported
+    assert "lit_hf.cli.help" in imported and not {"torch", "lightning", "transformers"} & imported
     assert all(f"  {name} " in run.stdout for name in COMMANDS)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 
-import lit_hf.__main__
 import lit_hf.cli
-import lit_hf.export_command
+import lit_hf.cli.export
+import lit_hf.cli.lightning
 import lit_hf.harness
-from lit_hf import download
+from lit_hf.cli import download
 from lit_hf.errors import LitHFError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,13 +189,13 @@ class LitHFParser:
 
     `lit_hf.cli.main` (or `export_main`, `lm_eval_main`) builds its CLI with its own options, which parses and
     stops; that CLI then parses every later command itself, since building its parser is most of the cost of a
-    parse. `download` is argparse's, and the top-level `--help` is `lit_hf.__main__`'s.
+    parse. `download` is argparse's, and the top-level `--help` is `lit_hf.cli.help`'s.
     """
 
     ENTRIES = {
-        "export": (lit_hf.export_command, "ExportCLI", lit_hf.export_command.export_main),
+        "export": (lit_hf.cli.export, "ExportCLI", lit_hf.cli.export.export_main),
         "lm-eval": (lit_hf.harness, "LmEvalCLI", lit_hf.harness.lm_eval_main),
-        "trainer": (lit_hf.cli, "LitHFCLI", lit_hf.cli.main),
+        "trainer": (lit_hf.cli.lightning, "LitHFCLI", lit_hf.cli.main),
     }
 
     def __init__(self) -> None:
@@ -216,7 +216,7 @@ class LitHFParser:
         elif args in (["--help"], ["-h"]):
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(sys, "argv", ["lit_hf", *args])
-                lit_hf.__main__.main()
+                lit_hf.cli.main()
         else:
             kind, args = (args[0], args[1:]) if args[:1] in (["export"], ["lm-eval"]) else ("trainer", args)
             try:
@@ -263,9 +263,12 @@ def test_the_pages_hold_commands():
         ("python -m lit_hf validate --config configs/no_such.yaml", "no_such"),
         ("python -m lit_hf fit --config configs/gpt2_wikitext.yaml --data.task_name=rte", "task_name"),
         ("lit-hf fit --config configs/gpt2_wikitext.yaml --trainer.max_epochz=3", "max_epochz"),
-        ("python -m lit_hf export --config configs/quickstart_clm.yaml --ckpt_path CKPT --export_dirr DIR", "exit"),
+        (
+            "python -m lit_hf export --config configs/quickstart_clm.yaml --ckpt_path CKPT --export_dirr DIR",
+            "--export_dirr",
+        ),
         ("python -m lit_hf download openai-community/gpt2 --localdir models/gpt2", "arguments: --localdir"),
-        ("python -m lit_hf lm-eval --config configs/quickstart_clm.yaml --taskz hellaswag", "exit"),
+        ("python -m lit_hf lm-eval --config configs/quickstart_clm.yaml --taskz hellaswag", "--taskz"),
         ("python bench/bench_lora.py --stepz 8", "--stepz"),
         ("python bench/bench_nothing.py", "no script"),
         ("python -m lit_hf predict --config configs/quickstart_clm.yaml --ckpt_path CHECKPOINT", "CHECKPOINT"),

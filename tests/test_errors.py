@@ -340,19 +340,21 @@ def test_other_ranks_stay_quiet_when_a_peer_ends(monkeypatch, capsys) -> None:  
     """A process other than rank 0 whose collective broke because another process went away ends with status 1
     and no traceback (under torchrun or SLURM, which start the processes themselves): the process that ended first
     says why. Rank 0 keeps the traceback."""
-    import lit_hf.cli as cli
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    import lit_hf.cli.lightning as cli
 
     def peer_gone(**kwargs: object) -> None:
         raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:14768")
 
     monkeypatch.setattr(cli, "LitHFCLI", peer_gone)
-    monkeypatch.setattr(cli.rank_zero_only, "rank", 1)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["validate"])
+        main(["validate"])
     assert exit_info.value.code == 1 and capsys.readouterr().err == ""
-    monkeypatch.setattr(cli.rank_zero_only, "rank", 0)
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
     with pytest.raises(RuntimeError, match="Connection closed by peer"):
-        cli.main(["validate"])
+        main(["validate"])
 
 
 def test_checkpoints_load_weights_only(earlier_run) -> None:  # noqa: ANN001

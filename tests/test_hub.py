@@ -15,8 +15,8 @@ from reference import read_results, reference_blocks
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
+from lit_hf.cli.download import parser, selection
 from lit_hf.data import LanguageModelingDataModule
-from lit_hf.download import parser, selection
 from lit_hf.hub import probe_address
 from lit_hf.options import HubOptions
 

@@ -20,7 +20,8 @@ from transformers import (
     pipeline,
 )
 
-from lit_hf.cli import LitHFCLI, main
+from lit_hf.cli import main
+from lit_hf.cli.lightning import LitHFCLI
 from lit_hf.data.image_inputs import ImageCollator, crop_box, output_size
 
 TASK = "--model=lit_hf.tasks.ImageClassificationTask"

@@ -1,18 +1,14 @@
-"""Data modules: one LightningDataModule per task family."""
+"""Data modules: one LightningDataModule per task family, imported on first use from lit_hf/families.py's table."""
 
-from lit_hf.data.image_classification import ImageClassificationDataModule
-from lit_hf.data.language_modeling import LanguageModelingDataModule
-from lit_hf.data.multiple_choice import MultipleChoiceDataModule
-from lit_hf.data.summarization import SummarizationDataModule
-from lit_hf.data.text_classification import GlueDataModule, TextClassificationDataModule
-from lit_hf.data.translation import TranslationDataModule
+import importlib
 
-__all__ = [
-    "GlueDataModule",
-    "ImageClassificationDataModule",
-    "LanguageModelingDataModule",
-    "MultipleChoiceDataModule",
-    "SummarizationDataModule",
-    "TextClassificationDataModule",
-    "TranslationDataModule",
-]
+from lit_hf.families import exported
+
+_HOMES = exported("data")
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> type:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'lit_hf.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -1,17 +1,14 @@
-"""Task modules: one LightningModule per task family."""
+"""Task modules: one LightningModule per task family, imported on first use from lit_hf/families.py's table."""
 
-from lit_hf.tasks.causal_lm import CausalLMTask
-from lit_hf.tasks.image_classification import ImageClassificationTask
-from lit_hf.tasks.multiple_choice import MultipleChoiceTask
-from lit_hf.tasks.sequence_classification import SequenceClassificationTask
-from lit_hf.tasks.summarization import SummarizationTask
-from lit_hf.tasks.translation import TranslationTask
+import importlib
 
-__all__ = [
-    "CausalLMTask",
-    "ImageClassificationTask",
-    "MultipleChoiceTask",
-    "SequenceClassificationTask",
-    "SummarizationTask",
-    "TranslationTask",
-]
+from lit_hf.families import exported
+
+_HOMES = exported("tasks")
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> type:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'lit_hf.tasks' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -14,6 +14,7 @@ import lightning as L
 import yaml
 
 from lit_hf.errors import ConfigError
+from lit_hf.families import load
 from lit_hf.options import MOVED, MOVED_DATA
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
@@ -106,7 +107,7 @@ def _listing(option: str | None, class_path: str | None = None) -> str:
 
 def _parameters(class_path: str | None) -> list[str]:
     try:
-        cls = _class(class_path or "")
+        cls = load(class_path or "")
     except (ImportError, AttributeError, ValueError):
         return []
     return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
@@ -118,16 +119,12 @@ def _classes(module_name: str) -> list[str]:
     except ImportError:
         return []
     kinds = (L.LightningModule, L.LightningDataModule)
+    names = {*vars(module), *getattr(module, "__all__", ())}  # `lit_hf.tasks` imports its classes on first use
     return sorted(
         f"{module_name}.{name}"
-        for name, value in vars(module).items()
-        if inspect.isclass(value) and issubclass(value, kinds) and value not in kinds
+        for name in names
+        if inspect.isclass(value := getattr(module, name, None)) and issubclass(value, kinds) and value not in kinds
     )
-
-
-def _class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def _given(message: str) -> str | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 
-from lit_hf.cli import LitHFCLI, weights_only_choice
+from lit_hf.cli.lightning import PARSER_KWARGS, LitHFCLI, weights_only_choice
 from lit_hf.errors import LitHFError
 from lit_hf.export import (
     check_export_target,
@@ -55,7 +55,14 @@ class ExportCLI(LitHFCLI):
 def export_main(args: list[str]) -> Path:
     """`python -m lit_hf export --config CFG [overrides] --ckpt_path CKPT --export_dir DIR`."""
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # main() passes argv without "export"
-    cli = ExportCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args, save_config_callback=None)
+    cli = ExportCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+        save_config_callback=None,
+        parser_kwargs=dict(PARSER_KWARGS),  # a misspelt option is one line, as for `fit`
+    )
     task, ckpt_path, checkpoint = cli.model, Path(cli.config.ckpt_path), cli.checkpoint
     task.on_load_checkpoint(checkpoint)
     load_weights(task, checkpoint["state_dict"], ckpt_path)

@@ -1,7 +1,7 @@
-"""`python -m lit_hf fit|validate|test|predict --config ...`: LightningCLI with the tokenizer linked to the model."""
+"""`python -m lit_hf fit|validate|test|predict --config ...`: LightningCLI with the tokenizer linked to the model, the
+data's choices given to the task, and every option checked before anything is built."""
 
 import dataclasses
-import importlib
 import os
 import sys
 import typing
@@ -15,29 +15,25 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
-from lit_hf.cli_errors import check_config_files, explain_parse_error, option_strings
+from lit_hf.cli.errors import check_config_files, explain_parse_error, option_strings
 from lit_hf.contracts import DataForTask
-from lit_hf.errors import ConfigError, LitHFError, first_line, say
+from lit_hf.errors import ConfigError, LitHFError, first_line, say, user_error
 from lit_hf.export import check_export_target
+from lit_hf.families import FAMILIES, class_paths, load
 from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
 
-# How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
+# Every parser lit_hf builds: a parse error reaches `parse_arguments` as an exception (one line, not argparse's usage),
+# and an option is taken only as written (argparse would take `--trainer.max_epoch` for `--trainer.max_epochs`).
+PARSER_KWARGS = {"exit_on_error": False, "allow_abbrev": False}
 
 # The option groups' attribute docstrings are their `--help` lines (`--model.optim.learning_rate`).
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
-
-
-def class_of(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def build(cls: type, args: dict[str, Any]) -> Any:
@@ -50,16 +46,34 @@ def build(cls: type, args: dict[str, Any]) -> Any:
 class LitHFCLI(LightningCLI):
     """Any lit_hf task (`--model`) with any lit_hf data module (`--data`), both chosen by class path."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """LightningCLI's, which parses, builds and runs the subcommand; a run stopped by a user error leaves no new,
+        empty `version_N/` behind, and the processes it started are stopped."""
+        for path in class_paths("tasks") + class_paths("data"):  # jsonargparse resolves `--model=CausalLMTask` and
+            load(path)  # lists `--model`'s choices among the subclasses imported so far
+        try:
+            super().__init__(*args, **kwargs)
+        except Exception as err:
+            if user_error(err) is not None and hasattr(self, "_fresh_log_dir"):  # the subcommand had started
+                if self.trainer.is_global_zero:
+                    checks.remove_if_empty(*self._fresh_log_dir)
+                stop_started_processes(self.trainer)
+            raise
+
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
         # The user names the model once; the data module loads the same tokenizer (or image processor) and config.
         for name in ("model_name_or_path", "hub"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
-        parser.link_arguments("data.init_args.task_name", "model.init_args.glue_task")  # classification metrics
+        for family in FAMILIES.values():  # a family's own links (text classification: the GLUE task's metrics)
+            for source, target in family.links:
+                parser.link_arguments(f"data.init_args.{source}", f"model.init_args.{target}")
         parser.add_lightning_class_args(SavePretrained, "save_pretrained")  # --save_pretrained.enabled=false
 
     def before_instantiate_classes(self) -> None:
-        """Trainer options out of range and output folders that cannot be written are refused, and values the data
-        decides join the task's arguments (`_link_data_to_task`), before anything is built."""
+        """The `--ckpt_path` checkpoint's options join the config (`_checkpoint_options`), trainer options out of
+        range and output folders that cannot be written are refused, and values the data decides join the task's
+        arguments (`_link_data_to_task`), before anything is built."""
+        self._checkpoint_options()
         config = self.config[self.subcommand] if self.subcommand else self.config
         saving = config.get("save_pretrained")
         if self.subcommand == "fit" and saving and saving.enabled and saving.export_dir:  # before the model loads
@@ -71,17 +85,18 @@ class LitHFCLI(LightningCLI):
         if self.subcommand:  # `export` writes only its --export_dir
             checks.check_output_dirs(config.trainer)
         if self.subcommand == "predict":
-            checks.check_predicts(class_of(config.model.class_path), class_of(config.data.class_path))
-        model, data = config.model.init_args, config.data.init_args
-        for args in (model, data):  # path types resolved where they were parsed; constructors get plain strings
-            for key in list(args.keys()):
+            checks.check_predicts(load(config.model.class_path), load(config.data.class_path))
+        for args in (config.model.init_args, config.data.init_args):  # path types resolved where they were parsed;
+            for key in list(args.keys()):  # constructors get plain strings
                 args[key] = plain(args[key])
         self._link_data_to_task(config)
+        # After the link, whose message names the option the task lacks.
+        checks.check_family(load(config.model.class_path), load(config.data.class_path))
 
     def _link_data_to_task(self, config: Namespace) -> None:
         """The task options the data decides (`DataForTask.task_arguments`: labels, generation length), except
         those the user gave; the data module's constructor does no I/O, and labels are read from the files once."""
-        module = build(class_of(config.data.class_path), config.data.init_args.as_dict())
+        module = build(load(config.data.class_path), config.data.init_args.as_dict())
         if not isinstance(module, DataForTask):
             raise ConfigError(
                 f"--data={config.data.class_path} is not a lit_hf data module (it lacks task_arguments and "
@@ -100,16 +115,16 @@ class LitHFCLI(LightningCLI):
                 model[name] = value
 
     def before_fit(self) -> None:
-        self._checkpoint_to_load("fit")
+        self._start("fit")
 
     def before_validate(self) -> None:
-        self._checkpoint_to_load("validate")
+        self._start("validate")
 
     def before_test(self) -> None:
-        self._checkpoint_to_load("test")
+        self._start("test")
 
     def before_predict(self) -> None:
-        self._checkpoint_to_load("predict")
+        self._start("predict")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Trainer options Lightning refuses (with a traceback from inside the Trainer) end in one line."""
@@ -139,6 +154,11 @@ class LitHFCLI(LightningCLI):
             raise ConfigError(explain_parse_error(str(err), option_strings(parser))) from err
 
     def _parse_ckpt_path(self) -> None:
+        """Nothing: `_checkpoint_options` does this, from `before_instantiate_classes`. Overridden because Lightning
+        offers no public way to turn its own off (its constructor calls it right after parsing), and its own reads
+        any file that exists and puts the checkpoint's options in place of the user's without a word."""
+
+    def _checkpoint_options(self) -> None:
         """`--ckpt_path` must be a complete checkpoint of the `--model` task, loadable without running code; its
         hyperparameters join the config, except the model options the user gave and `trust_remote_code`
         (`lit_hf.trust.checkpoint_choices`).
@@ -174,17 +194,11 @@ class LitHFCLI(LightningCLI):
         for key, value in explicit.items():
             self.config[subcommand].model.init_args[key] = value
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        """A run stopped by a user error leaves no new, empty `version_N/` behind."""
-        fresh = checks.new_log_dir(self.trainer)
-        try:
-            super()._run_subcommand(subcommand)
-        except Exception as err:
-            if user_error(err) is not None and self.trainer.is_global_zero:
-                checks.remove_if_empty(*fresh)
-            if user_error(err) is not None:
-                stop_started_processes(self.trainer)
-            raise
+    def _start(self, subcommand: str) -> None:
+        """Before the subcommand runs: its log folder is noted if it is new (removed again if a user error stops the
+        run, `__init__`), and the checkpoint to load is found and checked."""
+        self._fresh_log_dir = checks.new_log_dir(self.trainer)
+        self._checkpoint_to_load(subcommand)
 
     def _checkpoint_to_load(self, subcommand: str) -> None:
         """`--ckpt_path=last` is the newest `last.ckpt` of earlier runs (Lightning looks only in this run's new
@@ -212,7 +226,8 @@ class LitHFCLI(LightningCLI):
 def group_help(group: type, key: str) -> None:
     """Prints an optional group's options with their help and exits: jsonargparse lists `--model.lora.help` inside
     `--model.help` but cannot reach it from the command line (the task's parser is nested in `--model`)."""
-    parser = ArgumentParser(usage=f"python -m lit_hf fit --{key}.NAME VALUE ... (or --{key}={{}})", add_help=False)
+    usage = f"python -m lit_hf fit --{key}.NAME VALUE ... (or --{key}={{}})"
+    parser = ArgumentParser(usage=usage, add_help=False, allow_abbrev=False)
     parser.add_class_arguments(group, key)
     parser.print_help()
     sys.exit(0)
@@ -258,8 +273,8 @@ def command_line_options(args: list[str], section: str) -> list[str]:
 def changed_options(class_path: str, init_args: Namespace) -> set[str]:
     """The names of `init_args` (dotted into option groups) whose values differ from the class's defaults: options
     the config file set (or the command line, named or not)."""
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(class_of(class_path), "task")
+    parser = ArgumentParser(**PARSER_KWARGS)
+    parser.add_class_arguments(load(class_path), "task")
     defaults = parser.get_defaults().task
     return {name for name in init_args.keys() if name in defaults and init_args[name] != defaults[name]}
 
@@ -274,53 +289,16 @@ def weights_only_choice(value: bool | None, ckpt_path: str) -> bool:
     return value is not False
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of `lit-hf` and `python -m lit_hf`; user mistakes end with one line and exit status 2."""
-    argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["download"]:  # a hub command, not a Lightning subcommand
-        from lit_hf.download import main as download
-
-        return download(argv[1:])
-    try:
-        if argv[:1] == ["export"]:  # no Trainer subcommand: `export` builds the task only (lit_hf/export_command.py)
-            from lit_hf.export_command import export_main  # it subclasses LitHFCLI, so it imports this module
-
-            export_main(argv[1:])
-            return
-        if argv[:1] == ["lm-eval"]:  # no Trainer loop: lm-evaluation-harness on the task's model (lit_hf/harness.py)
-            from lit_hf.harness import lm_eval_main
-
-            lm_eval_main(argv[1:])
-            return
-        LitHFCLI(
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-            trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState(), FitLoopResume()]},
-            parser_kwargs={"exit_on_error": False},  # parse errors reach `parse_arguments` as exceptions
-            args=args,
-        )
-        close_process_group()
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None and rank_zero_only.rank != 0 and peer_lost(err):
-            sys.exit(1)  # another process ended first (a user error, a crash, a kill): its output says why
-        if cause is None:
-            raise
-        if rank_zero_only.rank == 0:  # every process meets the same mistake; one says so
-            print(f"lit_hf: error: {cause}", file=sys.stderr)
-        sys.exit(2)
-
-
-def close_process_group() -> None:
-    """After a command that succeeded, the process group is destroyed while everything is still alive, as torch's
-    documentation asks of every process; left to interpreter shutdown, a 2-process gloo fit once ended both ranks
-    with "terminate called without an active exception" (exit status 134) after finishing its work. Not after a
-    failure: ranks still inside a collective would wait for the failed one forever."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def run_lightning(args: list[str] | None) -> None:
+    """`fit`, `validate`, `test` or `predict` (`args`: the command line, None for sys.argv's)."""
+    LitHFCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
+        trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState(), FitLoopResume()]},
+        parser_kwargs=dict(PARSER_KWARGS),
+        args=args,
+    )
 
 
 def stop_started_processes(trainer: Trainer) -> None:
@@ -330,23 +308,3 @@ def stop_started_processes(trainer: Trainer) -> None:
     for process in getattr(trainer.strategy.launcher, "procs", []):
         process.kill()
         process.wait()
-
-
-def peer_lost(err: BaseException) -> bool:
-    """Whether `err` (or its cause) is a collective that failed because another process went away."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, RuntimeError) and any(text in str(seen) for text in PEER_LOST):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def user_error(err: BaseException) -> LitHFError | None:
-    """The LitHFError behind `err`, if any: jsonargparse re-raises constructor errors as a plain ValueError."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, LitHFError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

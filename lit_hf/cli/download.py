@@ -112,6 +112,7 @@ class OneLineParser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     cli = OneLineParser(
         prog="python -m lit_hf download",
+        allow_abbrev=False,  # `--rev` is not `--revision`: an option is taken only as written
         description="Download a model or dataset repo from the Hugging Face Hub (or the mirror in HF_ENDPOINT; "
         "HF_TOKEN for private repos). Model repos get one weight format: safetensors when there, else PyTorch *.bin; "
         "TensorFlow, Flax, Rust, ONNX and Core ML files are skipped.",
@@ -134,14 +135,11 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def main(args: list[str] | None = None) -> None:
-    """`python -m lit_hf download ...`: prints the folder and the option that uses it; mistakes exit 2 in one line."""
-    try:
-        options = parser().parse_args(args)
-        folder = download(options)
-    except LitHFError as err:
-        print(f"lit_hf: error: {err}", file=sys.stderr)
-        sys.exit(2)
+def download_main(args: list[str]) -> None:
+    """`python -m lit_hf download ...`: prints the folder and the option that uses it (lit_hf/cli/dispatch.py turns
+    a LitHFError into its one line)."""
+    options = parser().parse_args(args)
+    folder = download(options)
     use = "--model.model_name_or_path" if options.repo_type == "model" else "--data.dataset_name"
     print(folder)
     print(f"Use it with: {use}={folder}", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""`python -m lit_hf --help`: the commands in one screen, printed without importing torch or Lightning (5 s)."""
+"""`python -m lit_hf --help`: the commands and families in one screen, printed without importing torch or Lightning
+(5 s)."""
+
+from lit_hf.families import FAMILIES, short
 
 # The first four are LightningCLI's subcommands (tests/test_cli_help.py holds them against
 # `LightningCLI.subcommands()`); each one's own --help is LightningCLI's, with every option of the chosen classes.
@@ -25,9 +28,21 @@ options:
 
 commands (add one followed by --help for its options, e.g. python -m lit_hf fit --config CFG --help):
 {commands}
+
+families (a task with a data module of its own family):
+{families}
 """
 
 
 def top_help() -> str:
     commands = "\n".join(f"  {name:<20}{text}" for name, text in COMMANDS.items())
-    return HELP.format(names=",".join(COMMANDS), commands=commands)
+    return HELP.format(names=",".join(COMMANDS), commands=commands, families=family_lines())
+
+
+def family_lines() -> str:
+    """Each family (lit_hf/families.py) with the classes `--model` and `--data` take."""
+    lines = []
+    for name, family in FAMILIES.items():
+        lines.append(f"  {name:<22}--model: {', '.join(short(path) for path in family.tasks)}")
+        lines.append(f"  {'':<22}--data:  {', '.join(short(path) for path in family.data)}")
+    return "\n".join(lines)
