@@ -258,8 +258,9 @@ def test_translation_rows_with_differing_keys(tmp_path: Path) -> None:
     for name, pairs in (("complete", rows), ("incomplete", [*rows, {"translation": {"en": "three cats"}}])):
         file = jsonl(tmp_path / f"{name}.jsonl", pairs)
         data = TranslationDataModule(
-            str(QUICKSTART / "byte-t5"), "en", "de", validation_file=str(file), data_cache_dir=str(tmp_path / "c")
-        )
+            model_name_or_path=str(QUICKSTART / "byte-t5"), source_lang="en", target_lang="de",
+            validation_file=str(file), data_cache_dir=str(tmp_path / "c"),
+        )  # fmt: skip
         if name == "incomplete":
             with pytest.raises(LitHFError, match=r"incomplete.jsonl', row 3: 'de' of 'translation' is missing"):
                 data.prepare_data()
