@@ -20,7 +20,7 @@ VALIDATE = [
 ]
 
 
-def run(subcommand: str, tmp_path, *args: str) -> None:  # noqa: ANN001
+def run(subcommand: str, tmp_path, *args: str) -> None:
     main(
         [
             subcommand,
@@ -86,7 +86,7 @@ def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, ca
     assert AutoTokenizer.from_pretrained(exported)("Hello")["input_ids"] == [15496]
 
 
-def read_validation_blocks(root) -> list:  # noqa: ANN001
+def read_validation_blocks(root) -> list:
     """The validation blocks lit_hf cached for that run (the split carved from train), as arrays."""
     from datasets import load_from_disk
 
@@ -94,7 +94,7 @@ def read_validation_blocks(root) -> list:  # noqa: ANN001
     return load_from_disk(str(key))["validation"].with_format("numpy")["input_ids"]
 
 
-def last_scalar(root, tag: str) -> float:  # noqa: ANN001
+def last_scalar(root, tag: str) -> float:
     (run_dir,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(run_dir))
     events.Reload()

@@ -17,7 +17,7 @@ LR, WARMUP, STEPS = 1e-3, 2, 10  # 40 examples, 8 per optimizer step, 2 epochs
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, gpt2_tokenizer, bert_tokenizer) -> dict[str, Path]:  # noqa: ANN001
+def models(tmp_path_factory, gpt2_tokenizer, bert_tokenizer) -> dict[str, Path]:
     """Tiny models without dropout: processes draw different masks, so only then can N processes equal one."""
     torch.manual_seed(0)
     made = {}

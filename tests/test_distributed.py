@@ -9,7 +9,7 @@ from lit_hf.errors import LitHFError
 from lit_hf.predictions import gather_by_index
 
 
-def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: ANN001
+def launch(subcommand: str, devices: int, root, *args: str) -> None:
     run_lit_hf(
         subcommand,
         "--model=lit_hf.tasks.CausalLMTask",
@@ -23,7 +23,7 @@ def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: AN
     )
 
 
-def last_scalars(root) -> dict[str, float]:  # noqa: ANN001
+def last_scalars(root) -> dict[str, float]:
     (run_dir,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(run_dir))
     events.Reload()

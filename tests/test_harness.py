@@ -132,7 +132,10 @@ def test_without_lm_eval_one_line_says_how_to_get_it(tmp_path, capsys, monkeypat
 def test_an_unknown_task_is_refused_in_one_line(tmp_path, capsys, monkeypatch, causal_lm_dir, local_tasks):
     lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
     real = lm_eval_tasks.TaskManager  # lm-eval's own tasks left unindexed (16 s): the unknown name is looked up
-    local = lambda include_path, include_defaults=True: real(include_path=include_path, include_defaults=False)  # noqa: E731
+
+    def local(include_path: str, include_defaults: bool = True) -> object:
+        return real(include_path=include_path, include_defaults=False)
+
     monkeypatch.setattr(lm_eval_tasks, "TaskManager", local)
     with pytest.raises(SystemExit) as exit_:
         main(["lm-eval", "--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule",

@@ -209,7 +209,7 @@ def test_short_fit_on_the_quickstart_beats_chance(tmp_path: Path, monkeypatch: p
 # --- error cases -----------------------------------------------------------------------------------------------
 
 
-def test_missing_column_names_the_option(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_missing_column_names_the_option(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(
             args_for(
@@ -221,7 +221,7 @@ def test_missing_column_names_the_option(choice_dir: Path, swag_file: Path, tmp_
     assert "'q'" in err and "question_column" in err
 
 
-def test_wrong_number_of_choices_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_wrong_number_of_choices_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:
     file = tmp_path / "uneven.jsonl"
     items = [
         {"context": "A", "choices": ["x", "y", "z"], "label": 0},
@@ -237,7 +237,7 @@ def test_wrong_number_of_choices_is_an_error(choice_dir: Path, tmp_path: Path, c
     assert "has 2 choices, not 3" in capsys.readouterr().err
 
 
-def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:
     file = tmp_path / "labels.jsonl"
     file.write_text(json.dumps({"context": "A", "choices": ["x", "y"], "label": 2}) + "\n")
     with pytest.raises(SystemExit):
@@ -249,7 +249,7 @@ def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys
     assert "row 1: label 2 is not among the choice indices 0..1" in capsys.readouterr().err
 
 
-def test_hidden_labels_cannot_be_scored(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_hidden_labels_cannot_be_scored(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:
     """SWAG's hub test split marks its labels -1: `validate` says to use `predict`, which reads it."""
     file = tmp_path / "hidden.jsonl"
     file.write_text("".join(json.dumps({**row, "label": -1}) + "\n" for row in rows_of(swag_file)[:4]))

@@ -37,7 +37,7 @@ def t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def family_args(tmp_path_factory, data_dir: Path, causal_lm_dir, classifier_dir, t5_dir: Path) -> dict[str, list[str]]:  # noqa: ANN001
+def family_args(tmp_path_factory, data_dir: Path, causal_lm_dir, classifier_dir, t5_dir: Path) -> dict[str, list[str]]:
     cache = f"--data.data_cache_dir={tmp_path_factory.mktemp('cache')}"  # tokenized once, read by every precision
     families = {
         "causal_lm": [
@@ -73,14 +73,14 @@ def validate(root: Path, args: list[str], precision: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def full_precision(tmp_path_factory: pytest.TempPathFactory, family_args) -> dict[str, dict[str, float]]:  # noqa: ANN001
+def full_precision(tmp_path_factory: pytest.TempPathFactory, family_args) -> dict[str, dict[str, float]]:
     root = tmp_path_factory.mktemp("fp32")
     return {name: read_results(validate(root / name, args, "32-true")) for name, args in family_args.items()}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("family", ["causal_lm", "classification", "translation"])
-def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full_precision, family, precision, capsys):  # noqa: ANN001
+def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full_precision, family, precision, capsys):
     results = read_results(validate(tmp_path / "runs", family_args[family], precision))
     reference = full_precision[family]
     assert set(results) == set(reference)
@@ -100,13 +100,13 @@ def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full
         assert yaml.safe_load(saved.read_text())["trainer"]["precision"] == "bf16-mixed"
 
 
-def test_t5_in_float16_warns_naming_bf16(tmp_path, family_args) -> None:  # noqa: ANN001
+def test_t5_in_float16_warns_naming_bf16(tmp_path, family_args) -> None:
     with pytest.warns(UserWarning, match="float16 .16-true. overflows.*bf16-mixed"):
         validate(tmp_path / "runs", family_args["translation"], "16-true")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_metric_states_keep_float64_when_the_task_is_cast(family_args, causal_lm_dir, classifier_dir, t5_dir, dtype):  # noqa: ANN001
+def test_metric_states_keep_float64_when_the_task_is_cast(family_args, causal_lm_dir, classifier_dir, t5_dir, dtype):
     tasks = [
         CausalLMTask(str(causal_lm_dir("gpt2"))),
         SequenceClassificationTask(str(classifier_dir("bert")), glue_task="stsb", regression=True),  # list states
@@ -129,7 +129,7 @@ def test_a_mean_over_4000_rows_stays_exact_under_bf16_true() -> None:
 
 
 @pytest.mark.parametrize(("precision", "width"), [("bf16-mixed", 8), ("16-mixed", 8), ("32-true", 5), ("bf16-true", 5)])
-def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(t5_dir, precision, width) -> None:  # noqa: ANN001
+def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(t5_dir, precision, width) -> None:
     hub = HubOptions(tokenizer_name=str(t5_dir))
     module = TranslationDataModule("en", "ro", hub=hub, validation_file="unused.json")
     module.trainer = SimpleNamespace(precision=precision)

@@ -53,7 +53,7 @@ def probes(folder: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):  # noqa: ANN001, ANN201
+def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):
     """Factory: root -> the arguments of a tiny GPT-2 `validate` into root, sharing one cache; and the 1-process
     results of those arguments, computed once for the tests that compare with them."""
     cache = tmp_path_factory.mktemp("cache")
@@ -66,7 +66,7 @@ def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):  # noqa: ANN001, ANN201
     return args, read_results(one)
 
 
-def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):  # noqa: ANN001
+def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):
     args, one = gpt2_run
     done = run_lit_hf("validate", *args(tmp_path / "dp"), "--trainer.strategy=dp", "--trainer.devices=2")
     assert done.stdout.count("--trainer.strategy=dp runs as ddp over the same devices") == 1  # rank 0 only
@@ -76,7 +76,7 @@ def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):  # noqa: ANN0
         assert dp[key] == pytest.approx(one[key], rel=1e-6), key
 
 
-def torchrun_two_nodes(subcommand: str, root: Path, args_of_node, *extra: str) -> None:  # noqa: ANN001
+def torchrun_two_nodes(subcommand: str, root: Path, args_of_node, *extra: str) -> None:
     """Two torchrun agents on 127.0.0.1 as two nodes of one process each (node_rank 0 and 1)."""
     port = free_port()
     procs = [
@@ -155,7 +155,7 @@ def slurm_rank_env(rank: int, port: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, gpt2_run):  # noqa: ANN001
+def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, gpt2_run):
     args, one = gpt2_run
     port = free_port()
     command = [sys.executable, "-m", "lit_hf", "validate", *args(tmp_path / "slurm"), "--trainer.devices=2"]

@@ -79,7 +79,7 @@ def test_every_process_runs_the_same_number_of_batches_and_sees_each_row_once() 
         assert sorted(rows) == list(range(size)) and max(len(b) for s in shards for b in s) <= batch
 
 
-def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:  # noqa: ANN001
+def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:
     from torch.distributed.fsdp import fully_shard
 
     model = AutoModelForCausalLM.from_pretrained(causal_lm_dir("opt"))
@@ -98,7 +98,7 @@ def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:  # n
         dist.destroy_process_group()
 
 
-def test_t5_validate_under_fsdp_generates_like_one_process(tmp_path, data_dir) -> None:  # noqa: ANN001
+def test_t5_validate_under_fsdp_generates_like_one_process(tmp_path, data_dir) -> None:
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
     tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")

@@ -22,7 +22,7 @@ from lit_hf.options import HubOptions
 REPO = Path(__file__).resolve().parents[1]
 
 
-def data_module(tmp_path: Path, tokenizer_dir: Path, **options) -> LanguageModelingDataModule:  # noqa: ANN003
+def data_module(tmp_path: Path, tokenizer_dir: Path, **options) -> LanguageModelingDataModule:
     cache = str(tmp_path / "cache")
     options = {"validation_split_percentage": 0, "data_cache_dir": cache, **options}
     dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=str(tokenizer_dir)), **options)

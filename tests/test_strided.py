@@ -24,7 +24,7 @@ RUN = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--tr
 CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule", *RUN]
 
 
-def lines_of(data_dir: Path, tokenizer, tokens: int) -> list[str]:  # noqa: ANN001
+def lines_of(data_dir: Path, tokenizer, tokens: int) -> list[str]:
     """The first lines of WikiText-2's validation text that hold at least `tokens` tokens."""
     lines, count = [], 0
     for line in (data_dir / "wikitext" / "wikitext-2" / "valid.txt").read_text(encoding="utf-8").splitlines(True):

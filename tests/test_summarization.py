@@ -248,7 +248,7 @@ def test_short_fit_on_the_quickstart_raises_rouge(tmp_path: Path, monkeypatch: p
 # --- error cases -----------------------------------------------------------------------------------------------
 
 
-def test_missing_summary_column_names_the_option(t5_dir: Path, xsum_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_missing_summary_column_names_the_option(t5_dir: Path, xsum_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(args_for("validate", t5_dir, tmp_path, f"--data.validation_file={xsum_file}", "--data.summary_column=abc"))
     assert exit_info.value.code == 2
@@ -256,7 +256,7 @@ def test_missing_summary_column_names_the_option(t5_dir: Path, xsum_file: Path, 
     assert "'abc'" in err and "summary_column" in err
 
 
-def test_hub_columns_and_t5_prefix(t5_dir: Path, xsum_file: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_hub_columns_and_t5_prefix(t5_dir: Path, xsum_file: Path, tmp_path: Path, monkeypatch) -> None:
     import datasets
 
     from lit_hf.data import sources

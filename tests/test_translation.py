@@ -163,7 +163,7 @@ def test_prefix_derived_for_t5_only_and_explicit_value_wins(t5_dir: Path, tmp_pa
     assert prefix(None, None) == ""  # no config, no T5: no prefix
 
 
-def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_path: Path, monkeypatch) -> None:
     import datasets
 
     from lit_hf.data import sources as translation
@@ -308,7 +308,7 @@ def test_missing_file_is_one_line_error(t5_dir: Path, tmp_path: Path, capsys: py
     assert "validation_file" in capsys.readouterr().err
 
 
-def test_missing_language_key_names_the_option(t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_missing_language_key_names_the_option(t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(validate_args(t5_dir, sample_file, tmp_path, "--data.target_lang=de"))
     err = capsys.readouterr().err
@@ -324,7 +324,7 @@ def test_missing_column_names_the_option(t5_dir: Path, tmp_path: Path, capsys: p
     main(validate_args(t5_dir, file, tmp_path, "--data.source_column=english", "--data.target_column=romanian"))
 
 
-def test_max_source_length_above_model_positions(t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_max_source_length_above_model_positions(t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(validate_args(t5_dir, sample_file, tmp_path, "--data.max_source_length=4096"))
     assert "max_source_length 4096 exceeds the model's 512 positions" in capsys.readouterr().err
