@@ -12,6 +12,7 @@ os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="lit_hf-test-
 
 import pytest
 import torch
+from runs import save_tiny_t5
 from transformers import (
     BloomConfig,
     BloomForCausalLM,
@@ -20,8 +21,6 @@ from transformers import (
     GPT2Tokenizer,
     OPTConfig,
     OPTForCausalLM,
-    T5Config,
-    T5ForConditionalGeneration,
     T5Tokenizer,
 )
 
@@ -154,16 +153,14 @@ def nodrop_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) ->
 
 
 @pytest.fixture(scope="session")
-def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """A 2-layer, 32-wide T5 with random weights (seeded) and the real t5-small tokenizer."""
-    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.decoder_start_token_id = 0
-    path = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def t5_tokenizer(data_dir: Path) -> T5Tokenizer:
+    return T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, t5_tokenizer: T5Tokenizer) -> Path:
+    """`runs.save_tiny_t5`: a 2-layer, 32-wide T5 with random weights (seeded) and the real t5-small tokenizer."""
+    return save_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), t5_tokenizer)
 
 
 @pytest.fixture(scope="session")

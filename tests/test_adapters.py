@@ -7,6 +7,7 @@ import pytest
 import torch
 from peft import PeftModel
 from reference import read_results, reference_blocks, reference_perplexity, run_lit_hf
+from runs import cpu_run, family_args
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -88,15 +89,10 @@ def test_lora_options_that_cannot_work(nodrop_gpt2_dir) -> None:
 
 def clm_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
+        *family_args("causal_lm", model_dir),
+        *cpu_run(root, root.parent / "cache"),
         "--trainer.num_sanity_val_steps=0",
         "--seed_everything=0",  # the same LoRA A initialisation in every run
-        f"--trainer.default_root_dir={root}",
-        f"--data.data_cache_dir={root.parent / 'cache'}",
-        f"--model.model_name_or_path={model_dir}",
         "--model.lora={}",
         "--model.lora.dropout=0",
         "--model.optim.learning_rate=1e-2",

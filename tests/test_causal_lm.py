@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from reference import read_results, reference_blocks, reference_perplexity
+from runs import cpu_run, family_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer
 
@@ -12,21 +13,13 @@ from lit_hf.optim import param_groups
 from lit_hf.options import HubOptions, OptimOptions
 from lit_hf.tasks import CausalLMTask
 
-VALIDATE = [
-    "--model=lit_hf.tasks.CausalLMTask",
-    "--data=lit_hf.data.LanguageModelingDataModule",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-]
-
 
 def run(subcommand: str, tmp_path, *args: str) -> None:
     main(
         [
             subcommand,
-            *VALIDATE,
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--data.data_cache_dir={tmp_path / 'cache'}",
+            *family_args("causal_lm"),
+            *cpu_run(tmp_path),
             *args,
         ]
     )

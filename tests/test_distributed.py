@@ -2,6 +2,7 @@
 
 import pytest
 from reference import read_results, run_lit_hf
+from runs import family_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_hf.data.sampling import EvalShardSampler
@@ -12,8 +13,7 @@ from lit_hf.predictions import gather_by_index
 def launch(subcommand: str, devices: int, root, *args: str) -> None:
     run_lit_hf(
         subcommand,
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm"),
         "--trainer.accelerator=cpu",
         f"--trainer.devices={devices}",
         "--trainer.strategy=ddp",

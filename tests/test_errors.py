@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from runs import family_args
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
@@ -23,8 +24,8 @@ from lit_hf.tasks import CausalLMTask
 
 REPO = Path(__file__).resolve().parents[1]
 
-CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
-CLS = ["--model=lit_hf.tasks.SequenceClassificationTask", "--data=lit_hf.data.TextClassificationDataModule"]
+CLM = family_args("causal_lm")
+CLS = family_args("text_classification")
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 

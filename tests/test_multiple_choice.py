@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from reference import REPO, read_results, run_lit_hf
+from runs import cpu_run, family_args, rows_of, run_dir
 from transformers import AutoModelForMultipleChoice, BertConfig, BertForMultipleChoice, BertTokenizer
 
 from lit_hf.cli import main
@@ -15,8 +16,6 @@ from lit_hf.data.choice_inputs import collate_choices, tokenize_choices
 from lit_hf.data.multiple_choice import MultipleChoiceDataModule
 from lit_hf.errors import LitHFError
 
-TASK = "--model=lit_hf.tasks.MultipleChoiceTask"
-DATA = "--data=lit_hf.data.MultipleChoiceDataModule"
 ENDINGS = [f"ending{i}" for i in range(4)]
 
 
@@ -39,26 +38,13 @@ def swag_file(data_dir: Path) -> Path:
     return data_dir / "swag" / "sample.json"  # 10 SWAG examples: not a multiple of 3
 
 
-def rows_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def run_dir(root: Path) -> Path:
-    return max((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-
-
 def args_for(command: str, model: Path, root: Path, *extra: str) -> list[str]:
     return [
         command,
-        TASK,
-        f"--model.model_name_or_path={model}",
-        DATA,
+        *family_args("multiple_choice", model),
+        *cpu_run(root),
         "--data.eval_batch_size=4",
         "--data.max_seq_length=64",
-        f"--data.data_cache_dir={root / 'cache'}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
         *extra,
     ]
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from reference import read_results
+from runs import family_args
 
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
@@ -18,7 +19,7 @@ from lit_hf.options import MOVED, GenerationOptions, HubOptions, LoraOptions, Op
 from lit_hf.tasks import CausalLMTask, ImageClassificationTask
 
 REPO = Path(__file__).resolve().parents[1]
-CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
+CLM = family_args("causal_lm")
 
 
 def attribute_docstrings() -> dict[str, dict[str, str]]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from reference import read_results
+from runs import family_args
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
@@ -70,8 +71,7 @@ def validate(tmp_path: Path, model_dir: Path, docs: Path, *extra: str) -> float:
     main(
         [
             "validate",
-            "--model=lit_hf.tasks.CausalLMTask",
-            "--data=lit_hf.data.LanguageModelingDataModule",
+            *family_args("causal_lm"),
             "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from reference import REPO, read_results, run_lit_hf
+from runs import cpu_run, family_args
 
 from lit_hf.cli import main
 
@@ -23,12 +24,9 @@ def free_port() -> int:
 
 def clm_args(root: Path, model: Path, data_dir: Path, cache: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={model}",
-        "--data=lit_hf.data.LanguageModelingDataModule", f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+        *family_args("causal_lm", model), *cpu_run(root, cache), f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         "--data.block_size=64", "--data.validation_split_percentage=10", "--data.batch_size=4",
-        "--data.eval_batch_size=4", f"--data.data_cache_dir={cache}", "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={root}", *extra,
+        "--data.eval_batch_size=4", "--trainer.enable_model_summary=false", *extra,
     ]  # fmt: skip
 
 

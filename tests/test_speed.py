@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from reference import read_results, reference_blocks, reference_perplexity
+from runs import cpu_run, family_args
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
@@ -48,16 +49,11 @@ def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def fit_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
+        *family_args("causal_lm", model_dir),
+        *cpu_run(root, root.parent / "cache"),
         "--trainer.num_sanity_val_steps=0",
         "--trainer.log_every_n_steps=1",
         "--seed_everything=0",
-        f"--trainer.default_root_dir={root}",
-        f"--data.data_cache_dir={root.parent / 'cache'}",
-        f"--model.model_name_or_path={model_dir}",
         "--model.optim.learning_rate=1e-2",
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         f"--data.validation_file={data_dir / 'wikitext/wikitext-2/valid.txt'}",

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import family_args
 
 from lit_hf.cli import main
 
-TASK = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
+TASK = family_args("causal_lm")
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 MONITOR = ["--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.monitor=val/loss"]
 
