@@ -71,14 +71,14 @@ def make_inputs(work: Path, args: argparse.Namespace) -> None:
 class LightningClock(L.Callback):
     """Stamps the end of every training batch: Lightning calls this after the optimizer step."""
 
-    def on_train_batch_end(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def on_train_batch_end(self, *args, **kwargs) -> None:
         STEP_ENDS.append(time.perf_counter())
 
 
 class TrainerClock(TrainerCallback):
     """Stamps the end of every optimizer step of a `transformers.Trainer` (after the scheduler step)."""
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         STEP_ENDS.append(time.perf_counter())
 
 
@@ -144,7 +144,7 @@ def group_texts(examples: dict[str, list], block_size: int) -> dict[str, list]:
     return result
 
 
-def blocks_of(path: Path, tokenizer, block_size: int) -> torch.Tensor:  # noqa: ANN001
+def blocks_of(path: Path, tokenizer, block_size: int) -> torch.Tensor:
     """Every line (with its line break) tokenized, all concatenated and cut into blocks: (n, block_size)."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     ids = [i for row in tokenizer(lines)["input_ids"] for i in row]

@@ -122,7 +122,7 @@ def run_trainer(train: Path, dev: Path, hp: dict, work: Path, dynamic: bool = Fa
         use_cpu=True, disable_tqdm=True, train_sampling_strategy="group_by_length" if dynamic else "random",
     )  # fmt: skip
 
-    def accuracy(pred) -> dict:  # noqa: ANN001
+    def accuracy(pred) -> dict:
         return {"accuracy": float((np.argmax(pred.predictions, axis=1) == pred.label_ids).mean())}
 
     trainer = Trainer(

@@ -55,7 +55,7 @@ def run_peer(work: Path, workers: int, dump: bool) -> dict:
     column_names = list(raw_datasets["train"].features)
     text_column_name = "text" if "text" in column_names else column_names[0]
 
-    def tokenize_function(examples):  # noqa: ANN001, ANN202
+    def tokenize_function(examples):
         return tokenizer(examples[text_column_name])
 
     tokenized_datasets = raw_datasets.map(
@@ -63,7 +63,7 @@ def run_peer(work: Path, workers: int, dump: bool) -> dict:
     )
     block_size = BLOCK
 
-    def group_texts(examples):  # noqa: ANN001, ANN202
+    def group_texts(examples):
         concatenated_examples = {k: list(chain(*examples[k])) for k in examples}
         total_length = len(concatenated_examples[list(examples.keys())[0]])
         total_length = (total_length // block_size) * block_size
@@ -182,7 +182,7 @@ try:
     class FirstStepClock(L.Callback):
         """Prints the wall clock at the end of the first training batch (after its optimizer step)."""
 
-        def on_train_batch_end(self, trainer, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
             if trainer.global_step == 1:
                 print(f"FIRST_STEP_END {time.time()}", flush=True)
 except ImportError:  # only the --child peer runs without lightning

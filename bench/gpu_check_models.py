@@ -36,7 +36,7 @@ def main(data: Path, out: Path) -> None:
     save(T5ForConditionalGeneration(config), t5, out / "t5")
 
 
-def save(model, tokenizer, path: Path) -> None:  # noqa: ANN001
+def save(model, tokenizer, path: Path) -> None:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 

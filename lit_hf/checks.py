@@ -217,7 +217,7 @@ def read_checkpoint(path: str, weights_only: bool = True) -> dict[str, Any]:
     check_checkpoint_file(path)
     try:
         checkpoint = torch.load(path, weights_only=weights_only, map_location="cpu", mmap=True)
-    except Exception as err:  # noqa: BLE001 (zip, pickle and EOF errors all mean the same: not a whole checkpoint)
+    except Exception as err:  # (zip, pickle and EOF errors all mean the same: not a whole checkpoint)
         raise LitHFError(incomplete_message(path, err)) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise LitHFError(

@@ -28,7 +28,7 @@ class LmEvalCLI(LitHFCLI):
     """The run's config and overrides (as for `validate`) plus `--ckpt_path` and the harness's own options; builds
     the task and a Trainer (its device, precision and logger) but runs no Lightning loop."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
+    def add_arguments_to_parser(self, parser) -> None:  # (LightningArgumentParser)
         super().add_arguments_to_parser(parser)
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="A checkpoint (.ckpt or sharded folder); default: the weights of "

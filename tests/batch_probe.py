@@ -19,7 +19,7 @@ class BatchProbe(L.Callback):
         self.batches: list[np.ndarray] = []
         self.epochs: list[int] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self.batches.append(batch["input_ids"].cpu().numpy())
         self.epochs.append(trainer.current_epoch)
 

@@ -10,9 +10,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="lit_hf-test-datasets-"))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import pytest
+import torch
+from runs import save_tiny_t5
+from transformers import (
     BloomConfig,
     BloomForCausalLM,
     GPT2Config,
@@ -20,8 +21,6 @@ from transformers import (  # noqa: E402
     GPT2Tokenizer,
     OPTConfig,
     OPTForCausalLM,
-    T5Config,
-    T5ForConditionalGeneration,
     T5Tokenizer,
 )
 
@@ -45,7 +44,7 @@ def gpt2_tokenizer(data_dir: Path) -> GPT2Tokenizer:
     return GPT2Tokenizer.from_pretrained(data_dir / "tokenizers" / "gpt2")
 
 
-def tiny_causal_lm(kind: str, vocab_size: int, positions: int = 128):  # noqa: ANN201
+def tiny_causal_lm(kind: str, vocab_size: int, positions: int = 128):
     """A 2-layer, 32-wide model of the given family with random weights (seeded)."""
     import torch
 
@@ -69,7 +68,7 @@ def tiny_causal_lm(kind: str, vocab_size: int, positions: int = 128):  # noqa: A
 
 
 @pytest.fixture(scope="session")
-def causal_lm_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer: GPT2Tokenizer):  # noqa: ANN201
+def causal_lm_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer: GPT2Tokenizer):
     """Factory: kind -> a saved model directory (weights, config, GPT-2 tokenizer), loaded as users would."""
     made: dict[str, Path] = {}
 
@@ -85,14 +84,14 @@ def causal_lm_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer: GPT2
 
 
 @pytest.fixture(scope="session")
-def bert_tokenizer(data_dir: Path):  # noqa: ANN201
+def bert_tokenizer(data_dir: Path):
     from transformers import BertTokenizer
 
     return BertTokenizer.from_pretrained(data_dir / "tokenizers" / "bert-base-uncased")
 
 
 @pytest.fixture(scope="session")
-def classifier_dir(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer, gpt2_tokenizer):  # noqa: ANN001, ANN201
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer, gpt2_tokenizer):
     """Factory: (kind, num_labels) -> a saved tiny model directory with its tokenizer, loaded as users would.
 
     num_labels=None saves the bare encoder (like a pretrained base model: no head); a number saves a
@@ -141,7 +140,7 @@ def classifier_dir(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer, gpt
 
 
 @pytest.fixture(scope="session")
-def nodrop_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:  # noqa: ANN001
+def nodrop_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:
     """A tiny GPT-2 without dropout, so runs that see the same batches train to the same weights (compiled and
     eager too: inductor draws dropout masks from its own generator)."""
     torch.manual_seed(0)
@@ -154,20 +153,18 @@ def nodrop_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) ->
 
 
 @pytest.fixture(scope="session")
-def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """A 2-layer, 32-wide T5 with random weights (seeded) and the real t5-small tokenizer."""
-    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.decoder_start_token_id = 0
-    path = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def t5_tokenizer(data_dir: Path) -> T5Tokenizer:
+    return T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
 
 
 @pytest.fixture(scope="session")
-def trained_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, gpt2_tokenizer) -> Path:  # noqa: ANN001
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory, t5_tokenizer: T5Tokenizer) -> Path:
+    """`runs.save_tiny_t5`: a 2-layer, 32-wide T5 with random weights (seeded) and the real t5-small tokenizer."""
+    return save_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), t5_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def trained_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, gpt2_tokenizer) -> Path:
     """A 2-layer, 32-wide GPT-2 (128 positions, no dropout) with the real GPT-2 vocabulary, trained for 60 steps of
     2 blocks of 64 tokens of wiki_00 less its held-out lines (`reference.wiki_00_held_out`): peaked predictions,
     unlike random weights, so a wrong context or a wrong token shows in the perplexity."""

@@ -121,13 +121,13 @@ class Relay(ThreadingHTTPServer):
 class RelayHandler(BaseHTTPRequestHandler):
     server: Relay
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.relay()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.relay()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.relay()
 
     def relay(self) -> None:
@@ -169,7 +169,7 @@ class RelayHandler(BaseHTTPRequestHandler):
                     return cuts.pop(0)
         return None
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's signature)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

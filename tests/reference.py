@@ -22,7 +22,7 @@ def wiki_00_held_out(data_dir: Path) -> str:
     return "".join(lines[-HELD_OUT_LINES:])
 
 
-def reference_tokens(path: Path, tokenizer) -> list[int]:  # noqa: ANN001
+def reference_tokens(path: Path, tokenizer) -> list[int]:
     """Every line (with its line break) tokenized, all concatenated: a split's token stream."""
     ids: list[int] = []
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
@@ -30,7 +30,7 @@ def reference_tokens(path: Path, tokenizer) -> list[int]:  # noqa: ANN001
     return ids
 
 
-def reference_blocks(path: Path, tokenizer, block_size: int) -> np.ndarray:  # noqa: ANN001
+def reference_blocks(path: Path, tokenizer, block_size: int) -> np.ndarray:
     """Every line (with its line break) tokenized, all concatenated, cut into blocks, the remainder dropped."""
     ids = reference_tokens(path, tokenizer)
     n = len(ids) // block_size

@@ -19,7 +19,7 @@ class StallAt(L.Callback):
     def __init__(self, step: int, marker: str) -> None:
         self.step, self.marker = step, Path(marker)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step and not self.marker.exists():
             self.marker.write_text(str(self.step))
             time.sleep(600)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from peft import PeftModel
 from reference import read_results, reference_blocks, reference_perplexity, run_lit_hf
+from runs import cpu_run, family_args
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -24,7 +25,7 @@ DEFAULT_TARGETS = {"gpt2": {"c_attn"}, "bert": {"query", "value"}, "t5": {"q", "
 AUTO_CLASS = {"gpt2": AutoModelForCausalLM, "bert": AutoModelForSequenceClassification, "t5": AutoModelForSeq2SeqLM}
 
 
-def make_task(kind: str, nodrop_gpt2_dir: Path, classifier_dir, tiny_t5_dir: Path, lora: LoraOptions = LoraOptions()):  # noqa: ANN001, ANN201
+def make_task(kind: str, nodrop_gpt2_dir: Path, classifier_dir, tiny_t5_dir: Path, lora: LoraOptions = LoraOptions()):
     if kind == "gpt2":
         return CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), lora=lora), str(nodrop_gpt2_dir)
     if kind == "bert":
@@ -42,7 +43,7 @@ def logits(model: torch.nn.Module, kind: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
-def test_only_adapters_and_the_head_train(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir) -> None:  # noqa: ANN001
+def test_only_adapters_and_the_head_train(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir) -> None:
     task, _ = make_task(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir)
     base = task.model.get_base_model()
     adapted = [name for name, _ in base.named_modules() if name.split(".")[-1] in DEFAULT_TARGETS[kind]]
@@ -55,7 +56,7 @@ def test_only_adapters_and_the_head_train(kind, nodrop_gpt2_dir, classifier_dir,
 @pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
 def test_merged_and_adapter_exports_equal_the_adapted_model(
     kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     lora = LoraOptions(dropout=0.0, merge=True)
     task, base_dir = make_task(kind, nodrop_gpt2_dir, classifier_dir, tiny_t5_dir, lora)
     torch.manual_seed(2)
@@ -73,7 +74,7 @@ def test_merged_and_adapter_exports_equal_the_adapted_model(
     torch.testing.assert_close(logits(reloaded, kind), want, atol=1e-5, rtol=0)
 
 
-def test_lora_options_that_cannot_work(nodrop_gpt2_dir) -> None:  # noqa: ANN001
+def test_lora_options_that_cannot_work(nodrop_gpt2_dir) -> None:
     with pytest.raises(ConfigError, match="lora .* cannot be combined with from_scratch"):
         CausalLMTask(model_name_or_path=str(nodrop_gpt2_dir), lora=LoraOptions(), from_scratch=True)
     with pytest.raises(ConfigError, match="lora.r must be a positive rank"):
@@ -88,15 +89,10 @@ def test_lora_options_that_cannot_work(nodrop_gpt2_dir) -> None:  # noqa: ANN001
 
 def clm_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
+        *family_args("causal_lm", model_dir),
+        *cpu_run(root, root.parent / "cache"),
         "--trainer.num_sanity_val_steps=0",
         "--seed_everything=0",  # the same LoRA A initialisation in every run
-        f"--trainer.default_root_dir={root}",
-        f"--data.data_cache_dir={root.parent / 'cache'}",
-        f"--model.model_name_or_path={model_dir}",
         "--model.lora={}",
         "--model.lora.dropout=0",
         "--model.optim.learning_rate=1e-2",
@@ -116,7 +112,7 @@ def checkpoint_of(root: Path) -> Path:
     return ckpt
 
 
-def test_fit_resume_validate_and_export(nodrop_gpt2_dir, data_dir, gpt2_tokenizer, tmp_path) -> None:  # noqa: ANN001
+def test_fit_resume_validate_and_export(nodrop_gpt2_dir, data_dir, gpt2_tokenizer, tmp_path) -> None:
     main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "straight", "--trainer.max_epochs=3")])
     main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "first", "--trainer.max_epochs=2")])
     state = torch.load(checkpoint_of(tmp_path / "first"), weights_only=False)["state_dict"]
@@ -138,7 +134,7 @@ def test_fit_resume_validate_and_export(nodrop_gpt2_dir, data_dir, gpt2_tokenize
     assert read_results(tmp_path / "validate")["val/loss"] == pytest.approx(want["loss"], rel=1e-5)
 
 
-def test_fit_on_two_processes_equals_one(nodrop_gpt2_dir, data_dir, tmp_path) -> None:  # noqa: ANN001
+def test_fit_on_two_processes_equals_one(nodrop_gpt2_dir, data_dir, tmp_path) -> None:
     # The same 8 blocks per step: 8 on one process, 4 + 4 on two (DDP averages the two means of 4).
     main(["fit", *clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "one", "--trainer.max_epochs=2")])
     two = clm_args(nodrop_gpt2_dir, data_dir, tmp_path / "two", "--trainer.max_epochs=2", "--data.batch_size=4")
@@ -151,7 +147,7 @@ def test_fit_on_two_processes_equals_one(nodrop_gpt2_dir, data_dir, tmp_path) ->
 
 
 @pytest.mark.parametrize("family", ["multiple_choice", "summarization"])
-def test_new_families_train_adapters_and_their_head(family, classifier_dir, tiny_t5_dir) -> None:  # noqa: ANN001
+def test_new_families_train_adapters_and_their_head(family, classifier_dir, tiny_t5_dir) -> None:
     """The families PEFT has no task type for keep their head trainable through modules_to_save."""
     from lit_hf.tasks import MultipleChoiceTask, SummarizationTask
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from reference import read_results, reference_blocks, reference_perplexity
+from runs import cpu_run, family_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer
 
@@ -12,21 +13,13 @@ from lit_hf.optim import param_groups
 from lit_hf.options import HubOptions, OptimOptions
 from lit_hf.tasks import CausalLMTask
 
-VALIDATE = [
-    "--model=lit_hf.tasks.CausalLMTask",
-    "--data=lit_hf.data.LanguageModelingDataModule",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-]
 
-
-def run(subcommand: str, tmp_path, *args: str) -> None:  # noqa: ANN001
+def run(subcommand: str, tmp_path, *args: str) -> None:
     main(
         [
             subcommand,
-            *VALIDATE,
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--data.data_cache_dir={tmp_path / 'cache'}",
+            *family_args("causal_lm"),
+            *cpu_run(tmp_path),
             *args,
         ]
     )
@@ -86,7 +79,7 @@ def test_fit_lowers_perplexity_and_checkpoint_round_trips(tmp_path, data_dir, ca
     assert AutoTokenizer.from_pretrained(exported)("Hello")["input_ids"] == [15496]
 
 
-def read_validation_blocks(root) -> list:  # noqa: ANN001
+def read_validation_blocks(root) -> list:
     """The validation blocks lit_hf cached for that run (the split carved from train), as arrays."""
     from datasets import load_from_disk
 
@@ -94,7 +87,7 @@ def read_validation_blocks(root) -> list:  # noqa: ANN001
     return load_from_disk(str(key))["validation"].with_format("numpy")["input_ids"]
 
 
-def last_scalar(root, tag: str) -> float:  # noqa: ANN001
+def last_scalar(root, tag: str) -> float:
     (run_dir,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(run_dir))
     events.Reload()

@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from reference import REPO, read_results, run_lit_hf
+from runs import cpu_run, family_args
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import matthews_corrcoef
 from test_glue import mnli_files
@@ -17,16 +18,10 @@ from lit_hf.cli import main
 from lit_hf.data import TextClassificationDataModule
 from lit_hf.data.glue import GLUE_TASKS, glue_file, read_glue_tsv
 
-TASK = "--model=lit_hf.tasks.SequenceClassificationTask"
-DATA = "--data=lit_hf.data.TextClassificationDataModule"
-
 
 def cli_args(tmp_path: Path, model_dir: Path, *extra: str) -> list[str]:
-    return [
-        TASK, f"--model.model_name_or_path={model_dir}", DATA, f"--data.data_cache_dir={tmp_path / 'cache'}",
-        "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={tmp_path / 'runs'}", *extra,
-    ]  # fmt: skip
+    run = cpu_run(tmp_path / "runs", tmp_path / "cache")
+    return [*family_args("text_classification", model_dir), *run, "--trainer.enable_model_summary=false", *extra]
 
 
 def run(tmp_path: Path, command: str, model_dir: Path, *extra: str) -> Path:

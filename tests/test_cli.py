@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from runs import family_args
 
 from lit_hf.cli import main
 from lit_hf.cli.lightning import LitHFCLI
@@ -110,9 +111,7 @@ def test_overlays_compose(overlay, capsys):
 def test_tokenizer_follows_model_unless_named(causal_lm_dir, gpt2_tokenizer, tmp_path):
     model_dir = str(causal_lm_dir("gpt2"))
     base = [
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm", model_dir),
         "--data.validation_file=x.txt",
         f"--trainer.default_root_dir={tmp_path}",
     ]
@@ -145,8 +144,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 
 CLM = [
     "validate",
-    "--model=lit_hf.tasks.CausalLMTask",
-    "--data=lit_hf.data.LanguageModelingDataModule",
+    *family_args("causal_lm"),
     "--trainer.accelerator=cpu",
 ]
 

@@ -82,111 +82,72 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-NO_FILES = ["--data.train_file=null", "--data.validation_file=null"]  # the quickstart configs' own files
+NO_FILES = ("--data.train_file=null", "--data.validation_file=null")  # the quickstart configs' own files
+
+
+def validate(config: str, option: str, *needles: str, files: tuple[str, ...] = ()) -> tuple[str, list[str], list[str]]:
+    """A case: `validate` of quickstart_<config>.yaml with `option` ("validation_file=x.csv") naming a file of `bad`
+    as `--data.validation_file={root}/x.csv`, after `files`; the needles are what the error line must hold."""
+    name, file = option.split("=")
+    return config, ["validate", *files, f"--data.{name}={{root}}/{file}"], list(needles)
+
+
+def source(config: str, option: str, *needles: str) -> tuple[str, list[str], list[str]]:
+    """A case of `validate` whose data come from `option` alone (the quickstart's own files set to null)."""
+    return validate(config, option, *needles, files=NO_FILES)
+
+
 CASES = {
-    "utf16le-csv-without-bom": (
-        "classification", ["validate", "--data.validation_file={root}/utf16le.csv"],
-        ["utf16le.csv", "is not UTF-8 text: line 1 holds NUL bytes", "iconv -f UTF-16LE"],
-    ),
-    "utf16le-text-without-bom": (
-        "clm", ["validate", "--data.validation_file={root}/utf16le.txt"], ["utf16le.txt", "is not UTF-8 text"],
-    ),
-    "utf16-jsonl-with-bom": (
-        "translation", ["validate", "--data.validation_file={root}/utf16bom.jsonl"],
-        ["utf16bom.jsonl", "is UTF-16 (it starts with a byte-order mark), not UTF-8"],
-    ),
-    "utf16-glue-tsv": (
-        "classification",
-        ["validate", "--data.train_file=null", "--data.validation_file=null", "--data.task_name=rte",
-         "--data.data_dir={root}/glue"],
-        ["GLUE RTE validation file", "dev.tsv", "is not UTF-8 text"],
-    ),
-    "translation-row-without-target": (
-        "translation", ["validate", "--data.validation_file={root}/no_target.jsonl"],
-        ["validation_file", "no_target.jsonl', row 2: 'de' of 'translation' is missing"],
-    ),
-    "translation-empty-target-cell": (
-        "translation", ["validate", "--data.validation_file={root}/empty_target.csv"],
-        ["empty_target.csv', row 2: 'de' is missing"],
-    ),
-    "summarization-row-without-summary": (
-        "summarization", ["validate", "--data.validation_file={root}/no_summary.jsonl"],
-        ["no_summary.jsonl', row 2: 'summary' is missing"],
-    ),
-    "multiple-choice-null-ending": (
-        "multiple_choice", ["validate", "--data.validation_file={root}/null_ending.jsonl"],
-        ["null_ending.jsonl', row 3: 'ending1' is missing"],
-    ),
-    "multiple-choice-label-not-an-index": (
-        "multiple_choice", ["validate", "--data.validation_file={root}/letter_label.jsonl"],
-        ["letter_label.jsonl', row 2: label 'B' is not among the choice indices 0..3"],
-    ),
-    "csv-parse-error": (
-        "classification", ["validate", "--data.validation_file={root}/parse_error.csv"],
-        ["parse_error.csv' could not be read as csv: Error tokenizing data", "EOF inside string"],
-    ),
-    "csv-header-only": (
-        "classification", ["validate", "--data.validation_file={root}/header_only.csv"],
-        ["header_only.csv' could not be read as csv: it holds no rows"],
-    ),
-    "classification-missing-label": (
-        "classification", ["validate", "--data.train_file={root}/null_label.csv"],
-        ["train_file", "null_label.csv', row 2: 'label' is missing"],
-    ),
-    "classification-numbers-as-text": (
-        "classification", ["validate", "--data.validation_file={root}/number_text.csv"],
-        ["number_text.csv': 'text' holds int64 values, not text"],
-    ),
-    "language-model-null-text": (
-        "clm", ["validate", "--data.validation_file={root}/null_text.jsonl"],
-        ["null_text.jsonl', row 2: 'text' is missing"],
-    ),
-    "dataset-name-path-missing": (
-        "translation", ["validate", *NO_FILES, "--data.dataset_name={root}/nowhere"],
-        ["dataset_name", "nowhere' is a local path that does not exist"],
-    ),
-    "dataset-name-is-a-file": (
-        "translation", ["validate", *NO_FILES, "--data.dataset_name={root}/no_target.jsonl"],
-        ["no_target.jsonl' is a file; give it as --data.train_file"],
-    ),
-    "dataset-name-empty-folder": (
-        "translation", ["validate", *NO_FILES, "--data.dataset_name={root}/empty_dir"],
-        ["empty_dir' could not be read", "doesn't contain any data files"],
-    ),
-    "dataset-name-saved-dataset": (
-        "translation", ["validate", *NO_FILES, "--data.dataset_name={root}/saved"],
-        ["saved' was saved with `save_to_disk`; give it as --data.dataset_path"],
-    ),
-    "dataset-path-is-a-file": (
-        "translation", ["validate", *NO_FILES, "--data.dataset_path={root}/no_target.jsonl"],
-        ["dataset_path", "no_target.jsonl' is a file"],
-    ),
-    "dataset-path-damaged": (
-        "translation", ["validate", *NO_FILES, "--data.dataset_path={root}/damaged"],
-        ["dataset_path", "damaged' could not be read", "save it again"],
-    ),
-    "image-validation-class-not-in-training": (
-        "image_classification",
-        ["validate", "--data.train_dir={root}/unseen/train", "--data.validation_dir={root}/unseen/val"],
-        ["validation split (in '", "has labels ['hexagon'] that are not among the training labels"],
-    ),
-    "image-classes-at-two-depths": (
-        "image_classification", ["validate", "--data.validation_dir={root}/mixed"],
-        ["mixed' has images at different depths", "circle/more/x.png"],
-    ),
-    "image-outside-a-class-folder": (
-        "image_classification", ["validate", "--data.validation_dir={root}/loose"],
-        ["loose' has images directly in it (x.png)"],
-    ),
-    "image-data-dir-missing": (
-        "image_classification",
-        ["validate", "--data.train_dir=null", "--data.validation_dir=null", "--data.data_dir={root}/nowhere"],
-        ["data_dir", "nowhere' does not exist"],
-    ),
-    "image-dir-is-a-file": (
-        "image_classification", ["validate", "--data.validation_dir={root}/header_only.csv"],
-        ["header_only.csv' is a file"],
-    ),
+    "utf16le-csv-without-bom": validate("classification", "validation_file=utf16le.csv",
+        "utf16le.csv", "is not UTF-8 text: line 1 holds NUL bytes", "iconv -f UTF-16LE"),
+    "utf16le-text-without-bom": validate("clm", "validation_file=utf16le.txt", "utf16le.txt", "is not UTF-8 text"),
+    "utf16-jsonl-with-bom": validate("translation", "validation_file=utf16bom.jsonl",
+        "utf16bom.jsonl", "is UTF-16 (it starts with a byte-order mark), not UTF-8"),
+    "utf16-glue-tsv": validate("classification", "data_dir=glue",
+        "GLUE RTE validation file", "dev.tsv", "is not UTF-8 text", files=(*NO_FILES, "--data.task_name=rte")),
+    "translation-row-without-target": validate("translation", "validation_file=no_target.jsonl",
+        "validation_file", "no_target.jsonl', row 2: 'de' of 'translation' is missing"),
+    "translation-empty-target-cell": validate("translation", "validation_file=empty_target.csv",
+        "empty_target.csv', row 2: 'de' is missing"),
+    "summarization-row-without-summary": validate("summarization", "validation_file=no_summary.jsonl",
+        "no_summary.jsonl', row 2: 'summary' is missing"),
+    "multiple-choice-null-ending": validate("multiple_choice", "validation_file=null_ending.jsonl",
+        "null_ending.jsonl', row 3: 'ending1' is missing"),
+    "multiple-choice-label-not-an-index": validate("multiple_choice", "validation_file=letter_label.jsonl",
+        "letter_label.jsonl', row 2: label 'B' is not among the choice indices 0..3"),
+    "csv-parse-error": validate("classification", "validation_file=parse_error.csv",
+        "parse_error.csv' could not be read as csv: Error tokenizing data", "EOF inside string"),
+    "csv-header-only": validate("classification", "validation_file=header_only.csv",
+        "header_only.csv' could not be read as csv: it holds no rows"),
+    "classification-missing-label": validate("classification", "train_file=null_label.csv",
+        "train_file", "null_label.csv', row 2: 'label' is missing"),
+    "classification-numbers-as-text": validate("classification", "validation_file=number_text.csv",
+        "number_text.csv': 'text' holds int64 values, not text"),
+    "language-model-null-text": validate("clm", "validation_file=null_text.jsonl",
+        "null_text.jsonl', row 2: 'text' is missing"),
+    "dataset-name-path-missing": source("translation", "dataset_name=nowhere",
+        "dataset_name", "nowhere' is a local path that does not exist"),
+    "dataset-name-is-a-file": source("translation", "dataset_name=no_target.jsonl",
+        "no_target.jsonl' is a file; give it as --data.train_file"),
+    "dataset-name-empty-folder": source("translation", "dataset_name=empty_dir",
+        "empty_dir' could not be read", "doesn't contain any data files"),
+    "dataset-name-saved-dataset": source("translation", "dataset_name=saved",
+        "saved' was saved with `save_to_disk`; give it as --data.dataset_path"),
+    "dataset-path-is-a-file": source("translation", "dataset_path=no_target.jsonl",
+        "dataset_path", "no_target.jsonl' is a file"),
+    "dataset-path-damaged": source("translation", "dataset_path=damaged",
+        "dataset_path", "damaged' could not be read", "save it again"),
+    "image-validation-class-not-in-training": validate("image_classification", "validation_dir=unseen/val",
+        "validation split (in '", "has labels ['hexagon'] that are not among the training labels",
+        files=("--data.train_dir={root}/unseen/train",)),
+    "image-classes-at-two-depths": validate("image_classification", "validation_dir=mixed",
+        "mixed' has images at different depths", "circle/more/x.png"),
+    "image-outside-a-class-folder": validate("image_classification", "validation_dir=loose",
+        "loose' has images directly in it (x.png)"),
+    "image-data-dir-missing": validate("image_classification", "data_dir=nowhere",
+        "data_dir", "nowhere' does not exist", files=("--data.train_dir=null", "--data.validation_dir=null")),
+    "image-dir-is-a-file": validate("image_classification", "validation_dir=header_only.csv",
+        "header_only.csv' is a file"),
 }  # fmt: skip
 
 

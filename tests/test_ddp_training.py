@@ -4,6 +4,7 @@
 from pathlib import Path
 
 import pytest
+import runs
 import torch
 from reference import logged, run_lit_hf
 from safetensors.torch import load_file
@@ -17,7 +18,7 @@ LR, WARMUP, STEPS = 1e-3, 2, 10  # 40 examples, 8 per optimizer step, 2 epochs
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, gpt2_tokenizer, bert_tokenizer) -> dict[str, Path]:  # noqa: ANN001
+def models(tmp_path_factory, gpt2_tokenizer, bert_tokenizer) -> dict[str, Path]:
     """Tiny models without dropout: processes draw different masks, so only then can N processes equal one."""
     torch.manual_seed(0)
     made = {}
@@ -35,9 +36,9 @@ def models(tmp_path_factory, gpt2_tokenizer, bert_tokenizer) -> dict[str, Path]:
 def family_args(family: str, model_dir: Path, data_dir: Path) -> list[str]:
     if family == "clm":
         data = [f"--data.train_file={data_dir / 'wikitext/wiki_00'}", "--data.block_size=32"]
-        return ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule", *data]
+        return [*runs.family_args("causal_lm"), *data]
     data = ["--data.task_name=rte", f"--data.data_dir={data_dir / 'glue'}", "--data.group_by_length=true"]
-    return ["--model=lit_hf.tasks.SequenceClassificationTask", "--data=lit_hf.data.TextClassificationDataModule", *data]
+    return [*runs.family_args("text_classification"), *data]
 
 
 def fit(root: Path, family: str, model_dir: Path, data_dir: Path, *args: str) -> list[str]:

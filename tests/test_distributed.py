@@ -2,6 +2,7 @@
 
 import pytest
 from reference import read_results, run_lit_hf
+from runs import family_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_hf.data.sampling import EvalShardSampler
@@ -9,11 +10,10 @@ from lit_hf.errors import LitHFError
 from lit_hf.predictions import gather_by_index
 
 
-def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: ANN001
+def launch(subcommand: str, devices: int, root, *args: str) -> None:
     run_lit_hf(
         subcommand,
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm"),
         "--trainer.accelerator=cpu",
         f"--trainer.devices={devices}",
         "--trainer.strategy=ddp",
@@ -23,7 +23,7 @@ def launch(subcommand: str, devices: int, root, *args: str) -> None:  # noqa: AN
     )
 
 
-def last_scalars(root) -> dict[str, float]:  # noqa: ANN001
+def last_scalars(root) -> dict[str, float]:
     (run_dir,) = {p.parent for p in root.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(run_dir))
     events.Reload()

@@ -11,6 +11,8 @@ go through the script's own argparse parser, rebuilt from its source without imp
 
 import argparse
 import ast
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -202,13 +204,20 @@ class LitHFParser:
         self.built: dict[str, object] = {}
 
     def __call__(self, args: list[str]) -> None:
+        """Raises CommandError with what the user would read: the first parse goes through `main()`, which prints
+        its one error line and exits 2, while a parse by a built CLI raises the error itself; both must say why."""
+        stderr = io.StringIO()
         try:
-            self._parse(args)
+            with contextlib.redirect_stderr(stderr):
+                self._parse(args)
         except SystemExit as err:  # --help exits 0; argparse's and main()'s errors exit 2
             if err.code not in (0, None):
-                raise CommandError(f"exit status {err.code}") from err
+                said = stderr.getvalue().strip().splitlines()
+                raise CommandError(f"exit status {err.code}: {said[-1] if said else ''}") from err
         except LitHFError as err:
             raise CommandError(str(err)) from err
+        finally:
+            sys.stderr.write(stderr.getvalue())  # still shown with a failing documented command
 
     def _parse(self, args: list[str]) -> None:
         if args[:1] == ["download"]:

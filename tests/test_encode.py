@@ -22,7 +22,7 @@ def rows(data_dir: Path) -> list[str]:
 @pytest.mark.parametrize("name", sorted(TOKENIZERS))
 @pytest.mark.parametrize("split_special_tokens", [False, True])
 def test_same_ids_as_the_tokenizer_call(data_dir: Path, rows: list[str], name: str, split_special_tokens: bool) -> None:
-    def load():  # noqa: ANN202
+    def load():
         path = data_dir / "tokenizers" / name
         return TOKENIZERS[name].from_pretrained(path, split_special_tokens=split_special_tokens)
 
@@ -37,7 +37,7 @@ def test_same_ids_as_the_tokenizer_call(data_dir: Path, rows: list[str], name: s
 
 def test_a_tokenizer_with_its_own_call_is_called(data_dir: Path) -> None:
     class Shouting(GPT2Tokenizer):
-        def __call__(self, text, **kwargs):  # noqa: ANN001, ANN003, ANN204
+        def __call__(self, text, **kwargs):
             return super().__call__([t.upper() for t in text], **kwargs)
 
     tokenizer = Shouting.from_pretrained(data_dir / "tokenizers" / "gpt2")

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from runs import family_args
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
@@ -23,8 +24,8 @@ from lit_hf.tasks import CausalLMTask
 
 REPO = Path(__file__).resolve().parents[1]
 
-CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
-CLS = ["--model=lit_hf.tasks.SequenceClassificationTask", "--data=lit_hf.data.TextClassificationDataModule"]
+CLM = family_args("causal_lm")
+CLS = family_args("text_classification")
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -38,7 +39,7 @@ def common(root: Path, model_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir, gpt2_tokenizer) -> Path:  # noqa: ANN001
+def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir, gpt2_tokenizer) -> Path:
     """A finished tiny `fit` (checkpoint, results.json, huggingface/) and the bad input files of the matrix."""
     root = tmp_path_factory.mktemp("errors")
     (root / "text.txt").write_text((data_dir / "wikitext" / "wiki_00").read_text(encoding="utf-8")[:3000])
@@ -237,7 +238,7 @@ def assert_refused(root: Path, args: list[str], needles: list[str], capsys: pyte
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir, capsys, case) -> None:  # noqa: ANN001
+def test_bad_input_gives_one_line_and_writes_nothing(earlier_run, causal_lm_dir, capsys, case) -> None:
     root = earlier_run
     (root / "bad.yaml").write_text("trainer:\n  max_epoch: 3\n")
     args, needles = CASES[case]
@@ -268,7 +269,7 @@ def test_trainer_edge_values_stay_valid() -> None:
             check_trainer(Namespace(**{**edges, name: value}))
 
 
-def test_read_only_output_folder(earlier_run, causal_lm_dir, capsys, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+def test_read_only_output_folder(earlier_run, causal_lm_dir, capsys, monkeypatch, tmp_path) -> None:
     """A folder the run cannot write to is refused before the run starts. Tests run as root, whom permissions do
     not stop, so the answer of `os.access` (false on a read-only file system, even for root) is replaced."""
     locked = tmp_path / "locked"
@@ -292,7 +293,7 @@ class NearlyFullDisk(io.FileIO):
         return super().write(data)
 
 
-def test_disk_full_while_writing_a_checkpoint(earlier_run, causal_lm_dir, capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_disk_full_while_writing_a_checkpoint(earlier_run, causal_lm_dir, capsys, monkeypatch) -> None:
     """One line naming the checkpoint and the system's reason (torch's zip writer can report it as `unexpected
     pos`), no half-written file, and the earlier run's files and no new `version_N/` are left."""
     from lit_hf import atomic
@@ -326,7 +327,7 @@ def test_read_only_while_writing_a_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "last.ckpt").read_bytes() == b"the earlier checkpoint"
 
 
-def test_download_without_a_repo_id(capsys) -> None:  # noqa: ANN001
+def test_download_without_a_repo_id(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["download"])
     assert exit_info.value.code == 2
@@ -336,7 +337,7 @@ def test_download_without_a_repo_id(capsys) -> None:  # noqa: ANN001
     ]
 
 
-def test_other_ranks_stay_quiet_when_a_peer_ends(monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_other_ranks_stay_quiet_when_a_peer_ends(monkeypatch, capsys) -> None:
     """A process other than rank 0 whose collective broke because another process went away ends with status 1
     and no traceback (under torchrun or SLURM, which start the processes themselves): the process that ended first
     says why. Rank 0 keeps the traceback."""
@@ -357,14 +358,14 @@ def test_other_ranks_stay_quiet_when_a_peer_ends(monkeypatch, capsys) -> None:  
         main(["validate"])
 
 
-def test_checkpoints_load_weights_only(earlier_run) -> None:  # noqa: ANN001
+def test_checkpoints_load_weights_only(earlier_run) -> None:
     """A lit_hf checkpoint holds tensors and plain values only: `torch.load(weights_only=True)` reads it whole."""
     loaded = torch.load(checkpoint(earlier_run), weights_only=True, map_location="cpu")
     assert loaded["hyper_parameters"]["_class_path"] == "lit_hf.tasks.CausalLMTask"
     assert all(isinstance(v, torch.Tensor) for v in loaded["state_dict"].values())
 
 
-def test_export_is_safetensors_and_remote_code_stays_off(earlier_run) -> None:  # noqa: ANN001
+def test_export_is_safetensors_and_remote_code_stays_off(earlier_run) -> None:
     (export,) = (earlier_run / "runs").rglob("huggingface")
     assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
     saved = torch.load(checkpoint(earlier_run), weights_only=True, map_location="cpu")
@@ -374,7 +375,7 @@ def test_export_is_safetensors_and_remote_code_stays_off(earlier_run) -> None:  
     assert cached and {p.suffix for p in cached} == {".arrow", ".json"}  # Arrow tables and JSON metadata only
 
 
-def test_more_gpus_than_the_machine_has(monkeypatch) -> None:  # noqa: ANN001
+def test_more_gpus_than_the_machine_has(monkeypatch) -> None:
     from lit_hf.checks import check_devices
     from lit_hf.errors import LitHFError
 
@@ -409,7 +410,7 @@ def two_processes(args: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_evaluation_set_smaller_than_the_processes(earlier_run, causal_lm_dir, tmp_path) -> None:  # noqa: ANN001
+def test_evaluation_set_smaller_than_the_processes(earlier_run, causal_lm_dir, tmp_path) -> None:
     """Two processes, one block: one line from the two processes, status 2, and no `version_N/` left."""
     (tmp_path / "v.txt").write_text((earlier_run / "text.txt").read_text()[:400])
     args = [
@@ -427,7 +428,7 @@ def test_evaluation_set_smaller_than_the_processes(earlier_run, causal_lm_dir, t
 
 
 @pytest.mark.slow
-def test_mistake_only_rank_zero_meets(earlier_run, causal_lm_dir, tmp_path) -> None:  # noqa: ANN001
+def test_mistake_only_rank_zero_meets(earlier_run, causal_lm_dir, tmp_path) -> None:
     """Data preparation runs on rank 0 while rank 1 waits in a barrier: rank 0's one line, status 2, and no
     traceback from rank 1 (it ended in gloo's 'Connection closed by peer' when rank 0 exited; now rank 0 stops it)."""
     args = [
@@ -443,7 +444,7 @@ def test_mistake_only_rank_zero_meets(earlier_run, causal_lm_dir, tmp_path) -> N
     assert not (tmp_path / "runs").exists()
 
 
-def test_classification_longer_than_the_model_truncates_with_a_notice(earlier_run, classifier_dir, tmp_path) -> None:  # noqa: ANN001
+def test_classification_longer_than_the_model_truncates_with_a_notice(earlier_run, classifier_dir, tmp_path) -> None:
     """As run_glue.py: max_seq_length above the model's 128 positions truncates to 128 and says so."""
     from lit_hf.data import TextClassificationDataModule
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import family_args
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
@@ -199,9 +200,7 @@ def test_export_from_a_sharded_checkpoint_folder(tmp_path, causal_lm_dir, data_d
     dcp.save({"model": weights}, storage_writer=dcp.FileSystemWriter(folder), no_dist=True)
     torch.save({"epoch": 0, "global_step": 1, "hyper_parameters": dict(task.hparams)}, folder / "meta.pt")
     config = [
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm", model_dir),
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
     ]
     target = export(config, folder, tmp_path / "export")

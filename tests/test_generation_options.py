@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import family_args, save_tiny_t5
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     GenerationConfig,
-    T5Config,
     T5ForConditionalGeneration,
     T5Tokenizer,
 )
@@ -50,9 +50,7 @@ def test_causal_lm_defaults_to_the_models_generation_config(causal_lm_dir, tmp_p
     prompts.write_text("The history of\nIn 1999 , a\n")
     common = [
         "predict",
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm", model_dir),
         f"--data.predict_file={prompts}",
         f"--data.data_cache_dir={tmp_path / 'cache'}",
         "--trainer.accelerator=cpu",
@@ -66,19 +64,9 @@ def test_causal_lm_defaults_to_the_models_generation_config(causal_lm_dir, tmp_p
         assert [len(task.tokenizer(r["completion"])["input_ids"]) for r in rows] == [want, want]
 
 
-def tiny_t5(path: Path, tokenizer_dir: Path) -> Path:
-    torch.manual_seed(0)
-    tokenizer = T5Tokenizer.from_pretrained(tokenizer_dir)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.decoder_start_token_id = 0
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @torch.no_grad()
-def test_translation_beam_options_reach_generate(tmp_path, data_dir):
-    model_dir = tiny_t5(tmp_path / "t5", data_dir / "tokenizers" / "t5-small")
+def test_translation_beam_options_reach_generate(tmp_path, tiny_t5_dir):
+    model_dir = tiny_t5_dir
     file = tmp_path / "sources.txt"
     file.write_text("\n".join(SOURCES) + "\n")
     main(
@@ -113,13 +101,13 @@ def test_translation_beam_options_reach_generate(tmp_path, data_dir):
 # --- greedy search that drops the rows that have ended ---------------------------------------------------------
 
 
-def ending_t5(path: Path, tokenizer_dir: Path, sources: list[str]) -> tuple[Path, dict[str, torch.Tensor]]:
+def ending_t5(path: Path, tokenizer: T5Tokenizer, sources: list[str]) -> tuple[Path, dict[str, torch.Tensor]]:
     """A tiny random T5 whose greedy outputs end at different steps, or not at all within 12 tokens.
 
     A random T5 repeats one token, so its generation config bans repeats (`no_repeat_ngram_size=1`) and names as
     the end token one that a plain `generate` emits in some rows only, at different steps.
     """
-    model_dir = tiny_t5(path, tokenizer_dir)
+    model_dir = save_tiny_t5(path, tokenizer)  # its own copy: the generation config is changed and saved
     model = T5ForConditionalGeneration.from_pretrained(model_dir).eval()
     tokenizer = T5Tokenizer.from_pretrained(model_dir)
     batch = dict(tokenizer(sources, return_tensors="pt", padding=True))
@@ -136,12 +124,12 @@ def ending_t5(path: Path, tokenizer_dir: Path, sources: list[str]) -> tuple[Path
 
 @torch.no_grad()
 @pytest.mark.parametrize("options", [{}, {"repetition_penalty": 1.5}, {"forced_eos_token_id": 1}])
-def test_dropping_finished_rows_gives_the_tokens_of_one_generate_call(tmp_path, data_dir, options):
+def test_dropping_finished_rows_gives_the_tokens_of_one_generate_call(tmp_path, data_dir, t5_tokenizer, options):
     """Every row's tokens and length equal one plain `generate` call's on the whole batch, processors included
     (the forced end token at the limit counts from the absolute length, so resumed calls must keep it)."""
     sources = [json.loads(line)["translation"]["en"] for line in (data_dir / "wmt16" / "sample.json").open()]
     sources += [source.split(",")[0] for source in sources[:6]]
-    model_dir, batch = ending_t5(tmp_path / "t5", data_dir / "tokenizers" / "t5-small", sources)
+    model_dir, batch = ending_t5(tmp_path / "t5", t5_tokenizer, sources)
     model = T5ForConditionalGeneration.from_pretrained(model_dir).eval()
     kwargs = {"max_new_tokens": 12, **options}
     want = model.generate(**batch, **kwargs)  # (16, longest)
@@ -155,8 +143,8 @@ def test_dropping_finished_rows_gives_the_tokens_of_one_generate_call(tmp_path, 
     assert torch.equal(lengths, (want != 0).sum(-1).float())
 
 
-def test_only_greedy_search_drops_rows(tmp_path, data_dir):
-    model = T5ForConditionalGeneration.from_pretrained(tiny_t5(tmp_path / "t5", data_dir / "tokenizers" / "t5-small"))
+def test_only_greedy_search_drops_rows(tiny_t5_dir):
+    model = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
     assert droppable_limit(model, {"max_new_tokens": 5}) == 6
     assert droppable_limit(model, {}) == model.generation_config.max_length  # 20: transformers' default
     others = (
@@ -171,12 +159,14 @@ def test_only_greedy_search_drops_rows(tmp_path, data_dir):
 
 
 @torch.no_grad()
-def test_summarization_validate_drops_finished_rows_with_the_outputs_of_plain_generate(tmp_path, data_dir, monkeypatch):
+def test_summarization_validate_drops_finished_rows_with_the_outputs_of_plain_generate(
+    tmp_path, data_dir, t5_tokenizer, monkeypatch
+):
     """`validate` (drop_finished by default) on a model whose outputs end at different steps writes what plain
     `generate` gives one document at a time; translation shares the code (`generate_texts`)."""
     file = data_dir / "xsum" / "sample.json"
     sources = ["summarize: " + json.loads(line)["document"] for line in file.open()]
-    model_dir, _ = ending_t5(tmp_path / "t5", data_dir / "tokenizers" / "t5-small", sources)
+    model_dir, _ = ending_t5(tmp_path / "t5", t5_tokenizer, sources)
     calls = []
     plain = T5ForConditionalGeneration.generate
     monkeypatch.setattr(T5ForConditionalGeneration, "generate", lambda *a, **k: calls.append(1) or plain(*a, **k))

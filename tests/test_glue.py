@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset, DatasetDict
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -188,7 +189,7 @@ def test_unreadable_and_missing_glue_files(tmp_path, classifier_dir):
 
 
 # Predictions and targets split into uneven batches, as processes would see them.
-def batches(*arrays: np.ndarray, sizes=(7, 30, 13)):  # noqa: ANN201
+def batches(*arrays: np.ndarray, sizes=(7, 30, 13)):
     start = 0
     for size in sizes:
         yield [torch.as_tensor(a[start : start + size]) for a in arrays]
@@ -222,10 +223,8 @@ def test_three_class_accuracy_and_regression_metrics_equal_scipy():
         assert float(metric.compute()) == pytest.approx(reference(scores, gold)[0], abs=1e-9)
 
 
-def hub_glue(task: str) -> "DatasetDict":  # noqa: F821
+def hub_glue(task: str) -> DatasetDict:
     """What `load_dataset("nyu-mll/glue", task)` returns: hub column names, ClassLabel ids, -1 on test."""
-    from datasets import Dataset, DatasetDict
-
     rows = {"premise": ["a cat sat", "dogs run fast", "it rains"], "hypothesis": ["a cat", "dogs sleep", "wet"]}
     splits = {"validation_matched": [0, 2, 1], "validation_mismatched": [1, 1, 0]}
     splits |= {"test_matched": [-1] * 3, "test_mismatched": [-1] * 3}

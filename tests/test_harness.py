@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from reference import wiki_00_held_out
+from runs import family_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_hf.cli import main
@@ -63,7 +64,7 @@ def local_tasks(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
 def lora_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, trained_gpt2_dir: Path) -> Path:
     """A 4-step LoRA fit of the trained GPT-2 (adapters only in the checkpoint); returns the checkpoint."""
     root = tmp_path_factory.mktemp("lora-run")
-    main(["fit", "--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule", *RUN,
+    main(["fit", *family_args("causal_lm"), *RUN,
           f"--model.model_name_or_path={trained_gpt2_dir}", "--model.lora={}", "--model.optim.learning_rate=1e-2",
           f"--data.train_file={data_dir / 'wikitext/wiki_00'}", f"--data.data_cache_dir={root / 'cache'}",
           "--data.block_size=64", "--data.batch_size=2", "--data.max_train_samples=8",
@@ -119,7 +120,7 @@ def test_bridge_equals_lm_eval_on_the_export(tmp_path, lora_run, local_tasks):
 def test_without_lm_eval_one_line_says_how_to_get_it(tmp_path, capsys, monkeypatch, causal_lm_dir):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if not installed: find_spec finds nothing
     with pytest.raises(SystemExit) as exit_:
-        main(["lm-eval", "--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule",
+        main(["lm-eval", *family_args("causal_lm"),
               f"--model.model_name_or_path={causal_lm_dir('gpt2')}", "--tasks=hellaswag",
               f"--trainer.default_root_dir={tmp_path}", *RUN])  # fmt: skip
     err = capsys.readouterr().err
@@ -132,10 +133,13 @@ def test_without_lm_eval_one_line_says_how_to_get_it(tmp_path, capsys, monkeypat
 def test_an_unknown_task_is_refused_in_one_line(tmp_path, capsys, monkeypatch, causal_lm_dir, local_tasks):
     lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
     real = lm_eval_tasks.TaskManager  # lm-eval's own tasks left unindexed (16 s): the unknown name is looked up
-    local = lambda include_path, include_defaults=True: real(include_path=include_path, include_defaults=False)  # noqa: E731
+
+    def local(include_path: str, include_defaults: bool = True) -> object:
+        return real(include_path=include_path, include_defaults=False)
+
     monkeypatch.setattr(lm_eval_tasks, "TaskManager", local)
     with pytest.raises(SystemExit) as exit_:
-        main(["lm-eval", "--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule",
+        main(["lm-eval", *family_args("causal_lm"),
               f"--model.model_name_or_path={causal_lm_dir('gpt2')}", "--tasks=lit_hf_swag,lit_hf_swagg",
               f"--data.validation_file={local_tasks / 'swag.jsonl'}",
               f"--include_path={local_tasks}", f"--trainer.default_root_dir={tmp_path}", *RUN])  # fmt: skip

@@ -61,7 +61,7 @@ def dataset_repo(path: Path, wikitext: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory, data_dir):  # noqa: ANN001, ANN201
+def mirror(tmp_path_factory, data_dir):
     """olah serving org/tiny-gpt2, org/tiny-gpt2-bin (no safetensors) and the dataset org/tiny-wikitext."""
     root = tmp_path_factory.mktemp("mirror")
     repos = {
@@ -79,7 +79,7 @@ def mirror(tmp_path_factory, data_dir):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def relay(mirror):  # noqa: ANN001, ANN201
+def relay(mirror):
     server = start_relay(mirror["port"])
     yield server
     server.shutdown()

@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 from reference import REPO, read_results, run_lit_hf
+from runs import cpu_run, family_args
 from sklearn.metrics import top_k_accuracy_score
 from transformers import (
     AutoImageProcessor,
@@ -24,8 +25,6 @@ from lit_hf.cli import main
 from lit_hf.cli.lightning import LitHFCLI
 from lit_hf.data.image_inputs import ImageCollator, crop_box, output_size
 
-TASK = "--model=lit_hf.tasks.ImageClassificationTask"
-DATA = "--data=lit_hf.data.ImageClassificationDataModule"
 CLASSES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]  # 7: top-5 is not trivial
 
 
@@ -73,14 +72,11 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli_args(tmp_path: Path, model_dir: Path, *extra: str) -> list[str]:
-    return [
-        TASK, f"--model.model_name_or_path={model_dir}", DATA, f"--data.data_cache_dir={tmp_path / 'cache'}",
-        "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={tmp_path / 'runs'}", *extra,
-    ]  # fmt: skip
+    run = cpu_run(tmp_path / "runs", tmp_path / "cache")
+    return [*family_args("image_classification", model_dir), *run, "--trainer.enable_model_summary=false", *extra]
 
 
-def new_run(tmp_path: Path, launch, command: str, model_dir: Path, *extra: str) -> Path:  # noqa: ANN001
+def new_run(tmp_path: Path, launch, command: str, model_dir: Path, *extra: str) -> Path:
     before = set((tmp_path / "runs" / "lightning_logs").glob("version_*"))
     launch(command, *cli_args(tmp_path, model_dir, *extra))
     (new,) = set((tmp_path / "runs" / "lightning_logs").glob("version_*")) - before

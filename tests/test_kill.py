@@ -81,7 +81,7 @@ def run_child(root: Path, point: str, args: list[str]) -> str:
     """Runs the CLI in a child; with a kill point, SIGKILLs it once it stalls there. Returns its output."""
     marker = root / f"at-{point}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    log = open(root / f"{point}.log", "w+")  # noqa: SIM115 (read back after the child is gone)
+    log = open(root / f"{point}.log", "w+")
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(marker), point, *args], env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -102,7 +102,7 @@ def leftovers(folder: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_kill_at_each_point_then_rerun(tmp_path) -> None:  # noqa: ANN001
+def test_kill_at_each_point_then_rerun(tmp_path) -> None:
     args = fit_args(tmp_path)
     checkpoints, cache = tmp_path / "checkpoints", tmp_path / "cache" / "lit_hf"
 

@@ -14,7 +14,7 @@ from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.options import HubOptions
 
 
-def make_dm(tmp_path: Path, tokenizer_dir: Path, **kwargs) -> LanguageModelingDataModule:  # noqa: ANN003
+def make_dm(tmp_path: Path, tokenizer_dir: Path, **kwargs) -> LanguageModelingDataModule:
     return LanguageModelingDataModule(
         hub=HubOptions(tokenizer_name=str(tokenizer_dir)), data_cache_dir=str(tmp_path / "cache"), **kwargs
     )
@@ -63,7 +63,7 @@ def test_cache_reused_and_keyed_by_options(tmp_path, data_dir, causal_lm_dir, mo
     kwargs = {"validation_file": str(data_dir / "wikitext/wiki_00"), "block_size": 64}
     first = prepared(make_dm(tmp_path, causal_lm_dir("gpt2"), **kwargs), "validate")
 
-    def fail(*args, **kwargs):  # noqa: ANN002, ANN003
+    def fail(*args, **kwargs):
         raise AssertionError("tokenized again although the cache holds the result")
 
     monkeypatch.setattr(lm_inputs, "tokenize_text", fail)

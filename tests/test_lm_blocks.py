@@ -35,7 +35,7 @@ def random_rows(rng: np.random.Generator, count: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("chunk_tokens", [1, 37, 64, 1 << 20])
-def test_chunked_blocks_equal_one_plain_pass(tmp_path, monkeypatch, chunk_tokens) -> None:  # noqa: ANN001
+def test_chunked_blocks_equal_one_plain_pass(tmp_path, monkeypatch, chunk_tokens) -> None:
     monkeypatch.setattr(lm_blocks, "CHUNK_TOKENS", chunk_tokens)  # chunk boundaries inside rows and blocks
     rng = np.random.default_rng(chunk_tokens)
     rows = random_rows(rng, 300)
@@ -48,7 +48,7 @@ def test_chunked_blocks_equal_one_plain_pass(tmp_path, monkeypatch, chunk_tokens
     np.testing.assert_array_equal(np.stack(blocks.with_format("numpy")["position_ids"]), want_positions)
 
 
-def test_group_blocks_of_an_arrow_list_column(monkeypatch) -> None:  # noqa: ANN001
+def test_group_blocks_of_an_arrow_list_column(monkeypatch) -> None:
     monkeypatch.setattr(lm_blocks, "CHUNK_TOKENS", 50)
     rows = random_rows(np.random.default_rng(1), 500)
     column = pa.chunked_array([pa.array(rows[:123], pa.list_(pa.int64())), pa.array(rows[123:], pa.list_(pa.int64()))])
@@ -81,7 +81,7 @@ def test_two_workers_and_a_carved_split_give_the_reference_blocks(tmp_path, data
 def group_generated(tokens: int, path: Path, out: multiprocessing.Queue) -> None:
     """In a forked child: the growth of peak RSS while grouping `tokens` random ids that arrive in pieces."""
 
-    def pieces():  # noqa: ANN202
+    def pieces():
         rng = np.random.default_rng(0)
         made = 0
         while made < tokens:
@@ -94,7 +94,7 @@ def group_generated(tokens: int, path: Path, out: multiprocessing.Queue) -> None
     out.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, n, len(blocks)))
 
 
-def test_grouping_memory_stays_well_under_the_stream(tmp_path) -> None:  # noqa: ANN001
+def test_grouping_memory_stays_well_under_the_stream(tmp_path) -> None:
     context = multiprocessing.get_context("fork")  # a fresh peak, without importing everything again
     queue = context.Queue()
     child = context.Process(target=group_generated, args=(30_000_000, tmp_path / "blocks.arrow", queue))

@@ -94,7 +94,7 @@ def test_unshifted_labels_as_translation_passes_them(trained):
     assert tokens == 8 * 63 - 4 * 23
 
 
-def peak_allocated(fn) -> int:  # noqa: ANN001
+def peak_allocated(fn) -> int:
     """Peak bytes allocated on the CPU while `fn()` runs, above what was live before, from the profiler's
     record of every allocation and free."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from reference import REPO, read_results, run_lit_hf
+from runs import cpu_run, family_args, rows_of, run_dir
 from transformers import AutoModelForMultipleChoice, BertConfig, BertForMultipleChoice, BertTokenizer
 
 from lit_hf.cli import main
@@ -15,8 +16,6 @@ from lit_hf.data.choice_inputs import collate_choices, tokenize_choices
 from lit_hf.data.multiple_choice import MultipleChoiceDataModule
 from lit_hf.errors import LitHFError
 
-TASK = "--model=lit_hf.tasks.MultipleChoiceTask"
-DATA = "--data=lit_hf.data.MultipleChoiceDataModule"
 ENDINGS = [f"ending{i}" for i in range(4)]
 
 
@@ -39,26 +38,13 @@ def swag_file(data_dir: Path) -> Path:
     return data_dir / "swag" / "sample.json"  # 10 SWAG examples: not a multiple of 3
 
 
-def rows_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def run_dir(root: Path) -> Path:
-    return max((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-
-
 def args_for(command: str, model: Path, root: Path, *extra: str) -> list[str]:
     return [
         command,
-        TASK,
-        f"--model.model_name_or_path={model}",
-        DATA,
+        *family_args("multiple_choice", model),
+        *cpu_run(root),
         "--data.eval_batch_size=4",
         "--data.max_seq_length=64",
-        f"--data.data_cache_dir={root / 'cache'}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
         *extra,
     ]
 
@@ -209,7 +195,7 @@ def test_short_fit_on_the_quickstart_beats_chance(tmp_path: Path, monkeypatch: p
 # --- error cases -----------------------------------------------------------------------------------------------
 
 
-def test_missing_column_names_the_option(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_missing_column_names_the_option(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(
             args_for(
@@ -221,7 +207,7 @@ def test_missing_column_names_the_option(choice_dir: Path, swag_file: Path, tmp_
     assert "'q'" in err and "question_column" in err
 
 
-def test_wrong_number_of_choices_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_wrong_number_of_choices_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:
     file = tmp_path / "uneven.jsonl"
     items = [
         {"context": "A", "choices": ["x", "y", "z"], "label": 0},
@@ -237,7 +223,7 @@ def test_wrong_number_of_choices_is_an_error(choice_dir: Path, tmp_path: Path, c
     assert "has 2 choices, not 3" in capsys.readouterr().err
 
 
-def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys) -> None:
     file = tmp_path / "labels.jsonl"
     file.write_text(json.dumps({"context": "A", "choices": ["x", "y"], "label": 2}) + "\n")
     with pytest.raises(SystemExit):
@@ -249,7 +235,7 @@ def test_label_out_of_range_is_an_error(choice_dir: Path, tmp_path: Path, capsys
     assert "row 1: label 2 is not among the choice indices 0..1" in capsys.readouterr().err
 
 
-def test_hidden_labels_cannot_be_scored(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_hidden_labels_cannot_be_scored(choice_dir: Path, swag_file: Path, tmp_path: Path, capsys) -> None:
     """SWAG's hub test split marks its labels -1: `validate` says to use `predict`, which reads it."""
     file = tmp_path / "hidden.jsonl"
     file.write_text("".join(json.dumps({**row, "label": -1}) + "\n" for row in rows_of(swag_file)[:4]))

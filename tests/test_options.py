@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from reference import read_results
+from runs import family_args
 
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
@@ -18,7 +19,7 @@ from lit_hf.options import MOVED, GenerationOptions, HubOptions, LoraOptions, Op
 from lit_hf.tasks import CausalLMTask, ImageClassificationTask
 
 REPO = Path(__file__).resolve().parents[1]
-CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
+CLM = family_args("causal_lm")
 
 
 def attribute_docstrings() -> dict[str, dict[str, str]]:
@@ -43,7 +44,7 @@ def help_text(capsys: pytest.CaptureFixture, *args: str) -> str:
     return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
 
 
-def test_help_shows_every_field_of_every_group_with_its_docstring(capsys) -> None:  # noqa: ANN001
+def test_help_shows_every_field_of_every_group_with_its_docstring(capsys) -> None:
     docs = attribute_docstrings()
     groups = {"hub": HubOptions, "optim": OptimOptions, "generation": GenerationOptions}
     for cls, fields in [(c, dataclasses.fields(c)) for c in (*groups.values(), LoraOptions)]:
@@ -68,14 +69,14 @@ def test_group_checks_name_the_option() -> None:
             bad()
 
 
-def test_a_text_task_refuses_an_image_processor_and_an_image_task_a_tokenizer(causal_lm_dir) -> None:  # noqa: ANN001
+def test_a_text_task_refuses_an_image_processor_and_an_image_task_a_tokenizer(causal_lm_dir) -> None:
     with pytest.raises(ConfigError, match="image_processor_name is for image tasks"):
         CausalLMTask(str(causal_lm_dir("gpt2")), hub=HubOptions(image_processor_name="x"))
     with pytest.raises(ConfigError, match="set hub.image_processor_name, not tokenizer_name"):
         ImageClassificationTask(str(REPO / "configs/quickstart/resnet-tiny"), hub=HubOptions(tokenizer_name="x"))
 
 
-def test_saved_hyperparameters_hold_plain_values(causal_lm_dir) -> None:  # noqa: ANN001
+def test_saved_hyperparameters_hold_plain_values(causal_lm_dir) -> None:
     """Checkpoints of tasks and data modules built in Python load with weights_only=True, as the CLI's do."""
     model_dir = str(causal_lm_dir("gpt2"))
     task = CausalLMTask(model_dir, optim=OptimOptions(learning_rate=0.25), lora=None)
@@ -106,7 +107,7 @@ def test_migration_page_lists_every_moved_key() -> None:
         ("command line", "--data.tokenizer_name_or_path=x", "--data.tokenizer_name_or_path is now linked from"),
     ],
 )
-def test_an_old_key_stops_with_one_line_naming_the_new_one(where, given, line, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_an_old_key_stops_with_one_line_naming_the_new_one(where, given, line, tmp_path, capsys) -> None:
     args = ["fit", *CLM, f"--trainer.default_root_dir={tmp_path}"]
     if where == "yaml":
         config = {"model": {"class_path": "lit_hf.tasks.TranslationTask", "init_args": given}}
@@ -152,7 +153,7 @@ def test_flat_hyperparameters_of_earlier_checkpoints_become_groups() -> None:
     assert grouped_hparams(grouped) == grouped  # grouped ones stay as they are
 
 
-def test_a_checkpoint_with_flat_hyperparameters_validates(causal_lm_dir, data_dir, tmp_path) -> None:  # noqa: ANN001
+def test_a_checkpoint_with_flat_hyperparameters_validates(causal_lm_dir, data_dir, tmp_path) -> None:
     model_dir = str(causal_lm_dir("gpt2"))
     data = [f"--data.validation_file={data_dir / 'wikitext/wiki_00'}", "--data.block_size=32"]
     data += ["--data.max_eval_samples=4", f"--data.data_cache_dir={tmp_path / 'cache'}"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from reference import read_results
+from runs import family_args
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
@@ -19,7 +20,7 @@ def test_positions_restart_at_documents_and_blocks() -> None:
     assert got.tolist() == [0, 1, 2, 0, 0, 0, 1, 2, 0]
 
 
-def test_eos_goes_after_every_row_with_tokens(gpt2_tokenizer) -> None:  # noqa: ANN001
+def test_eos_goes_after_every_row_with_tokens(gpt2_tokenizer) -> None:
     rows = {"text": ["Hello world", "", "Bye"]}
     got = tokenize_text(rows, tokenizer=gpt2_tokenizer, text_column="text", eos_token_id=50256)["input_ids"]
     assert got == [[15496, 995, 50256], [], gpt2_tokenizer("Bye")["input_ids"] + [50256]]
@@ -35,7 +36,7 @@ def short_documents(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:  # noqa: ANN001
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path:
     """A tiny GPT-2 with wide random weights, so its predictions depend on the context it is allowed to see."""
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=32, n_layer=2, n_head=2, initializer_range=0.3)
@@ -46,7 +47,7 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer) -> Path: 
 
 
 @torch.no_grad()
-def reference_packed_loss(model_dir: Path, text: str, tokenizer, block_size: int) -> float:  # noqa: ANN001
+def reference_packed_loss(model_dir: Path, text: str, tokenizer, block_size: int) -> float:
     """Blank-line-separated documents, each + EOS, concatenated and cut into blocks; every document piece of a block
     run alone through the model; float64 NLL of the tokens predicted inside the piece."""
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -70,8 +71,7 @@ def validate(tmp_path: Path, model_dir: Path, docs: Path, *extra: str) -> float:
     main(
         [
             "validate",
-            "--model=lit_hf.tasks.CausalLMTask",
-            "--data=lit_hf.data.LanguageModelingDataModule",
+            *family_args("causal_lm"),
             "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
@@ -88,7 +88,7 @@ def validate(tmp_path: Path, model_dir: Path, docs: Path, *extra: str) -> float:
     return read_results(tmp_path)["val/loss"]
 
 
-def test_packed_loss_equals_documents_run_alone(tmp_path, gpt2_dir, gpt2_tokenizer, short_documents) -> None:  # noqa: ANN001
+def test_packed_loss_equals_documents_run_alone(tmp_path, gpt2_dir, gpt2_tokenizer, short_documents) -> None:
     model_dir = gpt2_dir
     want = reference_packed_loss(model_dir, short_documents.read_text(), gpt2_tokenizer, 64)
     packed = validate(tmp_path / "packed", model_dir, short_documents, "--data.packing=true")
@@ -97,7 +97,7 @@ def test_packed_loss_equals_documents_run_alone(tmp_path, gpt2_dir, gpt2_tokeniz
     assert abs(joined - want) > 1e-2  # measured: 12.2397 joined, 12.30458435 reference, 12.30458432 packed
 
 
-def test_packing_refuses_models_that_attend_across_documents(tmp_path, causal_lm_dir, short_documents, capsys) -> None:  # noqa: ANN001
+def test_packing_refuses_models_that_attend_across_documents(tmp_path, causal_lm_dir, short_documents, capsys) -> None:
     with pytest.raises(SystemExit):
         validate(tmp_path, causal_lm_dir("opt"), short_documents, "--data.packing=true")
     assert "packing=true needs a model that masks attention by position_ids; opt" in capsys.readouterr().err

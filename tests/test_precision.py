@@ -4,12 +4,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import runs
 import torch
 import yaml
 from lightning.pytorch.plugins.precision import HalfPrecision
 from reference import read_results
 from torchmetrics import MeanMetric
-from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+from transformers import T5Tokenizer
 
 from lit_hf.cli import main
 from lit_hf.data.seq2seq import seq2seq_collate
@@ -25,37 +26,24 @@ TOLERANCE = {"bf16-mixed": 0.01, "16-mixed": 0.01, "bf16-true": 0.01, "16-true":
 
 
 @pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.update({"decoder_start_token_id": 0, "n_positions": 512})
-    path = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def family_args(tmp_path_factory, data_dir: Path, causal_lm_dir, classifier_dir, t5_dir: Path) -> dict[str, list[str]]:  # noqa: ANN001
+def family_args(
+    tmp_path_factory, data_dir: Path, causal_lm_dir, classifier_dir, tiny_t5_dir: Path
+) -> dict[str, list[str]]:
     cache = f"--data.data_cache_dir={tmp_path_factory.mktemp('cache')}"  # tokenized once, read by every precision
     families = {
         "causal_lm": [
-            "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={causal_lm_dir('gpt2')}",
-            "--data=lit_hf.data.LanguageModelingDataModule",
+            *runs.family_args("causal_lm", causal_lm_dir('gpt2')),
             f"--data.validation_file={data_dir / 'wikitext/wiki_00'}",
             "--data.block_size=64", "--data.max_eval_samples=8", "--data.eval_batch_size=4",
         ],
         "classification": [
-            "--model=lit_hf.tasks.SequenceClassificationTask",
-            f"--model.model_name_or_path={classifier_dir('bert', 2)}",
-            "--data=lit_hf.data.TextClassificationDataModule",
+            *runs.family_args("text_classification", classifier_dir('bert', 2)),
             "--data.task_name=cola", f"--data.data_dir={data_dir / 'glue'}", "--data.max_eval_samples=96",
             "--data.eval_batch_size=8",
         ],
         "translation": [
-            "--model=lit_hf.tasks.TranslationTask", f"--model.model_name_or_path={t5_dir}",
-            "--data=lit_hf.data.TranslationDataModule", f"--data.validation_file={data_dir / 'wmt16/sample.json'}",
+            *runs.family_args("translation", tiny_t5_dir),
+            f"--data.validation_file={data_dir / 'wmt16/sample.json'}",
             "--data.source_lang=en", "--data.target_lang=ro", "--data.max_target_length=12",
             "--data.eval_batch_size=4",
         ],
@@ -73,14 +61,14 @@ def validate(root: Path, args: list[str], precision: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def full_precision(tmp_path_factory: pytest.TempPathFactory, family_args) -> dict[str, dict[str, float]]:  # noqa: ANN001
+def full_precision(tmp_path_factory: pytest.TempPathFactory, family_args) -> dict[str, dict[str, float]]:
     root = tmp_path_factory.mktemp("fp32")
     return {name: read_results(validate(root / name, args, "32-true")) for name, args in family_args.items()}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("family", ["causal_lm", "classification", "translation"])
-def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full_precision, family, precision, capsys):  # noqa: ANN001
+def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full_precision, family, precision, capsys):
     results = read_results(validate(tmp_path / "runs", family_args[family], precision))
     reference = full_precision[family]
     assert set(results) == set(reference)
@@ -100,17 +88,19 @@ def test_each_precision_gives_the_metrics_of_32_true(tmp_path, family_args, full
         assert yaml.safe_load(saved.read_text())["trainer"]["precision"] == "bf16-mixed"
 
 
-def test_t5_in_float16_warns_naming_bf16(tmp_path, family_args) -> None:  # noqa: ANN001
+def test_t5_in_float16_warns_naming_bf16(tmp_path, family_args) -> None:
     with pytest.warns(UserWarning, match="float16 .16-true. overflows.*bf16-mixed"):
         validate(tmp_path / "runs", family_args["translation"], "16-true")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_metric_states_keep_float64_when_the_task_is_cast(family_args, causal_lm_dir, classifier_dir, t5_dir, dtype):  # noqa: ANN001
+def test_metric_states_keep_float64_when_the_task_is_cast(
+    family_args, causal_lm_dir, classifier_dir, tiny_t5_dir, dtype
+):
     tasks = [
         CausalLMTask(str(causal_lm_dir("gpt2"))),
         SequenceClassificationTask(str(classifier_dir("bert")), glue_task="stsb", regression=True),  # list states
-        TranslationTask(str(t5_dir)),
+        TranslationTask(str(tiny_t5_dir)),
     ]
     for task in tasks:
         HalfPrecision("bf16-true" if dtype == torch.bfloat16 else "16-true").convert_module(task)  # what Lightning runs
@@ -129,11 +119,11 @@ def test_a_mean_over_4000_rows_stays_exact_under_bf16_true() -> None:
 
 
 @pytest.mark.parametrize(("precision", "width"), [("bf16-mixed", 8), ("16-mixed", 8), ("32-true", 5), ("bf16-true", 5)])
-def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(t5_dir, precision, width) -> None:  # noqa: ANN001
-    hub = HubOptions(tokenizer_name=str(t5_dir))
+def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(tiny_t5_dir, precision, width) -> None:
+    hub = HubOptions(tokenizer_name=str(tiny_t5_dir))
     module = TranslationDataModule("en", "ro", hub=hub, validation_file="unused.json")
     module.trainer = SimpleNamespace(precision=precision)
-    module.tokenizer = T5Tokenizer.from_pretrained(t5_dir)  # what setup loads; pad id 0
+    module.tokenizer = T5Tokenizer.from_pretrained(tiny_t5_dir)  # what setup loads; pad id 0
     collate = seq2seq_collate(module.hparams, module.tokenizer, module.trainer)
     rows = [{"input_ids": [5, 6, 7, 8, 1], "attention_mask": [1] * 5, "labels": [9, 1], "index": 0}]
     batch = collate(rows + [{"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [9, 9, 1], "index": 1}])

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from reference import run_lit_hf
+from runs import cpu_run, family_args
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_hf.cli import main
@@ -24,14 +25,9 @@ PROMPTS = [
 def predict_args(tmp_path: Path, model_dir: Path, prompts: Path, *extra: str) -> list[str]:
     return [
         "predict",
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm", model_dir),
+        *cpu_run(tmp_path / "runs", tmp_path / "cache"),
         f"--data.predict_file={prompts}",
-        f"--data.data_cache_dir={tmp_path / 'cache'}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={tmp_path / 'runs'}",
         *extra,
     ]
 
@@ -125,8 +121,7 @@ def test_command_line_options_win_over_the_checkpoints(tmp_path, causal_lm_dir, 
     saved None."""
     model_dir = causal_lm_dir("gpt2")
     main([
-        "fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.LanguageModelingDataModule", f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+        "fit", *family_args("causal_lm", model_dir), f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         "--data.block_size=32", "--data.max_train_samples=8", f"--data.data_cache_dir={tmp_path / 'cache'}",
         "--trainer.accelerator=cpu", "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'fit'}",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runs import family_args
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Runs the CLI and reports the process's peak resident memory (Linux: KiB) on its last line.
@@ -24,9 +26,7 @@ def predict_peak_rss(tmp_path: Path, model_dir: Path, rows: int) -> tuple[int, P
         out.writelines(f"review number {i} was {'good' if i % 3 else 'bad'}\n" for i in range(rows))
     args = [
         "predict",
-        "--model=lit_hf.tasks.SequenceClassificationTask",
-        f"--model.model_name_or_path={model_dir}",
-        "--data=lit_hf.data.TextClassificationDataModule",
+        *family_args("text_classification", model_dir),
         f"--data.test_file={path}",
         "--data.text_column=text",
         "--data.eval_batch_size=500",

@@ -84,7 +84,7 @@ class Chain:
         probe = ["--trainer.callbacks+=stall_probe.StallAt", f"--trainer.callbacks.step={stall_at}"]
         command = [sys.executable, "-m", "lit_hf", *quickstart_args(self.name, self.root / "cut", *extra), *probe]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-        log = open(marker.with_suffix(".log"), "w")  # noqa: SIM115 (the child writes it; read back by `stop`)
+        log = open(marker.with_suffix(".log"), "w")
         command.append(f"--trainer.callbacks.marker={marker}")
         self.child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from reference import REPO, read_results, run_lit_hf
+from runs import cpu_run, family_args
 
 from lit_hf.cli import main
 
@@ -23,12 +24,9 @@ def free_port() -> int:
 
 def clm_args(root: Path, model: Path, data_dir: Path, cache: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={model}",
-        "--data=lit_hf.data.LanguageModelingDataModule", f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
+        *family_args("causal_lm", model), *cpu_run(root, cache), f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         "--data.block_size=64", "--data.validation_split_percentage=10", "--data.batch_size=4",
-        "--data.eval_batch_size=4", f"--data.data_cache_dir={cache}", "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={root}", *extra,
+        "--data.eval_batch_size=4", "--trainer.enable_model_summary=false", *extra,
     ]  # fmt: skip
 
 
@@ -53,7 +51,7 @@ def probes(folder: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):  # noqa: ANN001, ANN201
+def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):
     """Factory: root -> the arguments of a tiny GPT-2 `validate` into root, sharing one cache; and the 1-process
     results of those arguments, computed once for the tests that compare with them."""
     cache = tmp_path_factory.mktemp("cache")
@@ -66,7 +64,7 @@ def gpt2_run(tmp_path_factory, data_dir, causal_lm_dir):  # noqa: ANN001, ANN201
     return args, read_results(one)
 
 
-def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):  # noqa: ANN001
+def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):
     args, one = gpt2_run
     done = run_lit_hf("validate", *args(tmp_path / "dp"), "--trainer.strategy=dp", "--trainer.devices=2")
     assert done.stdout.count("--trainer.strategy=dp runs as ddp over the same devices") == 1  # rank 0 only
@@ -76,7 +74,7 @@ def test_strategy_dp_runs_as_ddp_and_says_why(tmp_path, gpt2_run):  # noqa: ANN0
         assert dp[key] == pytest.approx(one[key], rel=1e-6), key
 
 
-def torchrun_two_nodes(subcommand: str, root: Path, args_of_node, *extra: str) -> None:  # noqa: ANN001
+def torchrun_two_nodes(subcommand: str, root: Path, args_of_node, *extra: str) -> None:
     """Two torchrun agents on 127.0.0.1 as two nodes of one process each (node_rank 0 and 1)."""
     port = free_port()
     procs = [
@@ -155,7 +153,7 @@ def slurm_rank_env(rank: int, port: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, gpt2_run):  # noqa: ANN001
+def test_a_slurm_jobs_ranks_use_lightnings_slurm_environment(tmp_path, gpt2_run):
     args, one = gpt2_run
     port = free_port()
     command = [sys.executable, "-m", "lit_hf", "validate", *args(tmp_path / "slurm"), "--trainer.devices=2"]

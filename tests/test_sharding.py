@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from reference import read_results, run_lit_hf
+from runs import cpu_run, family_args
 from safetensors.torch import load_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from transformers import AutoModelForCausalLM
@@ -19,20 +20,15 @@ from lit_hf.sharding import block_classes
 
 def clm_args(root: Path, model: Path, data_dir: Path, cache: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={model}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm", model),
+        *cpu_run(root, cache),
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         "--data.block_size=64",
         "--data.validation_split_percentage=10",
         "--data.max_eval_samples=9",
         "--data.batch_size=4",
         "--data.eval_batch_size=4",
-        f"--data.data_cache_dir={cache}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={root}",
         *extra,
     ]  # fmt: skip  9 blocks on 2 processes: 5 + 4, which round-robin batches of 4 would run as 2 + 1
 
@@ -79,7 +75,7 @@ def test_every_process_runs_the_same_number_of_batches_and_sees_each_row_once() 
         assert sorted(rows) == list(range(size)) and max(len(b) for s in shards for b in s) <= batch
 
 
-def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:  # noqa: ANN001
+def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:
     from torch.distributed.fsdp import fully_shard
 
     model = AutoModelForCausalLM.from_pretrained(causal_lm_dir("opt"))
@@ -98,19 +94,11 @@ def test_blocks_and_decay_groups_of_a_sharded_model(causal_lm_dir) -> None:  # n
         dist.destroy_process_group()
 
 
-def test_t5_validate_under_fsdp_generates_like_one_process(tmp_path, data_dir) -> None:  # noqa: ANN001
-    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
-
-    tokenizer = T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(tokenizer))
-    config.update({"decoder_start_token_id": 0, "n_positions": 512})
-    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
-    tokenizer.save_pretrained(tmp_path / "t5")
+def test_t5_validate_under_fsdp_generates_like_one_process(tmp_path, data_dir, tiny_t5_dir) -> None:
     # 10 pairs on 2 processes: 5 + 5 in 2 batches each; generate runs until every process is done (synced_gpus)
     args = [
-        "--model=lit_hf.tasks.TranslationTask", f"--model.model_name_or_path={tmp_path / 't5'}",
-        "--data=lit_hf.data.TranslationDataModule", f"--data.validation_file={data_dir / 'wmt16/sample.json'}",
+        *family_args("translation", tiny_t5_dir),
+        f"--data.validation_file={data_dir / 'wmt16/sample.json'}",
         "--data.source_lang=en", "--data.target_lang=ro", "--data.max_target_length=12", "--data.eval_batch_size=4",
         f"--data.data_cache_dir={tmp_path / 'cache'}", "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from reference import read_results, reference_blocks, reference_perplexity
+from runs import cpu_run, family_args
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
@@ -48,16 +49,11 @@ def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def fit_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[str]:
     return [
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
+        *family_args("causal_lm", model_dir),
+        *cpu_run(root, root.parent / "cache"),
         "--trainer.num_sanity_val_steps=0",
         "--trainer.log_every_n_steps=1",
         "--seed_everything=0",
-        f"--trainer.default_root_dir={root}",
-        f"--data.data_cache_dir={root.parent / 'cache'}",
-        f"--model.model_name_or_path={model_dir}",
         "--model.optim.learning_rate=1e-2",
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         f"--data.validation_file={data_dir / 'wikitext/wikitext-2/valid.txt'}",
@@ -72,7 +68,7 @@ def fit_args(model_dir: Path, data_dir: Path, root: Path, *extra: str) -> list[s
 
 def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
     nodrop_gpt2_dir, data_dir, gpt2_tokenizer, tmp_path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     """A compiled fit's losses and validation equal an eager fit's; its checkpoint validates to the same perplexity
     eagerly and compiled, and so does its export in a plain transformers forward.
 
@@ -113,7 +109,7 @@ def test_compiled_fit_and_validate_equal_eager_ones_and_checkpoints_stay_plain(
 
 
 @pytest.mark.parametrize("family", ["causal_lm", "translation"])
-def test_compiled_models_generate_as_eager_ones(family, nodrop_gpt2_dir, tiny_t5_dir) -> None:  # noqa: ANN001
+def test_compiled_models_generate_as_eager_ones(family, nodrop_gpt2_dir, tiny_t5_dir) -> None:
     """`generate` runs eagerly under compile: the same tokens, without compiling (which would take seconds)."""
     task_class, path = (CausalLMTask, nodrop_gpt2_dir) if family == "causal_lm" else (TranslationTask, tiny_t5_dir)
     generation = GenerationOptions(max_new_tokens=6)
@@ -135,7 +131,7 @@ def test_compiled_models_generate_as_eager_ones(family, nodrop_gpt2_dir, tiny_t5
         assert got[0] == want[0]
 
 
-def make_task(family: str, dirs: dict, **options):  # noqa: ANN003, ANN201
+def make_task(family: str, dirs: dict, **options):
     """A tiny task of the family and a batch for it: (task, batch)."""
     torch.manual_seed(1)
     ids = torch.randint(5, 1000, (4, 9))  # (batch, seq_len)
@@ -158,7 +154,7 @@ def make_task(family: str, dirs: dict, **options):  # noqa: ANN003, ANN201
     return task, {"pixel_values": torch.randn(4, 3, 32, 32), "labels": torch.tensor([0, 1, 2, 0])}
 
 
-def step(task, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, int]]:  # noqa: ANN001
+def step(task, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, int]]:
     """One training forward and backward: the loss, the gradients, and how often each module was called (a block's
     recomputation calls its submodules again: transformers checkpoints the block's `forward`, not its hooks)."""
     calls: dict[str, int] = {}
@@ -173,7 +169,7 @@ def step(task, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict
 
 
 @pytest.fixture(scope="module")
-def dirs(nodrop_gpt2_dir, tiny_t5_dir, vit_dir, classifier_dir) -> dict:  # noqa: ANN001
+def dirs(nodrop_gpt2_dir, tiny_t5_dir, vit_dir, classifier_dir) -> dict:
     return {"gpt2": nodrop_gpt2_dir, "t5": tiny_t5_dir, "vit": vit_dir, "bert": classifier_dir("bert", None)} | {
         "bert_cls": classifier_dir("bert", 3)
     }
@@ -186,7 +182,7 @@ def blocks(model: torch.nn.Module) -> list[str]:
     return [name for name in on if name.rpartition(".")[0] in lists]
 
 
-def check_recomputed(task, batch: dict, plain, plain_batch: dict) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def check_recomputed(task, batch: dict, plain, plain_batch: dict) -> dict[str, torch.Tensor]:
     """The checkpointed task's loss and gradients equal the plain one's, and each of its blocks ran twice."""
     assert len(blocks(task.model)) >= 2 and not blocks(plain.model)
     plain_loss, plain_grads, plain_calls = step(plain, plain_batch)
@@ -202,11 +198,11 @@ def check_recomputed(task, batch: dict, plain, plain_batch: dict) -> dict[str, t
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradient_checkpointing_recomputes_to_the_same_loss_and_gradients(family, dirs) -> None:  # noqa: ANN001
+def test_gradient_checkpointing_recomputes_to_the_same_loss_and_gradients(family, dirs) -> None:
     check_recomputed(*make_task(family, dirs, speed=CHECKPOINTED), *make_task(family, dirs))
 
 
-def test_lora_with_gradient_checkpointing_trains_the_adapters(dirs) -> None:  # noqa: ANN001
+def test_lora_with_gradient_checkpointing_trains_the_adapters(dirs) -> None:
     """Frozen embeddings give the blocks inputs that need no gradient; non-reentrant checkpointing still backprops."""
     lora = LoraOptions(dropout=0.0)
     task = make_task("causal_lm", dirs, speed=CHECKPOINTED, lora=lora)
@@ -215,7 +211,7 @@ def test_lora_with_gradient_checkpointing_trains_the_adapters(dirs) -> None:  # 
     assert all(grads[n].abs().sum() > 0 for n in grads if ".lora_B." in n)  # B starts at zero, so A's grads are 0
 
 
-def test_speed_options_that_cannot_work(nodrop_gpt2_dir, tmp_path) -> None:  # noqa: ANN001
+def test_speed_options_that_cannot_work(nodrop_gpt2_dir, tmp_path) -> None:
     from transformers import ResNetConfig, ResNetForImageClassification
 
     with pytest.raises(ConfigError, match="speed.compile_mode='max-autotune' needs speed.compile=true"):
@@ -233,7 +229,7 @@ def test_speed_options_that_cannot_work(nodrop_gpt2_dir, tmp_path) -> None:  # n
         ("--model.speed.compile_mode=fast", "reduce-overhead"),
     ],
 )
-def test_cli_speed_mistakes_give_one_line(option, needle, nodrop_gpt2_dir, capsys) -> None:  # noqa: ANN001
+def test_cli_speed_mistakes_give_one_line(option, needle, nodrop_gpt2_dir, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(
             ["fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={nodrop_gpt2_dir}", *DATA, option]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from reference import logged, reference_blocks, run_lit_hf
+from runs import cpu_run, family_args
 
 import lit_hf.data.block_stream as block_stream
 import lit_hf.data.streaming as streaming
@@ -22,7 +23,7 @@ from lit_hf.options import HubOptions
 REPO = Path(__file__).resolve().parents[1]
 
 
-def data_module(tmp_path: Path, tokenizer_dir: Path, **options) -> LanguageModelingDataModule:  # noqa: ANN003
+def data_module(tmp_path: Path, tokenizer_dir: Path, **options) -> LanguageModelingDataModule:
     cache = str(tmp_path / "cache")
     options = {"validation_split_percentage": 0, "data_cache_dir": cache, **options}
     dm = LanguageModelingDataModule(hub=HubOptions(tokenizer_name=str(tokenizer_dir)), **options)
@@ -95,9 +96,7 @@ def test_two_processes_take_disjoint_rows_in_equal_batches(tmp_path, data_dir, c
     assert len(shares[0]) // block // batch > 3 * steps > 0
     args = [
         "fit",
-        "--model=lit_hf.tasks.CausalLMTask",
-        f"--model.model_name_or_path={causal_lm_dir('gpt2')}",
-        "--data=lit_hf.data.LanguageModelingDataModule",
+        *family_args("causal_lm", causal_lm_dir("gpt2")),
         f"--data.train_file={tmp_path / 'rows.jsonl'}",
         "--data.streaming=true",
         "--data.validation_split_percentage=0",
@@ -127,12 +126,10 @@ def fit_args(root: Path, data_dir: Path, model_dir: Path, max_steps: int, *extra
     """test_resume's fit (dropout 0.1, last.ckpt every step), streamed and shuffled in a buffer of 8 blocks."""
     return [
         "fit",
-        "--model=lit_hf.tasks.CausalLMTask",
-        "--data=lit_hf.data.LanguageModelingDataModule",
-        f"--model.model_name_or_path={model_dir}",
+        *family_args("causal_lm", model_dir),
+        *cpu_run(root),
         "--model.optim.learning_rate=1e-3",
         "--model.optim.lr_scheduler_type=constant",
-        f"--data.data_cache_dir={root / 'cache'}",
         f"--data.train_file={data_dir / 'wikitext/wiki_00'}",
         f"--data.validation_file={data_dir / 'wikitext/wiki_00'}",
         "--data.streaming=true",
@@ -142,13 +139,10 @@ def fit_args(root: Path, data_dir: Path, model_dir: Path, max_steps: int, *extra
         "--data.max_eval_samples=8",
         "--data.batch_size=4",
         "--seed_everything=0",
-        "--trainer.accelerator=cpu",
         f"--trainer.max_steps={max_steps}",
         "--trainer.val_check_interval=5",
         "--trainer.limit_val_batches=1",
         "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.save_last=true",
         "--trainer.callbacks.every_n_train_steps=1",

@@ -13,6 +13,7 @@ from reference import (
     reference_tokens,
     wiki_00_held_out,
 )
+from runs import family_args
 from test_distributed import launch
 
 import lit_hf.data.strided as strided
@@ -21,10 +22,10 @@ from lit_hf.data import LanguageModelingDataModule
 
 BLOCK, STRIDE = 64, 16
 RUN = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-CLM = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule", *RUN]
+CLM = [*family_args("causal_lm"), *RUN]
 
 
-def lines_of(data_dir: Path, tokenizer, tokens: int) -> list[str]:  # noqa: ANN001
+def lines_of(data_dir: Path, tokenizer, tokens: int) -> list[str]:
     """The first lines of WikiText-2's validation text that hold at least `tokens` tokens."""
     lines, count = [], 0
     for line in (data_dir / "wikitext" / "wikitext-2" / "valid.txt").read_text(encoding="utf-8").splitlines(True):

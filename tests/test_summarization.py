@@ -9,33 +9,15 @@ import torch
 from nltk.tokenize.punkt import PunktSentenceTokenizer
 from reference import REPO, read_results, run_lit_hf
 from rouge_score import rouge_scorer
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration, T5Tokenizer
+from runs import cpu_run, family_args, rows_of, run_dir
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
 from lit_hf.data.seq2seq_inputs import tokenize_documents
 from lit_hf.data.summarization import SummarizationDataModule
 from lit_hf.metrics import CorpusRouge, sentences_per_line
 
-TASK = "--model=lit_hf.tasks.SummarizationTask"
-DATA = "--data=lit_hf.data.SummarizationDataModule"
 TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-
-
-@pytest.fixture(scope="module")
-def t5_tokenizer(data_dir: Path) -> T5Tokenizer:
-    return T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-
-
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory: pytest.TempPathFactory, t5_tokenizer: T5Tokenizer) -> Path:
-    """A 2-layer, 32-wide T5 with random weights and the real T5 SentencePiece vocabulary, saved as users'd have it."""
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(t5_tokenizer))
-    config.update({"decoder_start_token_id": 0, "n_positions": 512})  # as google-t5/t5-small's config.json has
-    path = tmp_path_factory.mktemp("tiny-t5-sum")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +25,14 @@ def xsum_file(data_dir: Path) -> Path:
     return data_dir / "xsum" / "sample.json"  # 10 XSum documents with summaries: not a multiple of 3
 
 
-def rows_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def run_dir(root: Path) -> Path:
-    return max((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-
-
 def args_for(command: str, model: Path, root: Path, *extra: str) -> list[str]:
     return [
         command,
-        TASK,
-        f"--model.model_name_or_path={model}",
-        DATA,
+        *family_args("summarization", model),
+        *cpu_run(root),
         "--data.max_source_length=128",
         "--data.max_target_length=16",
         "--data.eval_batch_size=4",
-        f"--data.data_cache_dir={root / 'cache'}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
         *extra,
     ]
 
@@ -81,9 +50,9 @@ def reference_rouge(hypotheses: list[str], references: list[str]) -> dict[str, f
 
 
 @pytest.fixture(scope="module")
-def validated(t5_dir: Path, xsum_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def validated(tiny_t5_dir: Path, xsum_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sum-validated")
-    main(args_for("validate", t5_dir, root, f"--data.validation_file={xsum_file}"))
+    main(args_for("validate", tiny_t5_dir, root, f"--data.validation_file={xsum_file}"))
     return run_dir(root)
 
 
@@ -157,10 +126,10 @@ def test_rouge_lsum_scores_sentences_split_as_run_summarization() -> None:
 
 
 @torch.no_grad()
-def test_loss_and_summaries_equal_plain_transformers(t5_dir: Path, xsum_file: Path, validated: Path) -> None:
+def test_loss_and_summaries_equal_plain_transformers(tiny_t5_dir: Path, xsum_file: Path, validated: Path) -> None:
     """One document at a time through `transformers`: HF's own loss, token-weighted, and greedy `generate`."""
-    model = T5ForConditionalGeneration.from_pretrained(t5_dir).eval()
-    tokenizer = T5Tokenizer.from_pretrained(t5_dir)
+    model = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir).eval()
+    tokenizer = T5Tokenizer.from_pretrained(tiny_t5_dir)
     nll, tokens, hyps = 0.0, 0, []
     for row in rows_of(xsum_file):
         inputs = tokenizer("summarize: " + row["document"], max_length=128, truncation=True, return_tensors="pt")
@@ -178,9 +147,9 @@ def test_loss_and_summaries_equal_plain_transformers(t5_dir: Path, xsum_file: Pa
     assert {name: results[f"val/{name}"] for name in TYPES} == pytest.approx(expected, rel=1e-12)
 
 
-def test_validate_on_3_processes_equals_1_and_rouge_score(edited_file: Path, t5_dir: Path, tmp_path: Path) -> None:
-    main(args_for("validate", t5_dir, tmp_path / "one", f"--data.validation_file={edited_file}"))
-    three_args = args_for("validate", t5_dir, tmp_path / "three", f"--data.validation_file={edited_file}")
+def test_validate_on_3_processes_equals_1_and_rouge_score(edited_file: Path, tiny_t5_dir: Path, tmp_path: Path) -> None:
+    main(args_for("validate", tiny_t5_dir, tmp_path / "one", f"--data.validation_file={edited_file}"))
+    three_args = args_for("validate", tiny_t5_dir, tmp_path / "three", f"--data.validation_file={edited_file}")
     run_lit_hf(*three_args, "--trainer.devices=3", "--trainer.strategy=ddp")
     one, three = run_dir(tmp_path / "one"), run_dir(tmp_path / "three")
     written = (three / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
@@ -196,7 +165,9 @@ def test_validate_on_3_processes_equals_1_and_rouge_score(edited_file: Path, t5_
     assert results_three["val/gen_len"] == results_one["val/gen_len"]
 
 
-def test_export_equals_pipeline_and_predictions_in_input_order(t5_dir: Path, xsum_file: Path, tmp_path: Path) -> None:
+def test_export_equals_pipeline_and_predictions_in_input_order(
+    tiny_t5_dir: Path, xsum_file: Path, tmp_path: Path
+) -> None:
     """fit a few steps; predict from the checkpoint; plain `generate` on `huggingface/` gives the same (transformers 5
     removed the `summarization` pipeline: `pipeline("summarization")` raises KeyError)."""
     fit = [
@@ -205,13 +176,13 @@ def test_export_equals_pipeline_and_predictions_in_input_order(t5_dir: Path, xsu
         "--data.batch_size=4",
         "--model.optim.learning_rate=1e-4",
     ]
-    main(args_for("fit", t5_dir, tmp_path / "fit", *fit))
+    main(args_for("fit", tiny_t5_dir, tmp_path / "fit", *fit))
     fitted = run_dir(tmp_path / "fit")
     documents = [row["document"].split("\n")[0] for row in rows_of(xsum_file)][:5]  # short: nothing truncated
     file = tmp_path / "documents.txt"
     file.write_text("\n".join(documents) + "\n", encoding="utf-8")
     checkpoint = next((fitted / "checkpoints").glob("*.ckpt"))
-    main(args_for("predict", t5_dir, tmp_path, f"--data.predict_file={file}", f"--ckpt_path={checkpoint}"))
+    main(args_for("predict", tiny_t5_dir, tmp_path, f"--data.predict_file={file}", f"--ckpt_path={checkpoint}"))
     run = run_dir(tmp_path)
     lines = (run / "predictions.txt").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -221,7 +192,9 @@ def test_export_equals_pipeline_and_predictions_in_input_order(t5_dir: Path, xsu
     assert exported.config.task_specific_params == {"summarization": {"prefix": "summarize: "}}  # T5's default
     card = (fitted / "huggingface" / "README.md").read_text()
     assert "pipeline_tag: summarization" in card and "tokenizer('summarize: ...', return_tensors=\"pt\")" in card
-    assert not torch.equal(exported.lm_head.weight, T5ForConditionalGeneration.from_pretrained(t5_dir).lm_head.weight)
+    assert not torch.equal(
+        exported.lm_head.weight, T5ForConditionalGeneration.from_pretrained(tiny_t5_dir).lm_head.weight
+    )
     summaries = []
     for doc in documents:  # one at a time, as a pipeline with batch_size=1 would
         with torch.no_grad():
@@ -248,15 +221,19 @@ def test_short_fit_on_the_quickstart_raises_rouge(tmp_path: Path, monkeypatch: p
 # --- error cases -----------------------------------------------------------------------------------------------
 
 
-def test_missing_summary_column_names_the_option(t5_dir: Path, xsum_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_missing_summary_column_names_the_option(tiny_t5_dir: Path, xsum_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(args_for("validate", t5_dir, tmp_path, f"--data.validation_file={xsum_file}", "--data.summary_column=abc"))
+        main(
+            args_for(
+                "validate", tiny_t5_dir, tmp_path, f"--data.validation_file={xsum_file}", "--data.summary_column=abc"
+            )
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "'abc'" in err and "summary_column" in err
 
 
-def test_hub_columns_and_t5_prefix(t5_dir: Path, xsum_file: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_hub_columns_and_t5_prefix(tiny_t5_dir: Path, xsum_file: Path, tmp_path: Path, monkeypatch) -> None:
     import datasets
 
     from lit_hf.data import sources
@@ -265,7 +242,7 @@ def test_hub_columns_and_t5_prefix(t5_dir: Path, xsum_file: Path, tmp_path: Path
     renamed = raw.rename_columns({"document": "article", "summary": "highlights"})  # CNN/DailyMail's names
     monkeypatch.setattr(sources, "load_hub", lambda *args: renamed)
     options = dict(dataset_name="abisee/cnn_dailymail", dataset_config_name="3.0.0", data_cache_dir=str(tmp_path))
-    data = SummarizationDataModule(str(t5_dir), **options)
+    data = SummarizationDataModule(str(tiny_t5_dir), **options)
     data.prepare_data()
     data.setup("validate")
     assert data.datasets["validation"]["target_text"] == [row["summary"] for row in rows_of(xsum_file)]

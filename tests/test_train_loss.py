@@ -89,7 +89,7 @@ def fit(root: Path, cache: Path, *args: str) -> list[str]:
 @pytest.mark.parametrize(
     "family", ["clm", "classification", "multiple_choice", "translation", "summarization", "image_classification"]
 )
-def test_train_loss_on_two_processes_is_the_one_process_value(family, tmp_path) -> None:  # noqa: ANN001
+def test_train_loss_on_two_processes_is_the_one_process_value(family, tmp_path) -> None:
     args = family_args(family, tmp_path)
     main(fit(tmp_path / "one", tmp_path / "cache", *args, "--data.batch_size=8"))
     # ddp_fork: Lightning's DDP with the processes forked from this one, which has imported everything already

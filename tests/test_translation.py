@@ -7,7 +7,8 @@ import pytest
 import sacrebleu
 import torch
 from reference import REPO, read_results, run_lit_hf
-from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+from runs import cpu_run, family_args, run_dir, save_tiny_t5
+from transformers import T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
 from lit_hf.data.seq2seq_inputs import collate_pairs
@@ -17,26 +18,6 @@ from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.options import GenerationOptions, HubOptions
 from lit_hf.tasks.translation import TranslationTask
-
-TASK = "--model=lit_hf.tasks.TranslationTask"
-DATA = "--data=lit_hf.data.TranslationDataModule"
-
-
-@pytest.fixture(scope="module")
-def t5_tokenizer(data_dir: Path) -> T5Tokenizer:
-    return T5Tokenizer.from_pretrained(data_dir / "tokenizers" / "t5-small")
-
-
-@pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory: pytest.TempPathFactory, t5_tokenizer: T5Tokenizer) -> Path:
-    """A 2-layer, 32-wide T5 with random weights and the real T5 SentencePiece vocabulary, saved as users'd have it."""
-    torch.manual_seed(0)
-    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=len(t5_tokenizer))
-    config.update({"decoder_start_token_id": 0, "n_positions": 512})  # as google-t5/t5-small's config.json has
-    path = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -48,34 +29,25 @@ def pairs_of(path: Path) -> list[dict[str, str]]:
     return [json.loads(line)["translation"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_dir(root: Path) -> Path:
-    return max((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-
-
 def validate_args(model: Path, file: Path, root: Path, *extra: str) -> list[str]:
     return [
         "validate",
-        TASK,
-        f"--model.model_name_or_path={model}",
-        DATA,
+        *family_args("translation", model),
+        *cpu_run(root),
         f"--data.validation_file={file}",
         "--data.source_lang=en",
         "--data.target_lang=ro",
         "--data.max_target_length=12",
         "--data.eval_batch_size=4",
-        f"--data.data_cache_dir={root / 'cache'}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
         *extra,
     ]
 
 
 @pytest.fixture(scope="module")
-def validated(t5_dir: Path, sample_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def validated(tiny_t5_dir: Path, sample_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The log directory of one plain `validate` on the sample pairs, which several tests read."""
     root = tmp_path_factory.mktemp("validated")
-    main(validate_args(t5_dir, sample_file, root))
+    main(validate_args(tiny_t5_dir, sample_file, root))
     return run_dir(root)
 
 
@@ -100,8 +72,8 @@ def test_tokenize_pairs_prefix_labels_and_raw_references(t5_tokenizer: T5Tokeniz
     assert padded["labels"][1][-1] == -100 and t5_tokenizer.pad_token_id not in padded["labels"][1]
 
 
-def test_collate_pads_labels_with_minus_100_and_loss_ignores_them(t5_dir: Path, t5_tokenizer: T5Tokenizer) -> None:
-    model = T5ForConditionalGeneration.from_pretrained(t5_dir).eval()
+def test_collate_pads_labels_with_minus_100_and_loss_ignores_them(tiny_t5_dir: Path, t5_tokenizer: T5Tokenizer) -> None:
+    model = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir).eval()
     examples = []
     for i, (src, tgt) in enumerate(
         [("A short one.", "Scurt."), ("A much longer source sentence.", "O propoziție lungă.")]
@@ -151,26 +123,26 @@ def test_t5_prefix_rule() -> None:
         t5_prefix("en", "xx")
 
 
-def test_prefix_derived_for_t5_only_and_explicit_value_wins(t5_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+def test_prefix_derived_for_t5_only_and_explicit_value_wins(tiny_t5_dir: Path, tmp_path: Path, data_dir: Path) -> None:
     def prefix(config: str | None, source_prefix: str | None) -> str:
-        hub = HubOptions(tokenizer_name=str(t5_dir), config_name=config)
+        hub = HubOptions(tokenizer_name=str(tiny_t5_dir), config_name=config)
         data = TranslationDataModule("en", "ro", hub=hub, source_prefix=source_prefix, validation_file="x.json")
         return data._settings(notify=False)[1]
 
-    assert prefix(str(t5_dir), None) == "translate English to Romanian: "
-    assert prefix(str(t5_dir), "") == ""
-    assert prefix(str(t5_dir), "en2ro: ") == "en2ro: "
+    assert prefix(str(tiny_t5_dir), None) == "translate English to Romanian: "
+    assert prefix(str(tiny_t5_dir), "") == ""
+    assert prefix(str(tiny_t5_dir), "en2ro: ") == "en2ro: "
     assert prefix(None, None) == ""  # no config, no T5: no prefix
 
 
-def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_saved_dataset_hub_and_cache_reuse(tiny_t5_dir: Path, sample_file: Path, tmp_path: Path, monkeypatch) -> None:
     import datasets
 
     from lit_hf.data import sources as translation
 
     raw = datasets.load_dataset("json", data_files={"validation": str(sample_file)}, cache_dir=str(tmp_path / "hf"))
     raw.save_to_disk(str(tmp_path / "saved"))
-    options = dict(model_name_or_path=str(t5_dir), data_cache_dir=str(tmp_path / "cache"))
+    options = dict(model_name_or_path=str(tiny_t5_dir), data_cache_dir=str(tmp_path / "cache"))
     saved = TranslationDataModule("en", "ro", dataset_path=str(tmp_path / "saved"), **options)
     saved.prepare_data()
     saved.setup("validate")
@@ -187,10 +159,10 @@ def test_saved_dataset_hub_and_cache_reuse(t5_dir: Path, sample_file: Path, tmp_
     assert asked[0][:2] == ("wmt/wmt16", "ro-en")
 
 
-def test_fit_splits_share_one_cache_key_after_tokenizing(t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
+def test_fit_splits_share_one_cache_key_after_tokenizing(tiny_t5_dir: Path, sample_file: Path, tmp_path: Path) -> None:
     """Tokenizing with truncation changes the fast tokenizer's state; the cache key must not follow it."""
     files = dict(train_file=str(sample_file), validation_file=str(sample_file), max_source_length=32)
-    tokenizer = HubOptions(tokenizer_name=str(t5_dir))
+    tokenizer = HubOptions(tokenizer_name=str(tiny_t5_dir))
     data = TranslationDataModule("en", "ro", hub=tokenizer, data_cache_dir=str(tmp_path), **files)
     data.prepare_data()
     data.setup("fit")
@@ -201,9 +173,9 @@ def test_fit_splits_share_one_cache_key_after_tokenizing(t5_dir: Path, sample_fi
 
 
 def test_validate_writes_ordered_predictions_and_bleu_equals_sacrebleu(
-    t5_dir: Path, sample_file: Path, validated: Path, tmp_path: Path
+    tiny_t5_dir: Path, sample_file: Path, validated: Path, tmp_path: Path
 ) -> None:
-    main(validate_args(t5_dir, sample_file, tmp_path / "unsorted", "--data.sort_by_length=false"))
+    main(validate_args(tiny_t5_dir, sample_file, tmp_path / "unsorted", "--data.sort_by_length=false"))
     sorted_run, unsorted_run = validated, run_dir(tmp_path / "unsorted")
     hyps = (sorted_run / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
     refs = [pair["ro"] for pair in pairs_of(sample_file)]
@@ -217,11 +189,11 @@ def test_validate_writes_ordered_predictions_and_bleu_equals_sacrebleu(
 
 
 @torch.no_grad()
-def test_loss_and_hypotheses_equal_plain_transformers(t5_dir: Path, sample_file: Path, validated: Path) -> None:
+def test_loss_and_hypotheses_equal_plain_transformers(tiny_t5_dir: Path, sample_file: Path, validated: Path) -> None:
     """One sentence at a time through `transformers`: HF's own loss, token-weighted, and greedy `generate`."""
     run = validated
-    model = T5ForConditionalGeneration.from_pretrained(t5_dir).eval()
-    tokenizer = T5Tokenizer.from_pretrained(t5_dir)
+    model = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir).eval()
+    tokenizer = T5Tokenizer.from_pretrained(tiny_t5_dir)
     nll, tokens, hyps = 0.0, 0, []
     for pair in pairs_of(sample_file):
         inputs = tokenizer("translate English to Romanian: " + pair["en"], return_tensors="pt")
@@ -235,7 +207,7 @@ def test_loss_and_hypotheses_equal_plain_transformers(t5_dir: Path, sample_file:
 
 
 def test_validate_on_3_processes_equals_1_with_nonzero_bleu(
-    t5_dir: Path, sample_file: Path, validated: Path, tmp_path: Path
+    tiny_t5_dir: Path, sample_file: Path, validated: Path, tmp_path: Path
 ) -> None:
     """References made from the model's own outputs (edited), so BLEU is neither 0 nor 100; 10 pairs, 3 ranks."""
     hyps = (validated / "val_predictions.txt").read_text(encoding="utf-8").splitlines()
@@ -247,8 +219,8 @@ def test_validate_on_3_processes_equals_1_with_nonzero_bleu(
     edited = tmp_path / "edited.jsonl"
     edited.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
-    main(validate_args(t5_dir, edited, tmp_path / "one"))
-    run_lit_hf(*validate_args(t5_dir, edited, tmp_path / "three", "--trainer.devices=3", "--trainer.strategy=ddp"))
+    main(validate_args(tiny_t5_dir, edited, tmp_path / "one"))
+    run_lit_hf(*validate_args(tiny_t5_dir, edited, tmp_path / "three", "--trainer.devices=3", "--trainer.strategy=ddp"))
 
     one, three = run_dir(tmp_path / "one"), run_dir(tmp_path / "three")
     refs = [pair["ro"] for pair in pairs_of(edited)]
@@ -263,11 +235,11 @@ def test_validate_on_3_processes_equals_1_with_nonzero_bleu(
     assert results_three["val/gen_len"] == pytest.approx(results_one["val/gen_len"], rel=1e-6)
 
 
-def test_predict_writes_translations_in_input_order(t5_dir: Path, tmp_path: Path) -> None:
+def test_predict_writes_translations_in_input_order(tiny_t5_dir: Path, tmp_path: Path) -> None:
     sources = ["Short.", "A rather longer sentence to translate here.", "Mid length one.", "Yes", "Another line."]
     file = tmp_path / "sources.txt"
     file.write_text("\n".join(sources) + "\n")
-    args = validate_args(t5_dir, file, tmp_path, "--data.predict_file=" + str(file))
+    args = validate_args(tiny_t5_dir, file, tmp_path, "--data.predict_file=" + str(file))
     args[0] = "predict"
     args.remove(f"--data.validation_file={file}")
     main(args)
@@ -277,7 +249,7 @@ def test_predict_writes_translations_in_input_order(t5_dir: Path, tmp_path: Path
     assert len(lines) == len(sources) and [row["index"] for row in rows] == list(range(len(sources)))
     assert [row["translation"] for row in rows] == lines
     single = TranslationTask(
-        str(t5_dir), generation=GenerationOptions(max_new_tokens=12)
+        str(tiny_t5_dir), generation=GenerationOptions(max_new_tokens=12)
     ).eval()  # the third source alone, no batch neighbours
     ids = single.tokenizer(["translate English to Romanian: " + sources[2]], return_tensors="pt")
     assert single._generate(dict(ids))[0][0] == lines[2]
@@ -301,63 +273,62 @@ def test_short_fit_on_learnable_pairs_raises_bleu(tmp_path: Path, monkeypatch: p
 # --- error cases -----------------------------------------------------------------------------------------------
 
 
-def test_missing_file_is_one_line_error(t5_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_file_is_one_line_error(tiny_t5_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(validate_args(t5_dir, tmp_path / "nope.json", tmp_path))
+        main(validate_args(tiny_t5_dir, tmp_path / "nope.json", tmp_path))
     assert exit_info.value.code == 2
     assert "validation_file" in capsys.readouterr().err
 
 
-def test_missing_language_key_names_the_option(t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_missing_language_key_names_the_option(tiny_t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        main(validate_args(t5_dir, sample_file, tmp_path, "--data.target_lang=de"))
+        main(validate_args(tiny_t5_dir, sample_file, tmp_path, "--data.target_lang=de"))
     err = capsys.readouterr().err
     assert "'de'" in err and "target_lang" in err
 
 
-def test_missing_column_names_the_option(t5_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_column_names_the_option(tiny_t5_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     file = tmp_path / "pairs.csv"
     file.write_text("english,romanian\nHello,Salut\n")
     with pytest.raises(SystemExit):
-        main(validate_args(t5_dir, file, tmp_path))
+        main(validate_args(tiny_t5_dir, file, tmp_path))
     assert "source_column" in capsys.readouterr().err
-    main(validate_args(t5_dir, file, tmp_path, "--data.source_column=english", "--data.target_column=romanian"))
+    main(validate_args(tiny_t5_dir, file, tmp_path, "--data.source_column=english", "--data.target_column=romanian"))
 
 
-def test_max_source_length_above_model_positions(t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_max_source_length_above_model_positions(tiny_t5_dir: Path, sample_file: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        main(validate_args(t5_dir, sample_file, tmp_path, "--data.max_source_length=4096"))
+        main(validate_args(tiny_t5_dir, sample_file, tmp_path, "--data.max_source_length=4096"))
     assert "max_source_length 4096 exceeds the model's 512 positions" in capsys.readouterr().err
 
 
-def test_constructor_errors(t5_dir: Path) -> None:
+def test_constructor_errors(tiny_t5_dir: Path) -> None:
     with pytest.raises(ConfigError, match="both 'en'"):
-        TranslationDataModule("en", "en", model_name_or_path=str(t5_dir), validation_file="x.json")
+        TranslationDataModule("en", "en", model_name_or_path=str(tiny_t5_dir), validation_file="x.json")
     with pytest.raises(ConfigError, match="data source"):
-        TranslationDataModule("en", "ro", model_name_or_path=str(t5_dir))
+        TranslationDataModule("en", "ro", model_name_or_path=str(tiny_t5_dir))
     with pytest.raises(ConfigError, match="from_scratch"):
-        TranslationTask(str(t5_dir), config_overrides="d_model=16")
+        TranslationTask(str(tiny_t5_dir), config_overrides="d_model=16")
     with pytest.raises(ConfigError, match="forced_bos_token"):
-        TranslationTask(str(t5_dir), forced_bos_token="ro_RO")
+        TranslationTask(str(tiny_t5_dir), forced_bos_token="ro_RO")
 
 
 def test_t5_config_without_decoder_start_decodes_from_pad(t5_tokenizer: T5Tokenizer, tmp_path: Path) -> None:
-    config = T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=len(t5_tokenizer))
-    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
-    t5_tokenizer.save_pretrained(tmp_path)
+    no_start = {"decoder_start_token_id": None, "n_positions": None}  # a config that names no decoder start
+    save_tiny_t5(tmp_path, t5_tokenizer, d_model=16, d_ff=32, num_layers=1, d_kv=8, **no_start)
     task = TranslationTask(str(tmp_path), generation=GenerationOptions(max_new_tokens=3))
     assert task.model.config.decoder_start_token_id == t5_tokenizer.pad_token_id == 0
     ids = task.tokenizer(["Hello"], return_tensors="pt")
     assert len(task._generate(dict(ids))[0]) == 1
 
 
-def test_t5_in_float16_warns(t5_dir: Path) -> None:
-    task = TranslationTask(str(t5_dir))
+def test_t5_in_float16_warns(tiny_t5_dir: Path) -> None:
+    task = TranslationTask(str(tiny_t5_dir))
     task._trainer = type("FakeTrainer", (), {"precision": "16-mixed"})()
     with pytest.warns(UserWarning, match="bf16-mixed"):
         task.setup("fit")
 
 
-def test_pretrained_model_fine_tunes_in_train_mode(t5_dir: Path) -> None:
-    task = TranslationTask(str(t5_dir))  # from_pretrained, as a user's pretrained checkpoint
+def test_pretrained_model_fine_tunes_in_train_mode(tiny_t5_dir: Path) -> None:
+    task = TranslationTask(str(tiny_t5_dir))  # from_pretrained, as a user's pretrained checkpoint
     assert all(module.training for module in task.model.modules())

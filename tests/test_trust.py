@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import family_args
 
 from lit_hf.cli import main
 
-TASK = ["--model=lit_hf.tasks.CausalLMTask", "--data=lit_hf.data.LanguageModelingDataModule"]
+TASK = family_args("causal_lm")
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 MONITOR = ["--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.monitor=val/loss"]
 
@@ -36,7 +37,7 @@ def data_args(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir) -> Path:  # noqa: ANN001
+def root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir) -> Path:
     """A finished tiny fit with two checkpoints and its export, a user's folder and file, an earlier export, and the
     crafted inputs: a pickled payload, sharded folders with payloads, a model folder whose config runs its code."""
     root = tmp_path_factory.mktemp("trust")
@@ -166,7 +167,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_refused_with_one_line_and_nothing_changed(root, causal_lm_dir, capsys, monkeypatch, case) -> None:  # noqa: ANN001
+def test_refused_with_one_line_and_nothing_changed(root, causal_lm_dir, capsys, monkeypatch, case) -> None:
     monkeypatch.chdir(root)
     args, needles = CASES[case]
     swap = {"BEST": str(best(root)), "OPT": str(causal_lm_dir("opt"))}
@@ -179,7 +180,7 @@ def test_refused_with_one_line_and_nothing_changed(root, causal_lm_dir, capsys, 
     assert snapshot(root) == before  # byte-identical, no `.tmp-` folder, no new `version_N/`
 
 
-def test_an_earlier_export_is_replaced_when_asked(root, capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_an_earlier_export_is_replaced_when_asked(root, capsys, monkeypatch) -> None:
     """`--overwrite=true` replaces an earlier export (and nothing else); `--weights_only=false` says what it does."""
     monkeypatch.chdir(root)
     target = root / "replaced"
@@ -197,7 +198,7 @@ def test_an_earlier_export_is_replaced_when_asked(root, capsys, monkeypatch) -> 
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
 
 
-def test_a_checkpoint_model_is_used_only_when_none_is_given(root, capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_a_checkpoint_model_is_used_only_when_none_is_given(root, capsys, monkeypatch) -> None:
     """`validate --ckpt_path X` with only `--model=...`: the checkpoint's model (the one it was trained from)."""
     monkeypatch.chdir(root)
     main(["validate", *TASK, *data_args(root), f"--ckpt_path={best(root)}", "--trainer.default_root_dir=validated"])
@@ -207,7 +208,7 @@ def test_a_checkpoint_model_is_used_only_when_none_is_given(root, capsys, monkey
     shutil.rmtree(root / "validated")
 
 
-def test_a_resumed_best_checkpoint_outside_the_run_is_not_loaded(root, causal_lm_dir, capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_a_resumed_best_checkpoint_outside_the_run_is_not_loaded(root, causal_lm_dir, capsys, monkeypatch) -> None:
     """A checkpoint that passes the weights-only load names a pickled file as its best checkpoint; the resumed fit
     trains without validating (nothing replaces that best), and its end-of-fit export refuses to load it."""
     monkeypatch.chdir(root)

@@ -23,7 +23,7 @@ class ExportCLI(LitHFCLI):
     """The run's config and overrides (as for `validate`) plus `--ckpt_path` and `--export_dir`; builds the task
     (and, for its labels and source prefix, the data module) but no Trainer: an export needs no accelerator."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
+    def add_arguments_to_parser(self, parser) -> None:  # (LightningArgumentParser)
         super().add_arguments_to_parser(parser)
         parser.add_argument("--ckpt_path", type=str, required=True, help="The checkpoint (.ckpt or sharded folder).")
         parser.add_argument(

@@ -60,7 +60,7 @@ class LitHFCLI(LightningCLI):
                 stop_started_processes(self.trainer)
             raise
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningArgumentParser)
+    def add_arguments_to_parser(self, parser) -> None:  # (LightningArgumentParser)
         # The user names the model once; the data module loads the same tokenizer (or image processor) and config.
         for name in ("model_name_or_path", "hub"):
             parser.link_arguments(f"model.init_args.{name}", f"data.init_args.{name}")
@@ -141,7 +141,7 @@ class LitHFCLI(LightningCLI):
         if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
 
-    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningArgumentParser, ArgsType)
+    def parse_arguments(self, parser, args) -> None:  # (LightningArgumentParser, ArgsType)
         """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches; the
         `--config` files are read first, to name the file and the cause of what jsonargparse could not read."""
         self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
@@ -233,7 +233,7 @@ def group_help(group: type, key: str) -> None:
     sys.exit(0)
 
 
-def what_runs(trainer) -> None:  # noqa: ANN001 (the trainer's Namespace)
+def what_runs(trainer) -> None:  # (the trainer's Namespace)
     """Options Lightning 2 refuses or silently replaces become what runs, in the config that `config.yaml` saves,
     each said in one line: `strategy=dp` (DataParallel is gone from Lightning 2), `strategy=fsdp` (FSDP2, which
     runs on CPUs too) and `16-mixed` on a CPU."""

@@ -89,7 +89,7 @@ def conversion_damage(loader: str, options: dict[str, Any]) -> str | None:
     """Why an Arrow file of a file's conversion in the `datasets` cache does not read; None when all do."""
     try:
         folder = Path(datasets.load_dataset_builder(loader, **options).cache_dir)
-    except Exception:  # noqa: BLE001 (no builder, so no cache of it to blame)
+    except Exception:  # (no builder, so no cache of it to blame)
         return None
     return next(filter(None, map(arrow_damage, sorted(folder.glob("*.arrow")))), None)
 
