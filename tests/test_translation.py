@@ -16,7 +16,7 @@ from lit_hf.data.translation_inputs import t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.options import GenerationOptions, HubOptions
-from lit_hf.tasks.translation import TranslationTask
+from lit_hf.tasks.seq2seq import TranslationTask
 
 TASK = "--model=lit_hf.tasks.TranslationTask"
 DATA = "--data=lit_hf.data.TranslationDataModule"
