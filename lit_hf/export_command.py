@@ -10,6 +10,7 @@ from lit_hf.cli import LitHFCLI, weights_only_choice
 from lit_hf.errors import LitHFError
 from lit_hf.export import (
     check_export_target,
+    check_exportable,
     data_task_params,
     export_pretrained,
     load_checkpoint,
@@ -56,7 +57,7 @@ def export_main(args: list[str]) -> Path:
     """`python -m lit_hf export --config CFG [overrides] --ckpt_path CKPT --export_dir DIR`."""
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # main() passes argv without "export"
     cli = ExportCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args, save_config_callback=None)
-    task, ckpt_path, checkpoint = cli.model, Path(cli.config.ckpt_path), cli.checkpoint
+    task, ckpt_path, checkpoint = check_exportable(cli.model), Path(cli.config.ckpt_path), cli.checkpoint
     task.on_load_checkpoint(checkpoint)
     load_weights(task, checkpoint["state_dict"], ckpt_path)
     metrics, config_yaml = run_files(ckpt_path)
