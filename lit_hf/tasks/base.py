@@ -35,16 +35,19 @@ class TransformersTask(L.LightningModule):
     their whole batch does). `validate` and `test` call the family's `evaluate` per batch and `end_evaluation` per
     epoch; metrics and predictions are the family's.
 
-    Every task is `lit_hf.contracts.Exportable`: the family sets `pipeline_tag`, and overrides `preprocessors`
-    (here: `[self.tokenizer]`) and `generation_config` (here: None) where it differs.
+    The families' docstrings document only the options they word differently: jsonargparse reads the `Args:` of
+    every class in the hierarchy, the subclass's first. Every task is `lit_hf.contracts.Exportable`: the family
+    sets `pipeline_tag`, and overrides `preprocessors` (here: `[self.tokenizer]`) and `generation_config` (here:
+    None) where it differs.
 
     Args:
         model_name_or_path: Hub id or local directory of the model (`from_pretrained`); its tokenizer and config
             too unless `hub` names others.
-        hub: Where the model's files come from; the data module gets the same.
+        hub: Config, tokenizer or image processor, revision, cache and remote code of the model; the data module
+            gets the same.
         dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
         from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
-        optim: The optimizer and learning-rate schedule.
+        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters instead of all weights (`--model.lora={}` for the defaults); None: off.
         speed: `torch.compile` and gradient checkpointing.
     """

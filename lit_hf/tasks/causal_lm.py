@@ -27,11 +27,7 @@ class CausalLMTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForCausalLM.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         config_overrides: With from_scratch: comma-separated overrides, e.g. "n_embd=64,n_layer=2,n_head=2".
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` (`generate` runs eagerly) and gradient checkpointing.
         generation: `predict`'s `generate` options; each one unset comes from the model's generation config.

@@ -56,10 +56,6 @@ class MultipleChoiceTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForMultipleChoice.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters (and the head) instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` and gradient checkpointing.
     """

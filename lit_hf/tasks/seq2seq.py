@@ -67,14 +67,10 @@ class Seq2SeqTask(TransformersTask):
     Logs `train/loss` every step; `val/loss` (token-weighted), the family's scores and `val/gen_len` once per epoch;
     the same under `test/`. `validate` and `test` write `val_predictions.txt` / `test_predictions.txt` (one
     hypothesis per line, dataset order) beside `results.json`; `predict` writes `predictions.txt` and
-    `predictions.jsonl` in input order. The subclasses' docstrings document only the options they word differently
-    (jsonargparse reads this one for the rest).
+    `predictions.jsonl` in input order.
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForSeq2SeqLM.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         config_overrides: With from_scratch: comma-separated overrides, e.g. "d_model=64,num_layers=2".
         predict_with_generate: Generate and score the hypotheses in fit's validation too (validate and test always
             do).
@@ -83,7 +79,6 @@ class Seq2SeqTask(TransformersTask):
         forced_bos_token: Token forced first in every hypothesis (multilingual models, e.g. mBART's `ro_RO`).
         drop_finished: Greedy search leaves the hypotheses that have ended out of the batch as it decodes
             (the same outputs, fewer steps); false: every batch decodes whole, as one `generate` call.
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` (`generate` runs eagerly) and gradient checkpointing.
     """

@@ -34,15 +34,11 @@ class SequenceClassificationTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForSequenceClassification.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         label_names: Class names in id order. Linked from the data module; None keeps the checkpoint's own.
         regression: One output trained with mean squared error (STS-B). Linked from the data module.
         glue_task: GLUE task whose metrics to report. Linked from `--data.task_name`; None: accuracy, or
             Pearson and Spearman for regression.
         ignore_mismatched_sizes: Put a new, randomly initialised head on a checkpoint whose head has another size.
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters (and the head) instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` and gradient checkpointing.
     """
