@@ -8,9 +8,10 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from lit_hf.atomic import write_text
+from lit_hf.contracts import Exportable
 from lit_hf.errors import LitHFError
 from lit_hf.export import (
     data_task_params,
@@ -134,12 +135,13 @@ class SavePretrained(L.Callback):
         self.export_dir = None if export_dir is None else Path(export_dir)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.enabled:
+        if stage == "fit" and self.enabled and not isinstance(pl_module, Exportable):
+            rank_zero_warn(f"{type(pl_module).__name__} is not a lit_hf task (Exportable): fit will not export it.")
+        elif stage == "fit" and self.enabled:
             self._check(trainer, None)  # before training: a refused folder costs no training
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        model = getattr(pl_module, "model", None)
-        if not self.enabled or model is None or not hasattr(model, "save_pretrained"):
+        if not self.enabled or not isinstance(pl_module, Exportable):
             return
         folder = log_dir(trainer)  # collective: all ranks
         best = self._best_path(trainer)

@@ -13,20 +13,9 @@ import torch
 from lit_hf.adapters import exportable_model
 from lit_hf.atomic import replaced
 from lit_hf.checks import incomplete_message
-from lit_hf.contracts import DataForTask
+from lit_hf.contracts import DataForTask, Exportable
 from lit_hf.errors import LitHFError
-from lit_hf.tasks.generation import exported_generation_config
 from lit_hf.trust import check_sharded_checkpoint
-
-# The model card's `pipeline_tag` for each lit_hf task: the hub's task name, a `pipeline()` task where transformers 5
-# still has one.
-PIPELINE_TAGS = {
-    "SequenceClassificationTask": "text-classification",
-    "CausalLMTask": "text-generation",
-    "TranslationTask": "translation",
-    "SummarizationTask": "summarization",
-    "ImageClassificationTask": "image-classification",
-}
 
 # How the model card says to load it: transformers 5 has no translation, summarization or text2text-generation
 # pipeline. SOURCE: the text to translate or summarize, with the prefix the model was trained with (if any).
@@ -42,6 +31,16 @@ USAGE |= {"translation": GENERATE, "summarization": GENERATE}
 MARKER = "lit_hf_export.json"  # in every export: what it wrote (export_refusal)
 
 
+def check_exportable(task: L.LightningModule) -> Exportable:
+    """`task` as the export reads it, or one line saying why it cannot be exported."""
+    if not isinstance(task, Exportable):
+        raise LitHFError(
+            f"{type(task).__name__} cannot be exported: the export needs a lit_hf task (lit_hf.contracts.Exportable: "
+            "model, lora, pipeline_tag, preprocessors(), generation_config())."
+        )
+    return task
+
+
 def export_pretrained(
     task: L.LightningModule,
     weights: dict[str, torch.Tensor],
@@ -49,15 +48,12 @@ def export_pretrained(
     card: str | None = None,
     task_params: dict[str, dict[str, str]] | None = None,
 ) -> Path:
-    """Saves `task.model` with `weights` (its own state dict keys), the task's tokenizer (or image processor), its
-    generation options, `task_params` (`data_task_params`) in its config and `card` as README.md into a temporary
-    folder beside `target`, then renames it into place: a kill midway leaves the old export (or none), never a
-    half-written one."""
+    """Saves `task.model` with `weights` (its own state dict keys), the task's preprocessors (tokenizer or image
+    processor), its generation config, `task_params` (`data_task_params`) in its config and `card` as README.md into
+    a temporary folder beside `target`, then renames it into place: a kill midway leaves the old export (or none),
+    never a half-written one."""
+    task = check_exportable(task)
     model = task.model
-    if getattr(task, "label_names", None) is not None and model.config.problem_type is None:
-        model.config.problem_type = (
-            "regression" if getattr(task, "regression", False) else "single_label_classification"
-        )
     current = getattr(model.config, "task_specific_params", None)  # transformers 5: only where a config has them
     if (params := with_task_params(current, task_params or {})) is not current:
         model.config.task_specific_params = params
@@ -65,11 +61,10 @@ def export_pretrained(
         export = exportable_model(model, task.lora)  # with LoRA its adapters, or a merged copy (adapters.py)
         # safetensors; config.json with id2label/label2id/problem_type
         export.save_pretrained(tmp, state_dict=weights if export is model else None)
-        for name in ("tokenizer", "processor"):  # the one the data module used (linked); images: an image processor
-            if getattr(task, name, None) is not None:
-                getattr(task, name).save_pretrained(tmp)
-        if model.can_generate():
-            exported_generation_config(model, getattr(task, "generate_kwargs", {})).save_pretrained(tmp)
+        for preprocessor in task.preprocessors():  # the ones the data module used (linked)
+            preprocessor.save_pretrained(tmp)
+        if (generation := task.generation_config()) is not None:
+            generation.save_pretrained(tmp)
         if card is not None:
             (tmp / "README.md").write_text(card, encoding="utf-8")
         write_marker(tmp)
@@ -190,7 +185,7 @@ def model_card(
 ) -> str:
     """README.md: what it is, how to load it (with the source prefix of `task_params`), the run's final metrics and
     the command (config) that trained it."""
-    tag = PIPELINE_TAGS.get(type(task).__name__)
+    tag = check_exportable(task).pipeline_tag
     lines = ["---", "library_name: transformers", *([f"pipeline_tag: {tag}"] if tag else []), "tags: [lit_hf]", "---"]
     lines += [f"# {task.model.config.model_type} fine-tuned with lit_hf", "", f"Exported from `{source}`.", ""]
     usage = [line.replace("SOURCE", source_example(task_params or {})) for line in USAGE.get(tag, [])]

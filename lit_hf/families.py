@@ -23,7 +23,7 @@ FAMILIES = {
         data=("lit_hf.data.language_modeling.LanguageModelingDataModule",),
     ),
     "text_classification": Family(
-        tasks=("lit_hf.tasks.sequence_classification.SequenceClassificationTask",),
+        tasks=("lit_hf.tasks.text_classification.SequenceClassificationTask",),
         data=(
             "lit_hf.data.text_classification.TextClassificationDataModule",
             "lit_hf.data.text_classification.GlueDataModule",
@@ -31,7 +31,7 @@ FAMILIES = {
         links=(("task_name", "glue_task"),),
     ),
     "seq2seq": Family(
-        tasks=("lit_hf.tasks.translation.TranslationTask", "lit_hf.tasks.summarization.SummarizationTask"),
+        tasks=("lit_hf.tasks.seq2seq.TranslationTask", "lit_hf.tasks.seq2seq.SummarizationTask"),
         data=("lit_hf.data.translation.TranslationDataModule", "lit_hf.data.summarization.SummarizationDataModule"),
     ),
     "multiple_choice": Family(

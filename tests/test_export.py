@@ -10,10 +10,11 @@ import pytest
 import torch
 from runs import family_args
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline, set_seed
 
 from lit_hf.cli import main
-from lit_hf.export import with_task_params
+from lit_hf.errors import LitHFError
+from lit_hf.export import export_pretrained, with_task_params
 
 REPO = Path(__file__).resolve().parents[1]
 BRIEF = [
@@ -74,6 +75,8 @@ def test_classification_export_matches_predict_in_pipeline(tmp_path):
     print(f"classification: max |pipeline - predict| = {max(diffs):.3g} over {len(diffs)} probabilities")
     assert max(diffs) <= 1e-6
     assert [max(p, key=lambda x: x["score"])["label"] for p in outputs] == [row["prediction"] for row in rows]
+    bare = pipeline("text-classification", model=str(exported))(texts[0])  # as a user types it, no options
+    assert bare[0]["label"] == rows[0]["prediction"]
     again = export([f"--config={ckpt.parent.parent / 'config.yaml'}"], ckpt, tmp_path / "from-saved-config")
     assert load_file(again / "model.safetensors").keys() == load_file(exported / "model.safetensors").keys()
     assert all(
@@ -117,6 +120,31 @@ def test_causal_lm_export_generates_as_predict_and_best_checkpoint_is_exported(t
     assert texts == [row["completion"] for row in rows]  # max_new_tokens=12 came from generation_config.json
     assert json.loads((target / "generation_config.json").read_text())["max_new_tokens"] == 12
     assert all(len(text) > 0 for text in texts)
+
+
+def test_bare_text_generation_pipeline_stays_within_the_quickstart_models_positions(tmp_path):
+    """`pipeline("text-generation", model=DIR)("def ")` as a user types it. The pipeline's own default asks for 256
+    new tokens after the prompt, past the 256 positions of the quickstart's GPT-2 (an IndexError), unless the export's
+    generation config limits the length: with `generation.max_new_tokens` unset, to the model's positions. Seed 2
+    samples no end token before the limit from these weights (the quickstart model's random ones, seeded)."""
+    from lit_hf.tasks import CausalLMTask
+
+    torch.manual_seed(0)
+    task = CausalLMTask(str(REPO / "configs/quickstart/byte-gpt2"), from_scratch=True)
+    torch.save({"state_dict": task.state_dict()}, tmp_path / "init.ckpt")
+    target = export([f"--config={REPO / 'configs/quickstart_clm.yaml'}"], tmp_path / "init.ckpt", tmp_path / "export")
+    assert json.loads((target / "generation_config.json").read_text())["max_length"] == 256  # config.json's n_positions
+    set_seed(2)
+    (out,) = pipeline("text-generation", model=str(target))("def ")
+    assert out["generated_text"].startswith("def ")
+
+
+def test_a_module_that_is_not_exportable_is_one_line(tmp_path):
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    with pytest.raises(LitHFError, match=r"^BoringModel cannot be exported: .*lit_hf\.contracts\.Exportable"):
+        export_pretrained(BoringModel(), {}, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
 
 
 def test_translation_export_translates_as_predict(tmp_path):

@@ -16,7 +16,7 @@ from lit_hf.data import TextClassificationDataModule
 from lit_hf.data.glue import GLUE_TASKS, glue_file, read_glue_tsv
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.options import HubOptions
-from lit_hf.tasks.sequence_classification import make_metric
+from lit_hf.tasks.text_classification import make_metric
 
 # Row counts and label counts from ../shared/data/SOURCES.md.
 LAYOUTS = [

@@ -151,6 +151,8 @@ def test_fit_export_and_pipeline_parity(tmp_path, model_dir):
         assert row["prediction"] == expected[0]["label"]
         for guess in expected:
             assert row["probabilities"][guess["label"]] == pytest.approx(guess["score"], abs=1e-5)
+    bare = pipeline("image-classification", model=str(export))(images[0])  # as a user types it, no options
+    assert bare[0]["label"] == rows[0]["prediction"]
 
 
 def test_training_with_augmentation_is_reproducible(tmp_path, model_dir, folders):

@@ -17,7 +17,7 @@ from lit_hf.data.translation_inputs import t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.options import GenerationOptions, HubOptions
-from lit_hf.tasks.translation import TranslationTask
+from lit_hf.tasks.seq2seq import TranslationTask
 
 
 @pytest.fixture(scope="module")

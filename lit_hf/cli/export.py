@@ -10,6 +10,7 @@ from lit_hf.cli.lightning import PARSER_KWARGS, LitHFCLI, weights_only_choice
 from lit_hf.errors import LitHFError
 from lit_hf.export import (
     check_export_target,
+    check_exportable,
     data_task_params,
     export_pretrained,
     load_checkpoint,
@@ -63,7 +64,7 @@ def export_main(args: list[str]) -> Path:
         save_config_callback=None,
         parser_kwargs=dict(PARSER_KWARGS),  # a misspelt option is one line, as for `fit`
     )
-    task, ckpt_path, checkpoint = cli.model, Path(cli.config.ckpt_path), cli.checkpoint
+    task, ckpt_path, checkpoint = check_exportable(cli.model), Path(cli.config.ckpt_path), cli.checkpoint
     task.on_load_checkpoint(checkpoint)
     load_weights(task, checkpoint["state_dict"], ckpt_path)
     metrics, config_yaml = run_files(ckpt_path)

@@ -1,10 +1,16 @@
 """The skeleton every task family shares: load the model, wrap adapters, shard, compile, optimize, log the loss."""
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 from torch import Tensor, nn
-from transformers import BaseImageProcessor, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    BaseImageProcessor,
+    GenerationConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from lit_hf import models
@@ -16,6 +22,8 @@ from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions, 
 from lit_hf.sharding import shard_model
 from lit_hf.speed import check_strategy, checkpoint_activations, compile_model
 
+Split = Literal["val", "test"]
+
 
 class TransformersTask(L.LightningModule):
     """One Hugging Face model (`self.model`) trained on batches of its own keyword arguments.
@@ -24,18 +32,28 @@ class TransformersTask(L.LightningModule):
     `load_image_processor`, `load_config` and `load_model`. Its `forward` (this one: `self.model(**batch)`) returns
     the model's output with `loss`; `training_step` logs that loss as `train/loss` every step, the mean over
     processes (each process's loss is the mean over its own batch, so N processes log what one process with
-    their whole batch does). Evaluation, metrics and predictions are the family's.
+    their whole batch does). `validate` and `test` call the family's `evaluate` per batch and `end_evaluation` per
+    epoch; metrics and predictions are the family's.
+
+    The families' docstrings document only the options they word differently: jsonargparse reads the `Args:` of
+    every class in the hierarchy, the subclass's first. Every task is `lit_hf.contracts.Exportable`: the family
+    sets `pipeline_tag`, and overrides `preprocessors` (here: `[self.tokenizer]`) and `generation_config` (here:
+    None) where it differs.
 
     Args:
         model_name_or_path: Hub id or local directory of the model (`from_pretrained`); its tokenizer and config
             too unless `hub` names others.
-        hub: Where the model's files come from; the data module gets the same.
+        hub: Config, tokenizer or image processor, revision, cache and remote code of the model; the data module
+            gets the same.
         dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
         from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
-        optim: The optimizer and learning-rate schedule.
+        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters instead of all weights (`--model.lora={}` for the defaults); None: off.
         speed: `torch.compile` and gradient checkpointing.
     """
+
+    pipeline_tag: ClassVar[str | None] = None
+    """The hub's task name for the export's model card (`Exportable`)."""
 
     def __init__(
         self,
@@ -64,6 +82,18 @@ class TransformersTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over processes, not rank 0's alone
         return loss
 
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluate(batch, "val", dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self.end_evaluation("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluate(batch, "test", dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.end_evaluation("test")
+
     def configure_model(self) -> None:
         strategy = self._trainer.strategy if self._trainer is not None else None
         check_strategy(self.speed, strategy)
@@ -78,6 +108,22 @@ class TransformersTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_frozen(self, checkpoint)
+
+    def evaluate(self, batch: dict[str, Any], split: Split, dataloader_idx: int) -> None:
+        """The family's: adds one evaluation batch of `split` (of its `dataloader_idx`-th set) to its metrics."""
+        raise NotImplementedError
+
+    def end_evaluation(self, split: Split) -> None:
+        """The family's: logs the metrics of `split` over the whole set (reduced across processes) and resets them."""
+        raise NotImplementedError
+
+    def preprocessors(self) -> list[Any]:
+        """What the export saves beside the weights (`Exportable`): the tokenizer the data used too."""
+        return [self.tokenizer]
+
+    def generation_config(self) -> GenerationConfig | None:
+        """The export's generation settings (`Exportable`); None: the model does not generate."""
+        return None
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer the data module loads too (`hub.tokenizer_name`, else the model's)."""

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-from transformers import AutoModelForCausalLM
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
@@ -14,7 +14,7 @@ from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOpti
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.speed import eager
-from lit_hf.tasks.base import TransformersTask
+from lit_hf.tasks.base import Split, TransformersTask
 from lit_hf.tasks.generation import exported_generation_config, generate_kwargs
 
 
@@ -27,15 +27,13 @@ class CausalLMTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForCausalLM.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         config_overrides: With from_scratch: comma-separated overrides, e.g. "n_embd=64,n_layer=2,n_head=2".
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` (`generate` runs eagerly) and gradient checkpointing.
         generation: `predict`'s `generate` options; each one unset comes from the model's generation config.
     """
+
+    pipeline_tag = "text-generation"
 
     def __init__(
         self,
@@ -61,25 +59,22 @@ class CausalLMTask(TransformersTask):
         self.generate_kwargs = generate_kwargs(generation, self.tokenizer)
         if self.model.generation_config.pad_token_id is None:  # else generate warns on every batch and picks EOS
             self.generate_kwargs["pad_token_id"] = self.tokenizer.pad_token_id
-        self.val_nll = NextTokenNLL()
-        self.test_nll = NextTokenNLL()
+        self.nll = nn.ModuleDict({split: NextTokenNLL() for split in ("val", "test")})
         self._shard: Path | None = None  # this process's predictions file while `predict` runs
 
     def forward(self, **batch: Tensor) -> Any:
         self._check_length(batch)
         return self.model(**batch, use_cache=False)  # with a cache, packed positions are ignored
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(self.val_nll, batch)
+    def evaluate(self, batch: dict[str, Tensor], split: Split, dataloader_idx: int = 0) -> None:
+        logits = self(**model_inputs(batch, labels=False)).logits  # the metric computes the loss
+        self.nll[split].update(logits, batch["labels"])
 
-    def on_validation_epoch_end(self) -> None:
-        self._end_epoch(self.val_nll, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(self.test_nll, batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_epoch(self.test_nll, "test")
+    def end_evaluation(self, split: Split) -> None:
+        values = self.nll[split].compute()  # reduced across processes by torchmetrics, so every rank holds the same
+        values["scored_tokens"] = values.pop("tokens")  # the predictions perplexity averages over
+        self.log_dict({f"{split}/{name}": value for name, value in values.items()}, prog_bar=True)
+        self.nll[split].reset()
 
     def on_predict_epoch_start(self) -> None:
         self._shard = open_shard(self.trainer, "predictions")
@@ -97,15 +92,15 @@ class CausalLMTask(TransformersTask):
         if self.trainer.is_global_zero:
             print(f"predictions written to {path}")
 
-    def _evaluate(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
-        logits = self(**model_inputs(batch, labels=False)).logits  # the metric computes the loss
-        metric.update(logits, batch["labels"])
-
-    def _end_epoch(self, metric: NextTokenNLL, prefix: str) -> None:
-        values = metric.compute()  # reduced across processes by torchmetrics, so every rank holds the same
-        values["scored_tokens"] = values.pop("tokens")  # the predictions perplexity averages over
-        self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
-        metric.reset()
+    def generation_config(self) -> GenerationConfig:
+        """The model's generation config with the run's options written in, for the export. Where neither they nor
+        the model's own config limit the length, it stops at the model's positions, prompt included: `pipeline()`
+        would otherwise ask for 256 new tokens after any prompt, past the positions of a small model."""
+        config = exported_generation_config(self.model, self.generate_kwargs)
+        limited = config.max_new_tokens is not None or "max_length" in config.to_diff_dict()
+        if not limited and self.max_positions is not None:
+            config.max_length = self.max_positions
+        return config
 
     def _generate(self, batch: dict[str, Any]) -> list[Tensor]:
         """The new tokens of each prompt. Options that count tokens over the whole sequence (no_repeat_ngram_size,

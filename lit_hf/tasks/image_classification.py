@@ -15,7 +15,7 @@ from lit_hf.models import DType, model_inputs
 from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import gather_by_index, log_dir
-from lit_hf.tasks.base import TransformersTask
+from lit_hf.tasks.base import Split, TransformersTask
 from lit_hf.tasks.labels import configure_labels, in_data_order
 
 TOP_K = 5  # the second accuracy reported, as ImageNet results are; only with more than 5 classes
@@ -31,16 +31,14 @@ class ImageClassificationTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForImageClassification.from_pretrained`.
-        hub: Config, image processor, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         label_names: Class names in id order. Linked from the data module; None keeps the checkpoint's own.
         ignore_mismatched_sizes: Put a new, randomly initialised head on a checkpoint whose head has another size
             (e.g. ImageNet's 1000 classes for CIFAR-10's 10).
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters (and the head) instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` and gradient checkpointing.
     """
+
+    pipeline_tag = "image-classification"
 
     def __init__(
         self,
@@ -68,25 +66,31 @@ class ImageClassificationTask(TransformersTask):
         # The model's id of each data label: the loss sees model ids, metrics and predictions see data ids.
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        self.val_metrics = self._metrics()
-        self.test_metrics = self._metrics()
+        self.metrics = nn.ModuleDict({split: self._metrics() for split in ("val", "test")})
         self._predictions: list[tuple[int, Tensor]] = []
 
     def forward(self, **batch: Tensor) -> Any:
         """The model's output (with the loss when `labels` are given), logits in the data's label order."""
         return in_data_order(self.model, self.model_ids, batch)
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(self.val_metrics, batch)
+    def evaluate(self, batch: dict[str, Tensor], split: Split, dataloader_idx: int = 0) -> None:
+        metrics = self.metrics[split]
+        out = self(**model_inputs(batch))
+        loss, logits, labels = out.loss, out.logits, batch["labels"]
+        for name, metric in metrics.items():
+            if name == "loss":
+                metric.update(loss.double(), weight=labels.shape[0])  # the batch mean, weighted: the set's mean
+            else:
+                metric.update(logits.float(), labels)  # top-k reads the scores, top-1 their argmax
 
-    def on_validation_epoch_end(self) -> None:
-        self._end_epoch(self.val_metrics, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(self.test_metrics, batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_epoch(self.test_metrics, "test")
+    def end_evaluation(self, split: Split) -> None:
+        metrics = self.metrics[split]
+        if metrics["loss"].update_count == 0:  # not run (e.g. limit_val_batches=0)
+            return
+        values = {f"{split}/{name}": metric.compute().double() for name, metric in metrics.items()}  # synced
+        self.log_dict(values, prog_bar=True)
+        for metric in metrics.values():
+            metric.reset()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         logits = self(**model_inputs(batch, labels=False)).logits
@@ -100,6 +104,9 @@ class ImageClassificationTask(TransformersTask):
             self._write_predictions(folder, rows)
         self._predictions = []
 
+    def preprocessors(self) -> list[Any]:
+        return [self.processor]  # the image processor the data module used
+
     def _metrics(self) -> nn.ModuleDict:
         """Loss (float64 weighted mean) and accuracies (integer counts): sums, so N processes equal one."""
         n = len(self.label_names)
@@ -107,23 +114,6 @@ class ImageClassificationTask(TransformersTask):
         if n > TOP_K:
             metrics[f"top{TOP_K}_accuracy"] = MulticlassAccuracy(n, top_k=TOP_K, average="micro")
         return MetricStates(metrics)  # float64 sums, never cast to the task's dtype
-
-    def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
-        out = self(**model_inputs(batch))
-        loss, logits, labels = out.loss, out.logits, batch["labels"]
-        for name, metric in metrics.items():
-            if name == "loss":
-                metric.update(loss.double(), weight=labels.shape[0])  # the batch mean, weighted: the set's mean
-            else:
-                metric.update(logits.float(), labels)  # top-k reads the scores, top-1 their argmax
-
-    def _end_epoch(self, metrics: nn.ModuleDict, prefix: str) -> None:
-        if metrics["loss"].update_count == 0:  # not run (e.g. limit_val_batches=0)
-            return
-        values = {f"{prefix}/{name}": metric.compute().double() for name, metric in metrics.items()}  # synced
-        self.log_dict(values, prog_bar=True)
-        for metric in metrics.values():
-            metric.reset()
 
     def _write_predictions(self, folder: Path, rows: list[tuple[int, Tensor]]) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -41,10 +41,11 @@ def head_size(config: PretrainedConfig) -> int | None:
 def configure_labels(
     config: PretrainedConfig, label_names: list[str] | None, regression: bool, ignore_mismatched_sizes: bool
 ) -> list[int] | None:
-    """Set the config's labels from the data; returns the model's id for each data label when the checkpoint
-    already has the same labels in another order (whose order is kept, as run_glue does), else None."""
-    if label_names is None and not regression:
-        return None  # no labels from the data: the checkpoint's own
+    """Set the config's labels and `problem_type` from the data; returns the model's id for each data label when the
+    checkpoint already has the same labels in another order (whose order is kept, as run_glue does), else None."""
+    if label_names is None and not regression:  # no labels from the data: the checkpoint's own
+        config.problem_type = config.problem_type or "single_label_classification"  # the export's config.json says it
+        return None
     wanted = 1 if regression else len(label_names)
     size = head_size(config)
     if size is not None and size != wanted and not ignore_mismatched_sizes:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 from transformers import AutoModelForMultipleChoice
 
@@ -15,7 +15,7 @@ from lit_hf.models import DType, model_inputs
 from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import gather_by_index, log_dir, write_lines
-from lit_hf.tasks.base import TransformersTask
+from lit_hf.tasks.base import Split, TransformersTask
 
 
 class ChoiceScores(Metric):
@@ -56,10 +56,6 @@ class MultipleChoiceTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForMultipleChoice.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters (and the head) instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` and gradient checkpointing.
     """
@@ -81,21 +77,20 @@ class MultipleChoiceTask(TransformersTask):
         self.model = self.load_model(  # PEFT has no multiple-choice type: the head is named to train with LoRA
             AutoModelForMultipleChoice, config, None, tokenizer=self.tokenizer, modules_to_save=["classifier"]
         )
-        self.val_scores = ChoiceScores()
-        self.test_scores = ChoiceScores()
+        self.scores = nn.ModuleDict({split: ChoiceScores() for split in ("val", "test")})
         self.outputs: list[tuple[int, dict[str, Any]]] = []  # (index in the split, prediction row), CPU only
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(self.val_scores, batch)
+    def evaluate(self, batch: dict[str, Any], split: Split, dataloader_idx: int = 0) -> None:
+        logits = self(**model_inputs(batch, labels=False)).logits  # (batch, num_choices)
+        self.scores[split].update(logits, batch["labels"])
 
-    def on_validation_epoch_end(self) -> None:
-        self._end_epoch(self.val_scores, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(self.test_scores, batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_epoch(self.test_scores, "test")
+    def end_evaluation(self, split: Split) -> None:
+        scores = self.scores[split]
+        if scores.update_count == 0:  # nothing was run (e.g. limit_val_batches=0)
+            return
+        values = scores.compute()  # reduced across processes by torchmetrics
+        self.log_dict({f"{split}/{name}": value for name, value in values.items()}, prog_bar=True)
+        scores.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(**model_inputs(batch, labels=False)).logits  # (batch, num_choices)
@@ -112,14 +107,3 @@ class MultipleChoiceTask(TransformersTask):
         if self.trainer.is_global_zero:
             write_lines(folder / "predictions.txt", [row["choice"].replace("\n", " ") for row in rows])
             write_lines(folder / "predictions.jsonl", [json.dumps(row, ensure_ascii=False) for row in rows])
-
-    def _evaluate(self, scores: ChoiceScores, batch: dict[str, Any]) -> None:
-        logits = self(**model_inputs(batch, labels=False)).logits  # (batch, num_choices)
-        scores.update(logits, batch["labels"])
-
-    def _end_epoch(self, scores: ChoiceScores, prefix: str) -> None:
-        if scores.update_count == 0:  # nothing was run (e.g. limit_val_batches=0)
-            return
-        values = scores.compute()  # reduced across processes by torchmetrics
-        self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=True)
-        scores.reset()

@@ -17,7 +17,7 @@ from lit_hf.models import DType, model_inputs
 from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
-from lit_hf.tasks.base import TransformersTask
+from lit_hf.tasks.base import Split, TransformersTask
 from lit_hf.tasks.labels import configure_labels, in_data_order, make_metric
 
 __all__ = ["SequenceClassificationTask", "make_metric"]
@@ -34,18 +34,16 @@ class SequenceClassificationTask(TransformersTask):
 
     Args:
         model_name_or_path: Hub id or local directory for `AutoModelForSequenceClassification.from_pretrained`.
-        hub: Config, tokenizer, revision, cache and remote code of the model; the data module gets the same.
-        dtype: Weight dtype at load time; "auto" takes the checkpoint's. Mixed precision is `--trainer.precision`.
-        from_scratch: Random weights for the config instead of pretrained ones (training from scratch).
         label_names: Class names in id order. Linked from the data module; None keeps the checkpoint's own.
         regression: One output trained with mean squared error (STS-B). Linked from the data module.
         glue_task: GLUE task whose metrics to report. Linked from `--data.task_name`; None: accuracy, or
             Pearson and Spearman for regression.
         ignore_mismatched_sizes: Put a new, randomly initialised head on a checkpoint whose head has another size.
-        optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters (and the head) instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` and gradient checkpointing.
     """
+
+    pipeline_tag = "text-classification"
 
     def __init__(
         self,
@@ -82,25 +80,37 @@ class SequenceClassificationTask(TransformersTask):
         self.register_buffer("model_ids", torch.tensor(order) if order else None, persistent=False)
         self.label_names = label_names or [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.regression = regression or self.model.config.problem_type == "regression"
-        self.val_metrics = self._metrics("validation")
-        self.test_metrics = self._metrics("test")
+        self.metrics = nn.ModuleDict({"val": self._metrics("validation"), "test": self._metrics("test")})
         self._shards: list[Path] = []  # per prediction set, this process's rows file (streamed, see predictions.py)
 
     def forward(self, **batch: Tensor) -> Any:
         """The model's output (with the loss when `labels` are given), logits in the data's label order."""
         return in_data_order(self.model, self.model_ids, batch)
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(self.val_metrics[dataloader_idx], batch)
+    def evaluate(self, batch: dict[str, Tensor], split: Split, dataloader_idx: int = 0) -> None:
+        metrics = self.metrics[split][dataloader_idx]
+        out = self(**model_inputs(batch))
+        loss, logits, labels = out.loss, out.logits, batch["labels"]
+        preds = logits.squeeze(-1).double() if self.regression else logits.argmax(-1)
+        for name, metric in metrics.items():
+            if name == "loss":
+                metric.update(loss.double(), weight=labels.shape[0])  # the batch mean, weighted: the set's mean
+            else:
+                metric.update(preds, labels.double() if self.regression else labels)
 
-    def on_validation_epoch_end(self) -> None:
-        self._end_epoch(self.val_metrics, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(self.test_metrics[dataloader_idx], batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_epoch(self.test_metrics, "test")
+    def end_evaluation(self, split: Split) -> None:
+        sets = split_names(GLUE_TASKS.get(self.glue_task), "val")
+        prefixes = [name if split == "val" else name.replace("val", split, 1) for name in sets]
+        for prefix, per_set in zip(prefixes, self.metrics[split], strict=True):
+            if per_set["loss"].update_count == 0:  # this set was not run (e.g. limit_val_batches=0)
+                continue
+            values = {name: metric.compute().double() for name, metric in per_set.items()}  # synced across processes
+            scores = [values[name] for name in self._metric_names()]
+            if len(scores) > 1:
+                values["combined_score"] = torch.stack(scores).mean()
+            self.log_dict({f"{prefix}/{n}": v for n, v in values.items()}, add_dataloader_idx=False, prog_bar=True)
+            for metric in per_set.values():
+                metric.reset()
 
     def on_predict_epoch_start(self) -> None:
         names = split_names(GLUE_TASKS.get(self.glue_task), "test")
@@ -129,30 +139,6 @@ class SequenceClassificationTask(TransformersTask):
         names = ("loss", *self._metric_names())
         sets = split_names(GLUE_TASKS.get(self.glue_task), kind)
         return nn.ModuleList(MetricStates({n: make_metric(n, len(self.label_names)) for n in names}) for _ in sets)
-
-    def _evaluate(self, metrics: nn.ModuleDict, batch: dict[str, Tensor]) -> None:
-        out = self(**model_inputs(batch))
-        loss, logits, labels = out.loss, out.logits, batch["labels"]
-        preds = logits.squeeze(-1).double() if self.regression else logits.argmax(-1)
-        for name, metric in metrics.items():
-            if name == "loss":
-                metric.update(loss.double(), weight=labels.shape[0])  # the batch mean, weighted: the set's mean
-            else:
-                metric.update(preds, labels.double() if self.regression else labels)
-
-    def _end_epoch(self, metrics: nn.ModuleList, kind: str) -> None:
-        sets = split_names(GLUE_TASKS.get(self.glue_task), "val")
-        prefixes = [name if kind == "val" else name.replace("val", kind, 1) for name in sets]
-        for prefix, per_set in zip(prefixes, metrics, strict=True):
-            if per_set["loss"].update_count == 0:  # this set was not run (e.g. limit_val_batches=0)
-                continue
-            values = {name: metric.compute().double() for name, metric in per_set.items()}  # synced across processes
-            scores = [values[name] for name in self._metric_names()]
-            if len(scores) > 1:
-                values["combined_score"] = torch.stack(scores).mean()
-            self.log_dict({f"{prefix}/{n}": v for n, v in values.items()}, add_dataloader_idx=False, prog_bar=True)
-            for metric in per_set.values():
-                metric.reset()
 
     def _write_predictions(self, log_dir: Path, idx: int, rows: Iterator[dict[str, Any]]) -> None:
         task = self.glue_task
