@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lit_hf.cli import LitHFCLI, main
-from lit_hf.data.prepared import linked_config, linked_tokenizer
+from lit_hf.data.base import linked_config, linked_tokenizer
 from lit_hf.options import HubOptions
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from lit_hf.cli import LitHFCLI, main
-from lit_hf.data.image_inputs import ImageCollator, crop_box, output_size
+from lit_hf.data.image_classification_inputs import ImageCollator, crop_box, output_size
 
 TASK = "--model=lit_hf.tasks.ImageClassificationTask"
 DATA = "--data=lit_hf.data.ImageClassificationDataModule"

@@ -11,8 +11,8 @@ from reference import REPO, read_results, run_lit_hf
 from transformers import AutoModelForMultipleChoice, BertConfig, BertForMultipleChoice, BertTokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.choice_inputs import collate_choices, tokenize_choices
 from lit_hf.data.multiple_choice import MultipleChoiceDataModule
+from lit_hf.data.multiple_choice_inputs import collate_choices, tokenize_choices
 from lit_hf.errors import LitHFError
 
 TASK = "--model=lit_hf.tasks.MultipleChoiceTask"

@@ -10,7 +10,7 @@ from reference import read_results
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
-from lit_hf.data.lm_inputs import document_positions, tokenize_text
+from lit_hf.data.causal_lm_inputs import document_positions, tokenize_text
 
 
 def test_positions_restart_at_documents_and_blocks() -> None:

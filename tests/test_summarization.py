@@ -12,8 +12,8 @@ from rouge_score import rouge_scorer
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.seq2seq_inputs import tokenize_documents
-from lit_hf.data.summarization import SummarizationDataModule
+from lit_hf.data.seq2seq import SummarizationDataModule
+from lit_hf.data.seq2seq_inputs import tokenize_pairs
 from lit_hf.metrics import CorpusRouge, sentences_per_line
 
 TASK = "--model=lit_hf.tasks.SummarizationTask"
@@ -106,8 +106,8 @@ def edited_file(validated: Path, xsum_file: Path, tmp_path_factory: pytest.TempP
 
 def test_tokenize_documents_prefix_labels_and_raw_summaries(t5_tokenizer: T5Tokenizer) -> None:
     batch = {"document": ["A long story.", "Short."], "summary": ["Story.", None]}
-    out = tokenize_documents(
-        batch, tokenizer=t5_tokenizer, text_column="document", summary_column="summary", prefix="summarize: ",
+    out = tokenize_pairs(
+        batch, tokenizer=t5_tokenizer, source=("document", None), target=("summary", None), prefix="summarize: ",
         max_source_length=64, max_target_length=8, pad_to_max_length=False, ignore_pad_token_for_loss=True,
     )  # fmt: skip
     assert out["input_ids"][0] == t5_tokenizer("summarize: A long story.")["input_ids"]

@@ -10,9 +10,8 @@ from reference import REPO, read_results, run_lit_hf
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.seq2seq_inputs import collate_pairs
-from lit_hf.data.translation import TranslationDataModule
-from lit_hf.data.translation_inputs import t5_prefix, tokenize_pairs
+from lit_hf.data.seq2seq import TranslationDataModule
+from lit_hf.data.seq2seq_inputs import collate_pairs, t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.options import GenerationOptions, HubOptions
@@ -155,7 +154,7 @@ def test_prefix_derived_for_t5_only_and_explicit_value_wins(t5_dir: Path, tmp_pa
     def prefix(config: str | None, source_prefix: str | None) -> str:
         hub = HubOptions(tokenizer_name=str(t5_dir), config_name=config)
         data = TranslationDataModule("en", "ro", hub=hub, source_prefix=source_prefix, validation_file="x.json")
-        return data._settings(notify=False)[1]
+        return data.prefix
 
     assert prefix(str(t5_dir), None) == "translate English to Romanian: "
     assert prefix(str(t5_dir), "") == ""
