@@ -2,6 +2,7 @@
 cache (`prepare_data`, one process per node), load them on every process (`setup`), cut to `max_*_samples` after the
 cache, and the loaders. `DataModule` is the thin base every family's data module subclasses (as in litgpt)."""
 
+import functools
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -222,9 +223,10 @@ class DataModule(L.LightningDataModule):
         """The collator of `split`'s batches."""
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The tokenizer of the linked model: the same object the task holds, so never changed here."""
+        """The tokenizer of the linked model: the same object the task holds (loaded once per process), so never
+        changed here."""
         return linked_tokenizer(self.model_name_or_path, self.hub)
 
     def splits(self, stage: str | None = None) -> Sequence[str]:

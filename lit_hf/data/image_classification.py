@@ -168,7 +168,7 @@ class ImageClassificationDataModule(DataModule):
             ImageCollator(self.processor, seed=self.hparams.seed) if split == "train" else ImageCollator(self.processor)
         )
 
-    @property
+    @functools.cached_property
     def processor(self) -> Any:
         """The image processor of the linked model (the same object the task holds)."""
         name = self.hub.image_processor_name or self.model_name_or_path
