@@ -13,10 +13,12 @@ from lit_hf.errors import LitHFError
 from lit_hf.options import HubOptions
 
 
-def test_cache_folders_are_named_after_the_family(tmp_path: Path, data_dir: Path) -> None:
+def test_cache_folders_are_named_after_the_family(
+    tmp_path: Path, data_dir: Path, causal_lm_dir, tiny_t5_dir: Path
+) -> None:  # noqa: ANN001
     """One name per family: a cache folder of an older name (`clm-...`, `translation-...`) is never read."""
-    t5 = HubOptions(tokenizer_name=str(data_dir / "tokenizers/t5-small"))
-    gpt2 = HubOptions(tokenizer_name=str(data_dir / "tokenizers/gpt2"))
+    t5 = HubOptions(tokenizer_name=str(tiny_t5_dir))
+    gpt2 = HubOptions(tokenizer_name=str(causal_lm_dir("gpt2")))
     common = {"data_cache_dir": str(tmp_path), "validation_file": str(data_dir / "wikitext/wiki_00")}
     clm = LanguageModelingDataModule(hub=gpt2, **common).caches("validate")
     pairs = {"data_cache_dir": str(tmp_path), "validation_file": str(data_dir / "wmt16/sample.json")}

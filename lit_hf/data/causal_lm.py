@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from datasets import Dataset, DatasetDict
+from datasets.fingerprint import get_temporary_cache_files_directory
 from torch.utils.data import DataLoader
 
 from lit_hf.data import causal_lm_stream as stream
@@ -164,7 +165,8 @@ class LanguageModelingDataModule(DataModule):
         return carve_validation(raw, hp.validation_split_percentage)
 
     def build(self, raw: DatasetDict, split: str, tag: str, scratch: Path | None = None) -> Dataset | None:
-        """The split's blocks (or windows, or prompts), written in `scratch` until the cache holds them."""
+        """The split's blocks (or windows, or prompts), written in `scratch` (beside the cache; by default a
+        temporary folder of `datasets`) until the cache holds them."""
         if split not in raw:
             if self.optional(split):
                 return None
@@ -172,7 +174,7 @@ class LanguageModelingDataModule(DataModule):
         if split == "predict":
             return self._prompts(raw[split], tag)
         stride = self.hparams.eval_stride if split in EVAL_SPLITS else None
-        path = Path(scratch or ".") / f"{tag}.arrow"
+        path = Path(scratch or get_temporary_cache_files_directory()) / f"{tag}.arrow"
         return tokenize_and_group(raw[split], split, self.tokenizer, self.hparams, self.block_size, path, stride)
 
     def cache_key(self, split: str) -> dict[str, Any]:
