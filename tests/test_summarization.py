@@ -269,4 +269,4 @@ def test_hub_columns_and_t5_prefix(t5_dir: Path, xsum_file: Path, tmp_path: Path
     data.prepare_data()
     data.setup("validate")
     assert data.datasets["validation"]["target_text"] == [row["summary"] for row in rows_of(xsum_file)]
-    assert data._settings(notify=False)[1] == "summarize: "
+    assert data.prefix == "summarize: "
