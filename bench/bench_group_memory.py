@@ -3,7 +3,7 @@
     python bench/bench_group_memory.py [--tokens 100e6] [--block 1024] [--no-packing] [--one-pass]
 
 Rows of 1..500 random token ids (seeded) are made piece by piece, as the tokenizer hands them over, and grouped
-by `lm_blocks.group_pieces` into an Arrow file. Prints one JSON line: the stream's size in MB (int32 ids), the
+by `causal_lm_inputs.write_blocks` into an Arrow file. Prints one JSON line: the stream's size in MB (int32 ids), the
 peak RSS before and after grouping (`ru_maxrss`) and their difference. `--one-pass` instead concatenates the
 whole stream and computes the positions at once, as `group_blocks` did before the chunked writer (main cfe1ddc).
 Each run is its own process (tests/test_lm_blocks.py runs a small one).
@@ -36,7 +36,7 @@ def peak_mb() -> float:
 
 
 def one_pass(tokens: int, block: int, packing: bool) -> tuple[int, int]:
-    from lit_hf.data.lm_blocks import document_positions
+    from lit_hf.data.causal_lm_inputs import document_positions
 
     parts = list(pieces(tokens))
     stream = np.concatenate([ids for ids, _ in parts])
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--no-packing", action="store_true")
     parser.add_argument("--one-pass", action="store_true")
     args = parser.parse_args()
-    from lit_hf.data.lm_blocks import group_pieces
+    from lit_hf.data.causal_lm_inputs import write_blocks
 
     tokens, packing = int(args.tokens), not args.no_packing
     next(pieces(1))  # numpy's generator and first allocations before the baseline
@@ -64,7 +64,7 @@ def main() -> None:
         n_blocks, n_tokens = one_pass(tokens, args.block, packing)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            blocks, n_tokens = group_pieces(pieces(tokens), args.block, packing, Path(tmp) / "blocks.arrow")
+            blocks, n_tokens = write_blocks(pieces(tokens), args.block, packing, Path(tmp) / "blocks.arrow")
             n_blocks = len(blocks)
     after = peak_mb()
     stream_mb = n_tokens * 4 / 2**20

@@ -20,7 +20,7 @@ class Family:
 FAMILIES = {
     "causal_lm": Family(
         tasks=("lit_hf.tasks.causal_lm.CausalLMTask",),
-        data=("lit_hf.data.language_modeling.LanguageModelingDataModule",),
+        data=("lit_hf.data.causal_lm.LanguageModelingDataModule",),
     ),
     "text_classification": Family(
         tasks=("lit_hf.tasks.text_classification.SequenceClassificationTask",),
@@ -32,7 +32,7 @@ FAMILIES = {
     ),
     "seq2seq": Family(
         tasks=("lit_hf.tasks.seq2seq.TranslationTask", "lit_hf.tasks.seq2seq.SummarizationTask"),
-        data=("lit_hf.data.translation.TranslationDataModule", "lit_hf.data.summarization.SummarizationDataModule"),
+        data=("lit_hf.data.seq2seq.TranslationDataModule", "lit_hf.data.seq2seq.SummarizationDataModule"),
     ),
     "multiple_choice": Family(
         tasks=("lit_hf.tasks.multiple_choice.MultipleChoiceTask",),

@@ -4,7 +4,7 @@ gives the blocks that followed, without the rows before it being tokenized."""
 import numpy as np
 import pytest
 
-from lit_hf.data.block_stream import stream_blocks
+from lit_hf.data.causal_lm_stream import stream_blocks
 
 
 def token_rows(seed: int) -> list[list[int]]:

@@ -11,7 +11,7 @@ from runs import family_args
 
 from lit_hf.cli import main
 from lit_hf.cli.lightning import LitHFCLI
-from lit_hf.data.prepared import linked_config, linked_tokenizer
+from lit_hf.data.base import linked_config, linked_tokenizer
 from lit_hf.options import HubOptions
 
 REPO = Path(__file__).resolve().parents[1]

@@ -205,7 +205,7 @@ def test_class_folders_at_another_depth_per_split_are_read(tmp_path: Path, deepe
     assert data.label_names == CLASSES
     data.prepare_data()
     data.setup("validate")
-    raw = data._load_raw()["validation"].cast_column("image", Image(decode=False))  # the files, in `index` order
+    raw = data.load_raw()["validation"].cast_column("image", Image(decode=False))  # the files, in `index` order
     folders = [Path(raw[i]["image"]["path"]).parent.name for i in data.datasets["validation"]["index"]]
     assert sorted(folders) == sorted(CLASSES * 3)
     assert data.datasets["validation"]["labels"] == [CLASSES.index(folder) for folder in folders]

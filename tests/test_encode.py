@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from transformers import BertTokenizer, GPT2Tokenizer, T5Tokenizer
 
-from lit_hf.data import encode
-from lit_hf.data.encode import encode_texts
+from lit_hf.data import causal_lm_inputs as encode
+from lit_hf.data.causal_lm_inputs import encode_texts
 
 TOKENIZERS = {"gpt2": GPT2Tokenizer, "bert-base-uncased": BertTokenizer, "t5-small": T5Tokenizer}
 ODD_ROWS = ["", " ", "\t\n", "<|endoftext|> a [SEP] b </s> <pad> [CLS]", "日本語のテキスト 🤗", "ab " * 600]

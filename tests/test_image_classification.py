@@ -23,7 +23,7 @@ from transformers import (
 
 from lit_hf.cli import main
 from lit_hf.cli.lightning import LitHFCLI
-from lit_hf.data.image_inputs import ImageCollator, crop_box, output_size
+from lit_hf.data.image_classification_inputs import ImageCollator, crop_box, output_size
 
 CLASSES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]  # 7: top-5 is not trivial
 

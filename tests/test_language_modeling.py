@@ -7,7 +7,7 @@ import pytest
 import torch
 from reference import reference_blocks
 
-import lit_hf.data.lm_inputs as lm_inputs
+import lit_hf.data.causal_lm_inputs as lm_inputs
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.data.cache import tokenizer_identity
 from lit_hf.errors import ConfigError, LitHFError

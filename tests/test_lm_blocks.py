@@ -10,10 +10,9 @@ import pyarrow as pa
 import pytest
 from reference import reference_blocks
 
-import lit_hf.data.lm_blocks as lm_blocks
+import lit_hf.data.causal_lm_inputs as lm_blocks
 from lit_hf.data import LanguageModelingDataModule
-from lit_hf.data.lm_blocks import group_pieces
-from lit_hf.data.lm_inputs import group_blocks
+from lit_hf.data.causal_lm_inputs import list_pieces, write_blocks
 from lit_hf.options import HubOptions
 
 
@@ -41,18 +40,18 @@ def test_chunked_blocks_equal_one_plain_pass(tmp_path, monkeypatch, chunk_tokens
     rows = random_rows(rng, 300)
     pieces = [rows[i : i + 7] for i in range(0, len(rows), 7)]
     arrays = [(np.array(sum(p, []), dtype=np.int32), np.array([len(r) for r in p])) for p in pieces]
-    blocks, tokens = group_pieces(arrays, 16, packing=True, path=tmp_path / "blocks.arrow")
+    blocks, tokens = write_blocks(arrays, 16, packing=True, path=tmp_path / "blocks.arrow")
     want_ids, want_positions = plain_blocks(rows, 16)
     assert tokens == sum(map(len, rows)) and len(blocks) == len(want_ids) > 100
     np.testing.assert_array_equal(np.stack(blocks.with_format("numpy")["input_ids"]), want_ids)
     np.testing.assert_array_equal(np.stack(blocks.with_format("numpy")["position_ids"]), want_positions)
 
 
-def test_group_blocks_of_an_arrow_list_column(monkeypatch) -> None:
+def test_group_blocks_of_an_arrow_list_column(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(lm_blocks, "CHUNK_TOKENS", 50)
     rows = random_rows(np.random.default_rng(1), 500)
     column = pa.chunked_array([pa.array(rows[:123], pa.list_(pa.int64())), pa.array(rows[123:], pa.list_(pa.int64()))])
-    blocks = group_blocks(column, 32, packing=True).with_format("numpy")
+    blocks = write_blocks(list_pieces(column), 32, True, tmp_path / "blocks.arrow")[0].with_format("numpy")
     want_ids, want_positions = plain_blocks(rows, 32)
     np.testing.assert_array_equal(np.stack(blocks["input_ids"]), want_ids)
     np.testing.assert_array_equal(np.stack(blocks["position_ids"]), want_positions)
@@ -90,7 +89,7 @@ def group_generated(tokens: int, path: Path, out: multiprocessing.Queue) -> None
             yield rng.integers(0, 50257, int(lengths.sum()), dtype=np.int32), lengths
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
-    blocks, n = group_pieces(pieces(), 1024, packing=True, path=path)
+    blocks, n = write_blocks(pieces(), 1024, packing=True, path=path)
     out.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, n, len(blocks)))
 
 

@@ -12,8 +12,8 @@ from runs import cpu_run, family_args, rows_of, run_dir
 from transformers import AutoModelForMultipleChoice, BertConfig, BertForMultipleChoice, BertTokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.choice_inputs import collate_choices, tokenize_choices
 from lit_hf.data.multiple_choice import MultipleChoiceDataModule
+from lit_hf.data.multiple_choice_inputs import collate_choices, tokenize_choices
 from lit_hf.errors import LitHFError
 
 ENDINGS = [f"ending{i}" for i in range(4)]

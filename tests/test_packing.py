@@ -11,7 +11,7 @@ from runs import family_args
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from lit_hf.cli import main
-from lit_hf.data.lm_inputs import document_positions, tokenize_text
+from lit_hf.data.causal_lm_inputs import document_positions, tokenize_text
 
 
 def test_positions_restart_at_documents_and_blocks() -> None:

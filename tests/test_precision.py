@@ -13,9 +13,8 @@ from torchmetrics import MeanMetric
 from transformers import T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.seq2seq import seq2seq_collate
+from lit_hf.data.seq2seq import TranslationDataModule
 from lit_hf.data.seq2seq_inputs import collate_pairs
-from lit_hf.data.translation import TranslationDataModule
 from lit_hf.metrics import MetricStates
 from lit_hf.options import HubOptions
 from lit_hf.tasks import CausalLMTask, SequenceClassificationTask, TranslationTask
@@ -124,7 +123,7 @@ def test_translation_batches_pad_to_a_multiple_of_8_under_mixed_precision(tiny_t
     module = TranslationDataModule("en", "ro", hub=hub, validation_file="unused.json")
     module.trainer = SimpleNamespace(precision=precision)
     module.tokenizer = T5Tokenizer.from_pretrained(tiny_t5_dir)  # what setup loads; pad id 0
-    collate = seq2seq_collate(module.hparams, module.tokenizer, module.trainer)
+    collate = module.collate("validation")
     rows = [{"input_ids": [5, 6, 7, 8, 1], "attention_mask": [1] * 5, "labels": [9, 1], "index": 0}]
     batch = collate(rows + [{"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [9, 9, 1], "index": 1}])
     assert batch["input_ids"].shape == (2, width) and batch["attention_mask"][:, 5:].sum() == 0

@@ -13,8 +13,8 @@ import torch
 from reference import logged, reference_blocks, run_lit_hf
 from runs import cpu_run, family_args
 
-import lit_hf.data.block_stream as block_stream
-import lit_hf.data.streaming as streaming
+import lit_hf.data.causal_lm_inputs as inputs
+import lit_hf.data.causal_lm_stream as block_stream
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
 from lit_hf.errors import ConfigError
@@ -44,7 +44,7 @@ def test_streamed_blocks_equal_the_map_style_blocks(
     """A WikiText file (250 lines) streamed in batches of 4: the blocks are the cached split's in its order (and,
     unpacked, the plain per-line reference), all but the last partial batch; no training data is cached. The
     tokenizer gets 7 rows a call, so blocks continue across many calls."""
-    monkeypatch.setattr(block_stream, "ROWS_PER_TOKENIZER_CALL", 7)
+    monkeypatch.setattr(inputs, "BATCH_ROWS", 7)
     text = data_dir / "wikitext/wiki_00"
     options = {"train_file": str(text), "block_size": 32, "batch_size": 4, "packing": packing}
     options |= {"add_eos_between_documents": packing}
@@ -174,8 +174,8 @@ def test_resumed_unshuffled_stream_reads_on_from_its_place(
     main(fit_args(tmp_path / "whole", data_dir, model, 14, plain))
     cut = tmp_path / "cut"
     main(fit_args(cut, data_dir, model, 12, plain))
-    tokenized, tokenize = [], streaming.tokenize_text
-    monkeypatch.setattr(streaming, "tokenize_text", lambda b, **kw: tokenized.append(b["text"]) or tokenize(b, **kw))
+    tokenized, tokenize = [], inputs.tokenize_text
+    monkeypatch.setattr(inputs, "tokenize_text", lambda b, **kw: tokenized.append(b["text"]) or tokenize(b, **kw))
     main(fit_args(cut, data_dir, model, 14, plain, "--ckpt_path=last"))
     assert logged(cut, "train/loss") == logged(tmp_path / "whole", "train/loss")
     lines = (data_dir / "wikitext/wiki_00").read_text(encoding="utf-8").splitlines(keepends=True)

@@ -16,7 +16,7 @@ from reference import (
 from runs import family_args
 from test_distributed import launch
 
-import lit_hf.data.strided as strided
+import lit_hf.data.causal_lm_inputs as strided
 from lit_hf.cli import main
 from lit_hf.data import LanguageModelingDataModule
 
@@ -154,7 +154,7 @@ def test_windows_written_chunk_by_chunk_are_the_guides(tmp_path, monkeypatch):
         pieces = [(piece, np.array([len(piece)])) for piece in np.split(ids, np.sort(rng.integers(0, n, 3)))]
         for block in (4, 16):
             for stride in sorted({1, 3, block // 2, block - 1, block}):
-                windows, tokens = strided.group_windows(pieces, block, stride, tmp_path / f"{n}-{block}-{stride}")
+                windows, tokens = strided.write_windows(pieces, block, stride, tmp_path / f"{n}-{block}-{stride}")
                 got = [(int(w["input_ids"][0]), int(w["input_ids"][-1]) + 1, w["score_from"]) for w in windows]
                 assert tokens == n and got == guide_windows(n, block, stride), (n, block, stride)
                 assert all(list(w["input_ids"]) == list(range(w["input_ids"][0], w["input_ids"][-1] + 1))

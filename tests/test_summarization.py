@@ -13,8 +13,8 @@ from runs import cpu_run, family_args, rows_of, run_dir
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.seq2seq_inputs import tokenize_documents
-from lit_hf.data.summarization import SummarizationDataModule
+from lit_hf.data.seq2seq import SummarizationDataModule
+from lit_hf.data.seq2seq_inputs import tokenize_pairs
 from lit_hf.metrics import CorpusRouge, sentences_per_line
 
 TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -75,8 +75,8 @@ def edited_file(validated: Path, xsum_file: Path, tmp_path_factory: pytest.TempP
 
 def test_tokenize_documents_prefix_labels_and_raw_summaries(t5_tokenizer: T5Tokenizer) -> None:
     batch = {"document": ["A long story.", "Short."], "summary": ["Story.", None]}
-    out = tokenize_documents(
-        batch, tokenizer=t5_tokenizer, text_column="document", summary_column="summary", prefix="summarize: ",
+    out = tokenize_pairs(
+        batch, tokenizer=t5_tokenizer, source=("document", None), target=("summary", None), prefix="summarize: ",
         max_source_length=64, max_target_length=8, pad_to_max_length=False, ignore_pad_token_for_loss=True,
     )  # fmt: skip
     assert out["input_ids"][0] == t5_tokenizer("summarize: A long story.")["input_ids"]
@@ -246,4 +246,4 @@ def test_hub_columns_and_t5_prefix(tiny_t5_dir: Path, xsum_file: Path, tmp_path:
     data.prepare_data()
     data.setup("validate")
     assert data.datasets["validation"]["target_text"] == [row["summary"] for row in rows_of(xsum_file)]
-    assert data._settings(notify=False)[1] == "summarize: "
+    assert data.prefix == "summarize: "

@@ -11,9 +11,8 @@ from runs import cpu_run, family_args, run_dir, save_tiny_t5
 from transformers import T5ForConditionalGeneration, T5Tokenizer
 
 from lit_hf.cli import main
-from lit_hf.data.seq2seq_inputs import collate_pairs
-from lit_hf.data.translation import TranslationDataModule
-from lit_hf.data.translation_inputs import t5_prefix, tokenize_pairs
+from lit_hf.data.seq2seq import TranslationDataModule
+from lit_hf.data.seq2seq_inputs import collate_pairs, t5_prefix, tokenize_pairs
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import CorpusSacreBLEU
 from lit_hf.options import GenerationOptions, HubOptions
@@ -127,7 +126,7 @@ def test_prefix_derived_for_t5_only_and_explicit_value_wins(tiny_t5_dir: Path, t
     def prefix(config: str | None, source_prefix: str | None) -> str:
         hub = HubOptions(tokenizer_name=str(tiny_t5_dir), config_name=config)
         data = TranslationDataModule("en", "ro", hub=hub, source_prefix=source_prefix, validation_file="x.json")
-        return data._settings(notify=False)[1]
+        return data.prefix
 
     assert prefix(str(tiny_t5_dir), None) == "translate English to Romanian: "
     assert prefix(str(tiny_t5_dir), "") == ""

@@ -5,27 +5,25 @@ from functools import partial
 from typing import Any
 
 import datasets
-import lightning as L
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
-from lit_hf.data import image_inputs
+from lit_hf.data import image_classification_inputs as image_inputs
+from lit_hf.data.base import DataModule, running_stage
 from lit_hf.data.cache import tree_identity
-from lit_hf.data.image_inputs import ImageCollator, class_folders, load_image_folders, split_folders
-from lit_hf.data.prepared import Caches, caches, check_sizes, load_splits, map_batched, prepare_splits, running_stage
-from lit_hf.data.sampling import eval_dataloader, train_dataloader
+from lit_hf.data.image_classification_inputs import ImageCollator, class_folders, load_image_folders, split_folders
 from lit_hf.data.sources import load_hub, load_saved, require_columns
 from lit_hf.data.values import check_present
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.models import load_image_processor
-from lit_hf.options import HubOptions, plain_hparams
+from lit_hf.options import HubOptions
 from lit_hf.paths import LocalPath, ModelPath
 
 # The splits each entry point reads; `predict` labels the test split, as the classification family does.
 SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class ImageClassificationDataModule(DataModule):
     """Batches of `pixel_values` (batch, 3, height, width), `labels` (class ids) and, for `predict`, `index`.
 
     Sources: a hub dataset (`uoft-cs/cifar10`, `beans`), folders with one subfolder per class (`train_dir`,
@@ -64,6 +62,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         seed: Seed of the train/validation split and of the augmentation (with the epoch and the example's index).
     """
 
+    family = "image_classification"
+    tokenized = False  # images are cached as they are
+
     def __init__(
         self,
         model_name_or_path: ModelPath | None = None,
@@ -89,11 +90,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        check_sizes(self.hparams)
-        plain_hparams(self)
-        self.model_name_or_path, self.hub = model_name_or_path, hub
+        super().__init__(model_name_or_path, hub)
         given = [name for name in ("dataset_name", "dataset_path", "data_dir") if self.hparams[name]]
         given += ["train_dir/validation_dir/test_dir"] if self._dirs() else []
         if len(given) != 1:
@@ -103,7 +100,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
             )
         if not 0 <= train_val_split < 1:
             raise ConfigError(f"train_val_split must be in [0, 1), got {train_val_split}.")
-        self.datasets: dict[str, Dataset] = {}
 
     @property
     def label_names(self) -> list[str]:
@@ -113,18 +109,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def task_arguments(self) -> dict[str, Any]:
         return {"label_names": self.label_names}
 
-    def export_params(self) -> dict[str, dict[str, str]]:
-        return {}
-
-    def prepare_data(self) -> None:
-        prepare_splits(self._caches(), self._load_raw, self._build, self.hparams.overwrite_cache)
-
     def setup(self, stage: str) -> None:
-        name = self.hub.image_processor_name or self.model_name_or_path
-        if not name:
-            raise ConfigError("model_name_or_path is not set; the CLI links it from --model.model_name_or_path.")
-        self.processor = load_image_processor(name, **self.hub.loading())
-        self.datasets.update(load_splits(self._caches(stage), self._limit))
+        super().setup(stage)
         for split in SPLITS.get(stage, ()):
             if split not in self.datasets:
                 raise LitHFError(f"The {split} split was not prepared; run prepare_data first.")
@@ -132,32 +118,28 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
 
     def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        collate = ImageCollator(self.processor, seed=hp.seed)  # crops by seed, epoch and `index`
-        train = self.datasets["train"].select_columns(["image", "labels", "index"])
-        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)  # a global batch is one optimizer step
-        return train_dataloader(
-            train, batch_size=hp.batch_size, collate_fn=collate, num_workers=hp.num_workers, accumulate=accumulate
-        )
+        return self.train_loader(self.datasets["train"].select_columns(["image", "labels", "index"]))
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
+        return self._scored_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._scored_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test", keep_index=True)
+        return self.eval_loader("test")  # with `index`, for the prediction file
 
-    def _eval_loader(self, split: str, keep_index: bool = False) -> DataLoader:
-        hp = self.hparams
-        dataset = self.datasets[split]
-        if not keep_index:
-            dataset = dataset.select_columns([c for c in ("image", "labels") if c in dataset.column_names])
-        loader = {"collate_fn": ImageCollator(self.processor), "num_workers": hp.num_workers}
-        return eval_dataloader(dataset, batch_size=hp.eval_batch_size or hp.batch_size, **loader)
+    @functools.cache  # noqa: B019 (the same held-out split for every caller)
+    def load_raw(self) -> DatasetDict:
+        """The source's splits; without a validation split, `train_val_split` of train held out as one."""
+        hp, raw = self.hparams, self._load_source()
+        if "validation" in raw or "train" not in raw or not hp.train_val_split:
+            return raw
+        held_out = raw["train"].train_test_split(test_size=hp.train_val_split, seed=hp.seed)  # as the HF example
+        return DatasetDict({**raw, "train": held_out["train"], "validation": held_out["test"]})
 
-    def _build(self, raw: DatasetDict, split: str, tag: str) -> Dataset:
+    def build(self, raw: DatasetDict, split: str, tag: str) -> Dataset:
+        """The split's images as they are (each checked to decode), its label ids and `index`."""
         hp = self.hparams
         if split not in raw:
             raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}).")
@@ -174,6 +156,43 @@ class ImageClassificationDataModule(L.LightningDataModule):
             data = data.rename_column(image, "image")
         return data.add_column("index", list(range(len(data))))  # input order, for prediction files
 
+    def cache_key(self, split: str) -> dict[str, Any]:
+        hp = self.hparams
+        split_options = [hp.train_val_split, hp.seed] if split in ("train", "validation") else None
+        columns = [hp.image_column_name, hp.label_column_name]
+        return {"source": self._source, "columns": columns, "labels": self.label_names, "split_options": split_options}
+
+    def collate(self, split: str) -> ImageCollator:
+        """Training crops by the seed, the epoch and `index`; evaluation runs the image processor."""
+        return (
+            ImageCollator(self.processor, seed=self.hparams.seed) if split == "train" else ImageCollator(self.processor)
+        )
+
+    @functools.cached_property
+    def processor(self) -> Any:
+        """The image processor of the linked model (the same object the task holds)."""
+        name = self.hub.image_processor_name or self.model_name_or_path
+        if not name:
+            raise ConfigError("model_name_or_path is not set; the CLI links it from --model.model_name_or_path.")
+        return load_image_processor(name, **self.hub.loading())
+
+    def splits(self, stage: str | None = None) -> tuple[str, ...]:
+        """The splits each entry point reads (`SPLITS`); a data module used on its own: those its source has."""
+        stage = stage or running_stage(self.trainer)
+        if stage in SPLITS:
+            return SPLITS[stage]
+        return tuple(split for split in ("train", "validation", "test") if split in self.load_raw())
+
+    def limit(self, split: str) -> int | None:
+        hp = self.hparams
+        return {"train": hp.max_train_samples, "validation": hp.max_eval_samples}.get(split, hp.max_predict_samples)
+
+    def _scored_loader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        return self.eval_loader(
+            split, dataset.select_columns([c for c in ("image", "labels") if c in dataset.column_names])
+        )
+
     def _encode_labels(self, data: Dataset, split: str, tag: str) -> Dataset:
         column, names = self.hparams.label_column_name, self.label_names
         if unknown := sorted(set(image_inputs.present_label_names(data, column)) - set(names)):
@@ -187,7 +206,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         own = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         table = {name: i for i, name in enumerate(names)}
         encode = partial(image_inputs.encode_labels, label_column=column, label_to_id=table, names=own)
-        return map_batched(data, encode, tag, "labels", self.hparams, drop=False)
+        return self.map_batched(data, encode, tag, "labels", drop=False)
 
     @functools.cache  # noqa: B019 (one data module per run; the labels are read once)
     def _labels(self) -> list[str]:
@@ -225,31 +244,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return load_saved(hp.dataset_path)
         return load_hub(hp.dataset_name, hp.dataset_config_name, None, hp.data_cache_dir)
 
-    @functools.cache  # noqa: B019 (the same held-out split for every caller)
-    def _load_raw(self) -> DatasetDict:
-        """The source's splits; without a validation split, `train_val_split` of train held out as one."""
-        hp, raw = self.hparams, self._load_source()
-        if "validation" in raw or "train" not in raw or not hp.train_val_split:
-            return raw
-        held_out = raw["train"].train_test_split(test_size=hp.train_val_split, seed=hp.seed)  # as the HF example
-        return DatasetDict({**raw, "train": held_out["train"], "validation": held_out["test"]})
-
-    def _limit(self, split: str) -> int | None:
+    @functools.cached_property
+    def _source(self) -> list[Any]:
+        """What the images come from, for the cache key: the folders' files, or the hub id."""
         hp = self.hparams
-        return {"train": hp.max_train_samples, "validation": hp.max_eval_samples}.get(split, hp.max_predict_samples)
-
-    def _caches(self, stage: str | None = None) -> Caches:
-        hp = self.hparams
-        stage = stage or running_stage(self.trainer)
-        splits = SPLITS[stage] if stage in SPLITS else ("train", "validation", "test")
-        if stage is None:  # a data module used on its own: whichever splits its source has
-            splits = tuple(split for split in splits if split in self._load_raw())
         folders = [hp.dataset_path, hp.data_dir, *self._dirs().values()]
-        source = [tree_identity(f) for f in folders if f] or ["hub", hp.dataset_name, hp.dataset_config_name]
-
-        def key(split: str) -> dict[str, Any]:
-            split_options = [hp.train_val_split, hp.seed] if split in ("train", "validation") else None
-            columns = [hp.image_column_name, hp.label_column_name]
-            return {"source": source, "columns": columns, "labels": self.label_names, "split_options": split_options}
-
-        return caches(splits, "img", hp.data_cache_dir, None, key)
+        return [tree_identity(f) for f in folders if f] or ["hub", hp.dataset_name, hp.dataset_config_name]

@@ -1,14 +1,13 @@
 """Multiple-choice data: SWAG from the hub or its json/csv dumps, or a generic layout, tokenized once per node."""
 
+import functools
 from functools import partial
 from typing import Any
 
-import lightning as L
-from datasets import Dataset
-from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
+from datasets import Dataset, DatasetDict
 
-from lit_hf.data.choice_inputs import (
+from lit_hf.data.base import DataModule, capped_length, linked_position_limit
+from lit_hf.data.multiple_choice_inputs import (
     SWAG_CONTEXT,
     SWAG_ENDINGS,
     SWAG_QUESTION,
@@ -20,28 +19,13 @@ from lit_hf.data.choice_inputs import (
     encode_choice_labels,
     tokenize_choices,
 )
-from lit_hf.data.given import build_given, given_limit, given_origin, given_source, load_given
-from lit_hf.data.prepared import (
-    STAGE_SPLITS,
-    Caches,
-    caches,
-    capped_length,
-    check_sizes,
-    linked_position_limit,
-    linked_tokenizer,
-    load_splits,
-    map_batched,
-    prepare_splits,
-    running_stage,
-)
-from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import check_sources, require_columns
 from lit_hf.errors import LitHFError, check_positive
-from lit_hf.options import HubOptions, plain_hparams
+from lit_hf.options import HubOptions
 from lit_hf.paths import LocalPath, ModelPath
 
 
-class MultipleChoiceDataModule(L.LightningDataModule):
+class MultipleChoiceDataModule(DataModule):
     """Batches of `input_ids`, `attention_mask` (and `token_type_ids`), each (batch, num_choices, longest), `labels`
     (the correct choice's index), `index` (position in the split) and `choices` (the choice texts).
 
@@ -85,6 +69,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
     """
 
+    family = "multiple_choice"
+
     def __init__(
         self,
         model_name_or_path: ModelPath | None = None,
@@ -114,67 +100,38 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        check_sizes(self.hparams)
-        plain_hparams(self)
-        self.model_name_or_path, self.hub = model_name_or_path, hub
+        super().__init__(model_name_or_path, hub)
         check_sources(dataset_name or predict_file, dataset_path, [train_file, validation_file, test_file])
         check_positive(num_choices=num_choices, max_seq_length=max_seq_length)
         if choices_column and ending_columns:
             raise LitHFError("Give either choices_column (a list per example) or ending_columns, not both.")
         if ending_columns is not None and len(ending_columns) < 2:
             raise LitHFError(f"ending_columns needs at least two columns, got {ending_columns}.")
-        self.datasets: dict[str, Dataset] = {}
-
-    def task_arguments(self) -> dict[str, Any]:
-        return {}
-
-    def export_params(self) -> dict[str, dict[str, str]]:
-        return {}
-
-    def prepare_data(self) -> None:
-        tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
-        build = build_given(self.trainer, lambda raw, split, tag: self._tokenize(raw, split, tokenizer, tag))
-        prepare_splits(self._caches(tokenizer), lambda: load_given(self.hparams), build, self.hparams.overwrite_cache)
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = linked_tokenizer(self.model_name_or_path, self.hub)
-        self.datasets.update(load_splits(self._caches(self.tokenizer, stage), given_limit(self.hparams)))
+        super().setup(stage)
         for split in ("validation", "test"):
             if stage in ("validate", "test", "fit") and split in self.datasets and not self._labelled(split):
                 raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
 
-    def train_dataloader(self) -> DataLoader:
+    def load_raw(self) -> DatasetDict:
+        return self.load_files_or_hub()
+
+    def build(self, raw: DatasetDict, split: str, tag: str) -> Dataset | None:
+        rows = self.optional_split(raw, split)
+        return None if rows is None else self._tokenize(rows, split, tag)
+
+    def cache_key(self, split: str) -> dict[str, Any]:
         hp = self.hparams
-        train = self.datasets["train"]
-        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)  # a global batch is one optimizer step
-        return train_dataloader(
-            train,
-            batch_size=hp.batch_size,
-            collate_fn=self._collate(),
-            num_workers=hp.num_workers,
-            accumulate=accumulate,
-        )
+        return {
+            "source": self.source(split),
+            "columns": [*self._columns(), hp.label_column, hp.num_choices],
+            "max_length": self._max_length,
+            "padding": hp.pad_to_max_length,
+        }
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._eval_loader("validation") if "validation" in self.datasets else []  # [] skips validation
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        hp = self.hparams
-        loader = {"collate_fn": self._collate(), "num_workers": hp.num_workers}
-        return eval_dataloader(self.datasets[split], batch_size=hp.eval_batch_size or hp.batch_size, **loader)
-
-    def _collate(self) -> partial:
-        precision = str(getattr(self.trainer, "precision", "")) if self.trainer is not None else ""
-        multiple = 8 if precision.endswith("-mixed") and not self.hparams.pad_to_max_length else None
-        return partial(collate_choices, tokenizer=self.tokenizer, pad_to_multiple_of=multiple)  # tensor cores like 8s
+    def collate(self, split: str) -> partial:
+        return partial(collate_choices, tokenizer=self.tokenizer, pad_to_multiple_of=self.pad_multiple())
 
     def _labelled(self, split: str) -> bool:
         data = self.datasets[split]
@@ -192,12 +149,12 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         _, _, endings, choices = self._columns()
         return self.hparams.num_choices or (len(endings) if endings else len(raw[0][choices]))
 
-    def _tokenize(self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, tag: str) -> Dataset:
+    def _tokenize(self, raw: Dataset, split: str, tag: str) -> Dataset:
         hp = self.hparams
         context, question, endings, choices = self._columns()
         columns = {context: "context_column", question: "question_column", choices: "choices_column"}
         require_columns(raw, split, {**columns, **{column: "ending_columns" for column in endings or ()}})
-        where = given_origin(hp, split)
+        where = self.origin(split)
         check_choices(raw, where, self._columns())
         num_choices = self._num_choices(raw)
         if choices:
@@ -206,44 +163,27 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             check_choice_labels(raw, where, hp.label_column, num_choices)
         fn = partial(
             tokenize_choices,
-            tokenizer=tokenizer,
+            tokenizer=self.tokenizer,
             context_column=context,
             question_column=question,
             ending_columns=endings,
             choices_column=choices,
             num_choices=num_choices,
-            max_length=self._max_length(tokenizer),
+            max_length=self._max_length,
             padding=hp.pad_to_max_length,
         )
-        examples = map_batched(raw, fn, tag, "tokenize", hp, drop=False)
+        examples = self.map_batched(raw, fn, tag, "tokenize", drop=False)
         if hp.label_column in raw.column_names:
             encode = partial(encode_choice_labels, label_column=hp.label_column)
-            examples = map_batched(examples, encode, tag, "labels", hp, drop=False)
+            examples = self.map_batched(examples, encode, tag, "labels", drop=False)
         elif split != "predict":
             raise LitHFError(f"The {split} split has no label column {hp.label_column!r}; set --data.label_column.")
         keep = ("input_ids", "attention_mask", "token_type_ids", "labels", "choices")
         examples = examples.select_columns([c for c in keep if c in examples.column_names])
         return examples.add_column("index", list(range(len(examples))))  # input order, for prediction files
 
-    def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        return capped_length(
-            self.hparams.max_seq_length,
-            tokenizer,
-            linked_position_limit(self.model_name_or_path, self.hub),
-            "max_seq_length",
-        )
-
-    def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> Caches:
-        """The cache of each split the stage reads (the running trainer's, else all)."""
-        hp = self.hparams
-        splits = STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
-
-        def key(split: str) -> dict[str, Any]:
-            return {
-                "source": given_source(hp, split),
-                "columns": [*self._columns(), hp.label_column, hp.num_choices],
-                "max_length": self._max_length(tokenizer),
-                "padding": hp.pad_to_max_length,
-            }
-
-        return caches(splits, "choice", hp.data_cache_dir, tokenizer, key)
+    @functools.cached_property
+    def _max_length(self) -> int:
+        """max_seq_length, or its default from the tokenizer and the model: decided once per run."""
+        limit = linked_position_limit(self.model_name_or_path, self.hub)
+        return capped_length(self.hparams.max_seq_length, self.tokenizer, limit, "max_seq_length")

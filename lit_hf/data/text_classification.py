@@ -4,26 +4,26 @@ import functools
 from functools import partial
 from typing import Any
 
-import lightning as L
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorWithPadding
 
-from lit_hf.data import glue, prepared, text_inputs
+from lit_hf.data import glue
+from lit_hf.data import text_classification_inputs as text_inputs
+from lit_hf.data.base import DataModule, linked_position_limit, running_stage
 from lit_hf.data.cache import file_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
-from lit_hf.data.sampling import eval_dataloader, train_dataloader
-from lit_hf.data.sources import check_files, load_files, missing_split, require_columns
-from lit_hf.data.text_inputs import Truncation
+from lit_hf.data.sources import load_files, missing_split, require_columns
+from lit_hf.data.text_classification_inputs import Truncation
 from lit_hf.data.values import check_present, check_texts, origin
 from lit_hf.errors import ConfigError, LitHFError, check_positive
 from lit_hf.models import MODEL_INPUTS
-from lit_hf.options import HubOptions, plain_hparams
+from lit_hf.options import HubOptions
 from lit_hf.paths import LocalPath, ModelPath
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(DataModule):
     """Batches of `input_ids`, `attention_mask` (`token_type_ids` where the model uses them) and `labels`.
 
     Sources: a GLUE task (`task_name`) from the hub or from `data_dir` in the original GLUE download layout, or
@@ -59,6 +59,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         seed: Seed of the training order, changed each epoch (default: the run's `seed_everything` seed).
     """
 
+    family = "text_classification"
+
     def __init__(
         self,
         model_name_or_path: ModelPath | None = None,
@@ -86,17 +88,12 @@ class TextClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        prepared.check_sizes(self.hparams)
-        plain_hparams(self)
-        self.model_name_or_path, self.hub = model_name_or_path, hub
+        super().__init__(model_name_or_path, hub)
         if task_name is not None and task_name not in GLUE_TASKS:
             raise ConfigError(f"Unknown task_name {task_name!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         glue.check_glue_sources(task_name, data_dir, [train_file, validation_file, test_file])
         check_positive(max_seq_length=max_seq_length)
         self.task: GlueTask | None = GLUE_TASKS[task_name] if task_name else None
-        self.datasets: dict[str, Dataset] = {}
 
     @property
     def label_names(self) -> list[str] | None:
@@ -111,23 +108,9 @@ class TextClassificationDataModule(L.LightningDataModule):
     def task_arguments(self) -> dict[str, Any]:
         return {"label_names": self.label_names, "regression": self.regression}
 
-    def export_params(self) -> dict[str, dict[str, str]]:
-        return {}
-
-    def prepare_data(self) -> None:
-        tokenizer = prepared.linked_tokenizer(self.model_name_or_path, self.hub)
-
-        def build(raw: DatasetDict, split: str, tag: str) -> Dataset:
-            if split not in raw:
-                raise missing_split(split, raw)
-            return self._tokenize(raw[split], split, tokenizer, tag)
-
-        prepared.prepare_splits(self._caches(tokenizer), self._load_raw, build, self.hparams.overwrite_cache)
-
     def setup(self, stage: str) -> None:
-        self.tokenizer = prepared.linked_tokenizer(self.model_name_or_path, self.hub)
-        self.datasets.update(prepared.load_splits(self._caches(self.tokenizer, stage), self._limit))
-        for split in self._splits(stage):
+        super().setup(stage)
+        for split in self.splits(stage):
             if split not in self.datasets:
                 raise LitHFError(f"The {split} split was not prepared; run prepare_data first.")
             scored = split != "train" and stage != "predict"
@@ -135,69 +118,79 @@ class TextClassificationDataModule(L.LightningDataModule):
                 raise LitHFError(f"The {split} split has no labels, so it cannot be scored; use `predict` for it.")
 
     def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
         train = self._model_inputs(self.datasets["train"])
-        lengths = pc.list_value_length(train.data.column("input_ids")).to_pylist() if hp.group_by_length else None
-        loader = {"batch_size": hp.batch_size, "collate_fn": self._collator(), "num_workers": hp.num_workers}
-        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1)
-        return train_dataloader(train, accumulate=accumulate, lengths=lengths, seed=hp.seed, **loader)
+        lengths = None
+        if self.hparams.group_by_length:
+            lengths = pc.list_value_length(train.data.column("input_ids")).to_pylist()
+        return self.train_loader(train, lengths=lengths, seed=self.hparams.seed)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(split) for split in split_names(self.task, "validation") if split in self.datasets]
+        return [self._scored_loader(split) for split in split_names(self.task, "validation") if split in self.datasets]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(split) for split in split_names(self.task, "test")]
+        return [self._scored_loader(split) for split in split_names(self.task, "test")]
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(split, keep_index=True) for split in split_names(self.task, "test")]
+        return [self.eval_loader(split) for split in split_names(self.task, "test")]  # with `index`
 
-    def _eval_loader(self, split: str, keep_index: bool = False) -> DataLoader:
+    def load_raw(self) -> DatasetDict:
         hp = self.hparams
-        dataset = self.datasets[split] if keep_index else self._model_inputs(self.datasets[split])
-        loader = {"collate_fn": self._collator(), "num_workers": hp.num_workers}
-        return eval_dataloader(dataset, batch_size=hp.eval_batch_size or hp.batch_size, **loader)
+        if self.files():
+            return load_files(self.files(), hp.data_cache_dir)
+        return glue.load_glue(self.task, hp.task_name, hp.data_dir, self.splits(), hp.data_cache_dir)
 
-    def _collator(self) -> DataCollatorWithPadding:
-        precision = str(getattr(self.trainer, "precision", "")) if self.trainer is not None else ""
-        multiple = 8 if precision.endswith("-mixed") and not self.hparams.pad_to_max_length else None
-        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=multiple)  # tensor cores like 8s
+    def build(self, raw: DatasetDict, split: str, tag: str) -> Dataset:
+        if split not in raw:
+            raise missing_split(split, raw)
+        return self._tokenize(raw[split], split, tag)
 
-    def _model_inputs(self, dataset: Dataset) -> Dataset:
-        return dataset.select_columns([c for c in MODEL_INPUTS if c in dataset.column_names])
+    def cache_key(self, split: str) -> dict[str, Any]:
+        hp = self.hparams
+        if files := self.files():
+            source: Any = ["files", file_identity(files[split]) if split in files else None]
+        else:
+            source = glue.glue_identity(self.task, hp.task_name, hp.data_dir, split)
+        return {
+            "source": source,
+            "columns": self._columns(),
+            "labels": self._label_to_id(),
+            "max_length": self._max_length,
+            "truncation": hp.truncation,
+            "pad_to_max_length": hp.pad_to_max_length,
+        }
 
-    def _splits(self, stage: str | None = None) -> list[str]:
+    def collate(self, split: str) -> DataCollatorWithPadding:
+        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_multiple())
+
+    def splits(self, stage: str | None = None) -> list[str]:
         """The splits a trainer entry point reads; without one, those of the running trainer, else all there are."""
-        stage = stage or prepared.running_stage(self.trainer)
-        return glue.classification_splits(self.task, stage, self.hparams.data_dir, self._files())
+        stage = stage or running_stage(self.trainer)
+        return glue.classification_splits(self.task, stage, self.hparams.data_dir, self.files())
 
-    def _files(self) -> dict[str, str]:
-        hp = self.hparams
-        return check_files({"train": hp.train_file, "validation": hp.validation_file, "test": hp.test_file})
-
-    def _load_raw(self) -> DatasetDict:
-        hp = self.hparams
-        if self._files():
-            return load_files(self._files(), hp.data_cache_dir)
-        return glue.load_glue(self.task, hp.task_name, hp.data_dir, self._splits(), hp.data_cache_dir)
-
-    def _limit(self, split: str) -> int | None:
+    def limit(self, split: str) -> int | None:
         hp = self.hparams
         if split == "train":
             return hp.max_train_samples
         return hp.max_predict_samples if split.startswith("test") else hp.max_eval_samples
 
+    def _scored_loader(self, split: str) -> DataLoader:
+        return self.eval_loader(split, self._model_inputs(self.datasets[split]))
+
+    def _model_inputs(self, dataset: Dataset) -> Dataset:
+        return dataset.select_columns([c for c in MODEL_INPUTS if c in dataset.column_names])
+
     def _columns(self) -> tuple[str, str | None, str]:
         hp, task = self.hparams, self.task
         text = hp.text_column or (task.text if task else "text")
         pair = hp.text_pair_column or (task.pair if task else None)
-        label = "label" if task and not self._files() else hp.label_column
+        label = "label" if task and not self.files() else hp.label_column
         return text, pair, label
 
-    def _tokenize(self, raw: Dataset, split: str, tokenizer: PreTrainedTokenizerBase, tag: str) -> Dataset:
+    def _tokenize(self, raw: Dataset, split: str, tag: str) -> Dataset:
         hp = self.hparams
         text, pair, label = self._columns()
         require_columns(raw, split, {text: "text_column", pair: "text_pair_column"})
-        where = origin(split, self._files(), None, None)
+        where = origin(split, self.files(), None, None)
         check_texts(raw, where, [(text, None), *([(pair, None)] if pair else [])])
         if label in raw.column_names:
             check_present(raw, where, [(label, None)])
@@ -206,17 +199,17 @@ class TextClassificationDataModule(L.LightningDataModule):
             raise LitHFError(f"The {split} split has no label column {label!r}; set --data.label_column.")
         tokenize = partial(
             text_inputs.tokenize_pairs,
-            tokenizer=tokenizer,
+            tokenizer=self.tokenizer,
             text_column=text,
             text_pair_column=pair,
-            max_length=self._max_length(tokenizer),
+            max_length=self._max_length,
             truncation=hp.truncation,
             padding=hp.pad_to_max_length,
         )
-        examples = prepared.map_batched(raw, tokenize, tag, "tokenize", hp, drop=False)
+        examples = self.map_batched(raw, tokenize, tag, "tokenize", drop=False)
         if label in raw.column_names:
             encode = partial(text_inputs.encode_labels, label_column=label, label_to_id=self._label_to_id())
-            examples = prepared.map_batched(examples, encode, tag, "labels", hp, drop=False)
+            examples = self.map_batched(examples, encode, tag, "labels", drop=False)
         examples = self._model_inputs(examples)
         return examples.add_column("index", list(range(len(examples))))  # input order, for prediction files
 
@@ -229,30 +222,13 @@ class TextClassificationDataModule(L.LightningDataModule):
         """(label names, regression): the GLUE task's, else read from the user's files."""
         if self.task is not None:
             return (list(self.task.labels) if self.task.labels else None), self.task.labels is None
-        return text_inputs.file_labels(self._files(), self.hparams.label_column, self.hparams.data_cache_dir)
+        return text_inputs.file_labels(self.files(), self.hparams.label_column, self.hparams.data_cache_dir)
 
-    def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        limit = prepared.linked_position_limit(self.model_name_or_path, self.hub)
-        return text_inputs.truncated_length(self.hparams.max_seq_length, tokenizer, limit)
-
-    def _caches(self, tokenizer: PreTrainedTokenizerBase, stage: str | None = None) -> prepared.Caches:
-        hp = self.hparams
-
-        def key(split: str) -> dict[str, Any]:
-            if files := self._files():
-                source: Any = ["files", file_identity(files[split]) if split in files else None]
-            else:
-                source = glue.glue_identity(self.task, hp.task_name, hp.data_dir, split)
-            return {
-                "source": source,
-                "columns": self._columns(),
-                "labels": self._label_to_id(),
-                "max_length": self._max_length(tokenizer),
-                "truncation": hp.truncation,
-                "pad_to_max_length": hp.pad_to_max_length,
-            }
-
-        return prepared.caches(self._splits(stage), "cls", hp.data_cache_dir, tokenizer, key)
+    @functools.cached_property
+    def _max_length(self) -> int:
+        """max_seq_length, or less where the tokenizer and the model take less: decided once per run."""
+        limit = linked_position_limit(self.model_name_or_path, self.hub)
+        return text_inputs.truncated_length(self.hparams.max_seq_length, self.tokenizer, limit)
 
 
 GlueDataModule = TextClassificationDataModule  # the same class, under the name GLUE configs read best with

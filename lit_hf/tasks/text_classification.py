@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification
 
+from lit_hf.data.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.errors import ConfigError
-from lit_hf.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, model_inputs
 from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
