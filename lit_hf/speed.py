@@ -42,7 +42,7 @@ def compile_model(model: nn.Module, speed: SpeedOptions) -> None:
     sharded runs compile the sharded modules and the state dict keeps its keys (no `_orig_mod.`): checkpoints and
     exports are the same as without. Lightning configures the model once per stage; it is compiled once."""
     if speed.compile and not is_compiled(model):
-        model.speed.compile(mode=speed.compile_mode)
+        model.compile(mode=speed.compile_mode)
 
 
 def is_compiled(model: nn.Module) -> bool:
