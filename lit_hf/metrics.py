@@ -80,10 +80,14 @@ class NextTokenNLL(Metric):
             target = targets[r, c]
             nll = nll + (chunk.logsumexp(-1) - chunk.gather(-1, target[:, None])[:, 0]).sum()
             correct = correct + (chunk.argmax(-1) == target).sum()
+        self.add(nll, correct, len(rows))
+
+    def add(self, nll: Tensor, correct: Tensor, tokens: Tensor | int) -> None:
+        """Adds sums computed elsewhere (`lit_hf.chunked_nll.nll_sums`, without full logits) to the states."""
         # Out-of-place: states made under trainer.validate's inference mode cannot be updated in place later.
         self.nll = self.nll + nll
         self.correct = self.correct + correct
-        self.tokens = self.tokens + len(rows)
+        self.tokens = self.tokens + tokens
 
     def compute(self) -> dict[str, Tensor]:
         loss = self.nll / self.tokens
