@@ -112,7 +112,8 @@ class CausalLMTask(TransformersTask):
     def _evaluate(self, metric: NextTokenNLL, batch: dict[str, Tensor]) -> None:
         if self.chunked_loss:  # the same float64 sums, chunk by chunk inside the output layer
             self._check_length(batch)
-            metric.add(*nll_sums(self.model, model_inputs(batch, labels=False), next_token_targets(batch["labels"])))
+            inputs, targets = model_inputs(batch, labels=False), next_token_targets(batch["labels"])
+            metric.update(sums=nll_sums(self.model, inputs, targets))
             return
         logits = self(**model_inputs(batch, labels=False)).logits  # the metric computes the loss
         metric.update(logits, batch["labels"])
