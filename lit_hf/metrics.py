@@ -68,7 +68,14 @@ class NextTokenNLL(Metric):
     def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: tuple[str, ...] = ()) -> "NextTokenNLL":
         return super()._apply(moves_only(fn), exclude_state)  # float64 sums whatever the task's dtype
 
-    def update(self, logits: Tensor, labels: Tensor) -> None:
+    def update(
+        self, logits: Tensor | None = None, labels: Tensor | None = None, *, sums: tuple[Tensor, ...] | None = None
+    ) -> None:
+        """Scores `logits` against `labels`, or adds `sums`: (NLL, correct, tokens) computed elsewhere in the same
+        way (`lit_hf.chunked_nll.nll_sums`, without full logits). Through `update`, so torchmetrics counts it."""
+        if sums is not None:
+            self._add(*sums)
+            return
         # Shift the labels, not the logits: the last position then predicts nothing and is skipped like padding.
         targets = F.pad(labels[:, 1:], (0, 1), value=self.ignore_index) if self.shift else labels
         rows, cols = (targets != self.ignore_index).nonzero(as_tuple=True)  # (predicted tokens,) each
@@ -80,10 +87,13 @@ class NextTokenNLL(Metric):
             target = targets[r, c]
             nll = nll + (chunk.logsumexp(-1) - chunk.gather(-1, target[:, None])[:, 0]).sum()
             correct = correct + (chunk.argmax(-1) == target).sum()
+        self._add(nll, correct, len(rows))
+
+    def _add(self, nll: Tensor, correct: Tensor, tokens: Tensor | int) -> None:
         # Out-of-place: states made under trainer.validate's inference mode cannot be updated in place later.
         self.nll = self.nll + nll
         self.correct = self.correct + correct
-        self.tokens = self.tokens + len(rows)
+        self.tokens = self.tokens + tokens
 
     def compute(self) -> dict[str, Tensor]:
         loss = self.nll / self.tokens

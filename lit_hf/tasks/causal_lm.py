@@ -6,7 +6,9 @@ from typing import Any
 
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers.modeling_outputs import CausalLMOutput
 
+from lit_hf.chunked_nll import mean_nll, next_token_targets, nll_sums, use_chunked_head
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, max_positions, model_inputs
@@ -31,6 +33,9 @@ class CausalLMTask(TransformersTask):
         lora: Train LoRA adapters instead of all weights (`--model.lora={}`: the defaults); null: off.
         speed: `torch.compile` (`generate` runs eagerly) and gradient checkpointing.
         generation: `predict`'s `generate` options; each one unset comes from the model's generation config.
+        chunked_loss: Compute the output layer and the loss together by chunks of rows, in training and evaluation,
+            never holding the (tokens x vocabulary) logits: the same loss, gradients and perplexity with less
+            memory. Refused for models that change the logits after their output layer (soft-capping, scales).
     """
 
     pipeline_tag = "text-generation"
@@ -46,6 +51,7 @@ class CausalLMTask(TransformersTask):
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
         generation: GenerationOptions = GenerationOptions(),
+        chunked_loss: bool = False,
     ) -> None:
         super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
         if config_overrides and not from_scratch:
@@ -55,6 +61,9 @@ class CausalLMTask(TransformersTask):
         self.model = self.load_model(
             AutoModelForCausalLM, config, "CAUSAL_LM", tokenizer=self.tokenizer, config_overrides=config_overrides
         )
+        self.chunked_loss = chunked_loss
+        if chunked_loss:  # the output layer then scores the labels set on it (lit_hf/chunked_nll.py)
+            use_chunked_head(self.model)
         self.max_positions = max_positions(self.model.config)
         self.generate_kwargs = generate_kwargs(generation, self.tokenizer)
         if self.model.generation_config.pad_token_id is None:  # else generate warns on every batch and picks EOS
@@ -64,9 +73,17 @@ class CausalLMTask(TransformersTask):
 
     def forward(self, **batch: Tensor) -> Any:
         self._check_length(batch)
+        if self.chunked_loss and "labels" in batch:  # training: transformers' loss, without the logits
+            inputs = {key: value for key, value in batch.items() if key != "labels"}
+            return CausalLMOutput(loss=mean_nll(self.model, inputs, next_token_targets(batch["labels"])))
         return self.model(**batch, use_cache=False)  # with a cache, packed positions are ignored
 
     def evaluate(self, batch: dict[str, Tensor], split: Split, dataloader_idx: int = 0) -> None:
+        if self.chunked_loss:  # the same float64 sums, chunk by chunk inside the output layer
+            self._check_length(batch)
+            inputs, targets = model_inputs(batch, labels=False), next_token_targets(batch["labels"])
+            self.nll[split].update(sums=nll_sums(self.model, inputs, targets))
+            return
         logits = self(**model_inputs(batch, labels=False)).logits  # the metric computes the loss
         self.nll[split].update(logits, batch["labels"])
 
