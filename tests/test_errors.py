@@ -108,7 +108,7 @@ CASES = {
     ),
     "data-of-another-family": (
         ["validate", "--model=lit_hf.tasks.CausalLMTask", CLS[1], "--data.validation_file=TRAIN_CSV"],
-        ["decides label_names, which --model=lit_hf.tasks.CausalLMTask does not take", "another family's"],
+        ["--data=TextClassificationDataModule is a text_classification data module", "the task's family"],
     ),
     "ckpt-unsafe-objects": (["validate", *CLM, V, "--ckpt_path=UNSAFE"], ["holds Python objects", "weights_only"]),
     "more-devices-than-cores": (

@@ -89,9 +89,9 @@ class LitHFCLI(LightningCLI):
         for args in (config.model.init_args, config.data.init_args):  # path types resolved where they were parsed;
             for key in list(args.keys()):  # constructors get plain strings
                 args[key] = plain(args[key])
-        self._link_data_to_task(config)
-        # After the link, whose message names the option the task lacks.
+        # The family table's refusal first; the link's own check is for user classes outside the table.
         checks.check_family(load(config.model.class_path), load(config.data.class_path))
+        self._link_data_to_task(config)
 
     def _link_data_to_task(self, config: Namespace) -> None:
         """The task options the data decides (`DataForTask.task_arguments`: labels, generation length), except
