@@ -24,6 +24,7 @@ from lit_hf.errors import ConfigError
 from lit_hf.predictions import log_dir
 
 IGNORE_INDEX = -100  # labels that predict nothing: padding of the decoder's targets
+CHUNK_VALUES = 2**15  # values per chunk: 256 KB of float64, reused memory rather than fresh pages
 COLUMNS = ("module", "count", "absmax", "min", "max", "mean", "std", "kurtosis", "outliers", "outlier_fraction")
 
 
@@ -139,6 +140,7 @@ class ActivationStatistics(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._masks = token_masks(batch, model_of(pl_module)) if self._handles else {}
+        self._encoder_output = None  # until this batch's encoder has run
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._handles:
@@ -205,7 +207,9 @@ class ActivationStatistics(L.Callback):
 
     def _hook(self, module: nn.Module, index: int, side: str) -> RemovableHandle:
         if self.modules == "linear_inputs":
-            return module.register_forward_pre_hook(lambda _, args: self._record(index, side, args[0]))
+            return module.register_forward_pre_hook(
+                lambda _, args: self._record(index, side, args[0] if args else None)
+            )
         return module.register_forward_hook(lambda _, args, output: self._record(index, side, first_tensor(output)))
 
     def _note_encoder_output(self, module: nn.Module, args: Any, output: Any) -> None:
@@ -367,23 +371,37 @@ def example_tokens(x: Tensor, masks: dict[str, Tensor], side: str) -> Tensor | N
 def add_values(sums: Sums, index: int, x: Tensor, mask: Tensor, edges: Tensor, threshold: float, unit: str) -> None:
     """Adds the values of `x` (examples, tokens, ...) at the mask's true (example, token) rows to module `index`.
 
-    Everything in float64 (float32 and bfloat16 values and their squares are exact there), and no operation mixes
-    dtypes: a comparison of float32 with float64 copies its operands, which cost more than the rest together."""
+    Everything in float64 (float32 and bfloat16 values and their squares are exact there), in chunks of rows of
+    about CHUNK_VALUES values: whole-tensor float64 temporaries are fresh memory each time, and the page faults that
+    zero it cost more than the arithmetic. No operation mixes dtypes (that copies its operands)."""
     per_token = x.ndim >= 3 and tuple(x.shape[:2]) == tuple(mask.shape)
-    rows = (x.reshape(*mask.shape, -1)[mask] if per_token else x.reshape(len(x), -1)).double()  # (rows, values)
+    rows = x.reshape(*mask.shape, -1)[mask] if per_token else x.reshape(len(x), -1)  # (rows, values)
     if rows.numel() == 0:
         return
-    squares = rows * rows
-    row_sums = torch.stack([rows.sum(1), squares.sum(1)], 1)  # (rows, 2): each row's sum of x and x^2
-    flat, flat_squares = rows.view(-1), squares.view(-1)
-    moments = [row_sums[:, 0].sum(), row_sums[:, 1].sum(), flat_squares.dot(flat), flat_squares.dot(flat_squares)]
-    sums.moments[index] += torch.stack(moments)
-    if unit == "sigma":
-        limit = threshold * example_std(row_sums, mask, rows.shape[1])[mask.nonzero()[:, 0]].unsqueeze(1)
+    chunks = rows.split(max(1, CHUNK_VALUES // rows.shape[1]))
+    row_sums = torch.cat([sum_and_squares(chunk.double()) for chunk in chunks])  # (rows, 2)
+    if unit == "sigma":  # (rows, 1): the threshold of each row's example
+        limits = threshold * example_std(row_sums, mask, rows.shape[1])[mask.nonzero()[:, 0]].unsqueeze(1)
     else:
-        limit = torch.tensor(threshold, dtype=torch.float64, device=x.device)
+        limits = torch.full((len(rows), 1), threshold, dtype=torch.float64, device=x.device)
+    moments = torch.stack([row_sums[:, 0].sum(), row_sums[:, 1].sum(), *row_sums.new_zeros(2)])
+    for chunk, limit in zip(chunks, limits.split(len(chunks[0])), strict=True):
+        add_chunk(sums, index, chunk.double().view(-1), limit, chunk.shape[1], edges, moments)
+    sums.moments[index] += moments
     sums.counts[index, 0] += rows.numel()
-    sums.counts[index, 1] += (rows.abs() > limit).sum()
+
+
+def sum_and_squares(rows: Tensor) -> Tensor:
+    """(rows, 2): each row's sum of x and of x^2."""
+    return torch.stack([rows.sum(1), rows.square().sum(1)], 1)
+
+
+def add_chunk(sums: Sums, index: int, flat: Tensor, limit: Tensor, width: int, edges: Tensor, moments: Tensor) -> None:
+    """One chunk's float64 values (rows of `width`, flattened): x^3 and x^4 sums, outliers, bins, min and max."""
+    squares = flat * flat
+    moments[2] += squares.dot(flat)
+    moments[3] += squares.dot(squares)
+    sums.counts[index, 1] += (squares.view(-1, width) > limit * limit).sum()  # |x| > limit, without abs()
     sums.histogram[index] += torch.bincount(bin_indices(flat, edges), minlength=len(edges) + 1)
     low, high = torch.aminmax(flat)
     sums.low[index] = torch.minimum(sums.low[index], low)
@@ -398,16 +416,17 @@ def histogram_edges(low: float, high: float, bins: int, device: torch.device | N
 
 def bin_indices(values: Tensor, edges: Tensor) -> Tensor:
     """Each float64 value's bin among `histogram_edges`: 0 below `edges[0]`, i for `edges[i-1] <= x < edges[i]`,
-    len(edges) at or above the last edge (what `torch.bucketize(values, edges, right=True)` gives, at a fraction of
-    its cost). The division's rounding can put a value next to an edge one bin off: the edges, recomputed as
-    `histogram_edges` computes them, move it back."""
+    len(edges) at or above the last edge, as `torch.bucketize(values, edges, right=True)` gives it, at a fraction of
+    its cost: from the bin width, except for the values the division's rounding could put one bin off (those within
+    1e-9 of a bin's edge, rarely any), which go through `bucketize`."""
     bins = len(edges) - 1
     low = edges[0].item()
-    width = (edges[-1].item() - low) / bins
-    index = ((values - low) / width).floor_()
-    index -= (values < low + index * width).double()
-    index += (values >= low + (index + 1) * width).double()
-    return index.clamp_(-1, bins).long() + 1
+    position = (values - low).div_((edges[-1].item() - low) / bins)  # in bins from the low edge
+    index = position.floor().clamp_(-1, bins).long().add_(1)
+    near = (position - position.round()).abs_() < 1e-9
+    if near.any():
+        index[near] = torch.bucketize(values[near], edges, right=True)
+    return index
 
 
 def example_std(row_sums: Tensor, mask: Tensor, width: int) -> Tensor:
