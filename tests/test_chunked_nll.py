@@ -29,7 +29,7 @@ from lit_hf.errors import ConfigError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.options import LoraOptions, SpeedOptions
 from lit_hf.speed import checkpoint_activations
-from lit_hf.tasks import CausalLMTask
+from lit_hf.tasks import CausalLMTask, TranslationTask
 
 ROWS = 48  # rows per chunk in these tests: 128 rows are 3 chunks, the last one partial
 
@@ -201,6 +201,18 @@ def test_training_step_holds_no_token_by_vocabulary_tensor(
         assert seen.largest <= chunked_nll.chunk_rows(len(gpt2_tokenizer)) * len(gpt2_tokenizer) < full
     else:
         assert seen.largest >= full
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_seq2seq_training_step_holds_no_target_by_vocabulary_tensor(
+    chunked: bool, small_chunks: None, tiny_t5_dir: Path, data_dir: Path, gpt2_tokenizer
+) -> None:
+    task = TranslationTask(str(tiny_t5_dir), chunked_loss=chunked)
+    ids = wiki_batch(data_dir, gpt2_tokenizer) % task.model.config.vocab_size  # (2, 64): 128 target rows
+    with LargestTensor() as seen:
+        task.training_step({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}, 0).backward()
+    full = ids.numel() * task.model.config.vocab_size
+    assert seen.largest <= ROWS * task.model.config.vocab_size < full if chunked else seen.largest >= full
 
 
 def test_models_that_change_logits_after_the_output_layer_are_refused() -> None:
