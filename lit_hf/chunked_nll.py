@@ -67,7 +67,9 @@ class LinearNLL(torch.autograd.Function):
                 grad = grad.to(weight.dtype)  # the dtype the output layer's matmul ran in (autocast: bf16)
                 if need_h:
                     grad_h[start : start + rows] = grad @ weight.to(grad.dtype)
-                if need_w:
+                if need_w and grad.dtype == h.dtype == grad_w.dtype:  # fp32: in place, no (vocab, hidden) temporary
+                    grad_w.addmm_(grad.T, h)
+                elif need_w:
                     grad_w += (grad.T @ h.to(grad.dtype)).float()
                 if need_b:
                     grad_b += grad.float().sum(0)
@@ -77,11 +79,13 @@ class LinearNLL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total: Tensor) -> tuple[Tensor | None, ...]:
+        # Scaled in place: no second copy of a (vocab, hidden) gradient at the step's peak. A second backward through
+        # the same graph (retain_graph) then fails on torch's saved-tensor version check, not silently.
         saved = iter(ctx.saved_tensors)
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = next(saved) * grad_total if need_h else None
-        grad_w = (next(saved) * grad_total).to(ctx.dtypes[0]) if need_w else None
-        grad_b = (next(saved) * grad_total).to(ctx.dtypes[1]) if need_b else None
+        grad_h = next(saved).mul_(grad_total) if need_h else None
+        grad_w = next(saved).mul_(grad_total).to(ctx.dtypes[0]) if need_w else None
+        grad_b = next(saved).mul_(grad_total).to(ctx.dtypes[1]) if need_b else None
         return grad_h, grad_w, grad_b, None, None
 
 
