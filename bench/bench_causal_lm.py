@@ -19,9 +19,15 @@ start-up and compilation are left out; the first step's seconds are printed apar
 compiled first step less the bf16-mixed one. The validation perplexity is over the first `--val-blocks` validation
 blocks. Prints a table, the ratios of lit_hf to each peer (medians over repeats), the targets of issue 12 and, per
 system, the compile seconds and gradient checkpointing's speed and peak RSS against fp32.
+
+`lit_chunked` is lit_hf with `--model.chunked_loss=true` (issue 22), `lit_hf` without it; `--vocab-size 250880`
+builds the model with BLOOM's vocabulary (token ids stay GPT-2's). `--validation` times `validate` over
+`steps * batch` validation blocks instead (lit_hf with and without the chunked loss against a `torch.no_grad` loop
+scoring full logits with lit_hf's exact float64 `NextTokenNLL`), batches stamped as they end.
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -39,12 +45,13 @@ import torch
 from transformers import TrainerCallback
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEMS = ("lit_hf", "trainer", "plain")
+SYSTEMS = ("lit_hf", "lit_chunked", "trainer", "plain")
+EVAL_SYSTEMS = ("lit_hf", "lit_chunked", "plain")  # --validation: lit_hf's `validate` against a no_grad loop
 VARIANTS = ("fp32", "bf16-mixed", "compiled", "checkpointed")
 MIXED = ("bf16-mixed", "compiled")  # the variants under bf16 autocast
 SHARED = ("steps", "warmup", "batch", "block", "n_embd", "n_layer", "n_head", "learning_rate", "max_grad_norm")
-SHARED += ("val_blocks", "threads", "lit_compile_flags")
-STEP_ENDS: list[float] = []  # perf_counter() at the end of every optimizer step of this process
+SHARED += ("val_blocks", "threads", "lit_compile_flags", "vocab_size", "validation")
+STEP_ENDS: list[float] = []  # perf_counter() at the end of every optimizer step (--validation: batch) of this process
 
 
 def make_inputs(work: Path, args: argparse.Namespace) -> None:
@@ -59,13 +66,15 @@ def make_inputs(work: Path, args: argparse.Namespace) -> None:
     tokenizer = GPT2Tokenizer.from_pretrained(data_dir / "tokenizers/gpt2")  # vocab.json + merges.txt
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=args.block, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
-        resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
+        vocab_size=args.vocab_size or len(tokenizer), n_positions=args.block, n_embd=args.n_embd,
+        n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout, embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
     )  # fmt: skip
     model = GPT2LMHeadModel(config)
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
-    print(f"model: GPT-2, {args.n_layer} layers x {args.n_embd}, {model.num_parameters() / 1e6:.1f}M parameters")
+    size = f"{args.n_layer} layers x {args.n_embd}, {config.vocab_size:,} tokens"
+    print(f"model: GPT-2, {size}, {model.num_parameters() / 1e6:.1f}M parameters")
 
 
 class LightningClock(L.Callback):
@@ -73,6 +82,10 @@ class LightningClock(L.Callback):
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
         STEP_ENDS.append(time.perf_counter())
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.state.fn == "validate":  # fit's validation is not timed
+            STEP_ENDS.append(time.perf_counter())
 
 
 class TrainerClock(TrainerCallback):
@@ -82,21 +95,26 @@ class TrainerClock(TrainerCallback):
         STEP_ENDS.append(time.perf_counter())
 
 
-def run_lit_hf(work: Path, args: argparse.Namespace, variant: str, out: Path) -> float:
-    """lit_hf through its CLI in this process; the validation perplexity after the last step."""
+def run_lit_hf(work: Path, args: argparse.Namespace, variant: str, out: Path, chunked: bool = False) -> float:
+    """lit_hf through its CLI in this process (`fit`, or with --validation `validate`), with the chunked loss or
+    without; the validation perplexity after the last step."""
     from lit_hf.cli import main
 
     main(
         [
-            "fit", "--model=lit_hf.tasks.CausalLMTask", f"--model.model_name_or_path={work / 'model'}",
+            "validate" if args.validation else "fit", "--model=lit_hf.tasks.CausalLMTask",
+            f"--model.model_name_or_path={work / 'model'}", f"--model.chunked_loss={str(chunked).lower()}",
             f"--model.optim.learning_rate={args.learning_rate}", "--data=lit_hf.data.LanguageModelingDataModule",
             f"--data.train_file={work / 'train.txt'}", f"--data.validation_file={work / 'val.txt'}",
             f"--data.block_size={args.block}", f"--data.batch_size={args.batch}",
-            f"--data.max_train_samples={args.steps * args.batch}", f"--data.max_eval_samples={args.val_blocks}",
+            f"--data.max_train_samples={args.steps * args.batch}",
+            f"--data.max_eval_samples={args.steps * args.batch if args.validation else args.val_blocks}",
+            f"--data.eval_batch_size={args.batch}",
             f"--data.data_cache_dir={out / 'cache'}", "--trainer.accelerator=cpu", "--trainer.devices=1",
-            "--trainer.max_epochs=1", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={out}", "--seed_everything=42",
-            f"--trainer.gradient_clip_val={args.max_grad_norm}",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={out}", "--seed_everything=42",
+            *([] if args.validation else ["--trainer.max_epochs=1", "--trainer.num_sanity_val_steps=0",
+                                          "--trainer.enable_checkpointing=false",
+                                          f"--trainer.gradient_clip_val={args.max_grad_norm}"]),
             "--trainer.callbacks+=__main__.LightningClock",  # this script, run as the worker
             *(["--trainer.precision=bf16-mixed"] if variant in MIXED else []),
             *(args.lit_compile_flags.split() if variant == "compiled" else []),
@@ -156,6 +174,8 @@ def run_plain(work: Path, args: argparse.Namespace, variant: str, out: Path) -> 
     """A hand-written loop: shuffled blocks, the HF loss, fused AdamW, linear decay; its validation perplexity."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
+    if args.validation:
+        return plain_validation(work, args, variant)
     tokenizer = AutoTokenizer.from_pretrained(work / "model")
     train = blocks_of(work / "train.txt", tokenizer, args.block)[: args.steps * args.batch]
     val = blocks_of(work / "val.txt", tokenizer, args.block)[: args.val_blocks]
@@ -182,11 +202,31 @@ def run_plain(work: Path, args: argparse.Namespace, variant: str, out: Path) -> 
     return math.exp(sum(losses).item() / len(losses))
 
 
+def plain_validation(work: Path, args: argparse.Namespace, variant: str) -> float:
+    """`torch.no_grad` over the validation blocks: full logits, then lit_hf's exact float64 NLL of them
+    (`NextTokenNLL`, the metric `validate` uses without the chunked loss); the perplexity."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lit_hf.metrics import NextTokenNLL
+
+    tokenizer = AutoTokenizer.from_pretrained(work / "model")
+    val = blocks_of(work / "val.txt", tokenizer, args.block)[: args.steps * args.batch]
+    model, nll = AutoModelForCausalLM.from_pretrained(work / "model").eval(), NextTokenNLL()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant in MIXED)
+    step = torch.compile(model) if variant == "compiled" else model
+    with torch.no_grad(), autocast:
+        for batch in val.split(args.batch):
+            nll.update(step(input_ids=batch).logits, batch)
+            STEP_ENDS.append(time.perf_counter())
+    return nll.compute()["ppl"].item()
+
+
 def worker(args: argparse.Namespace) -> None:
     """One system, one variant, in this process; prints one JSON line."""
     torch.set_num_threads(args.threads)
     work, out = Path(args.work), Path(args.work) / f"run-{args.worker}-{args.variant}-{os.getpid()}"
-    run = {"lit_hf": run_lit_hf, "trainer": run_trainer, "plain": run_plain}[args.worker]
+    chunked = functools.partial(run_lit_hf, chunked=True)
+    run = {"lit_hf": run_lit_hf, "lit_chunked": chunked, "trainer": run_trainer, "plain": run_plain}[args.worker]
     start = time.perf_counter()
     ppl = run(work, args, args.variant, out)
     shutil.rmtree(out, ignore_errors=True)  # lit_hf's exported model and the caches: not needed, and large
@@ -204,7 +244,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def launch(system: str, variant: str, work: Path, args: argparse.Namespace) -> dict:
     """A fresh process for one run; its report (or the failure, shown)."""
-    flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in SHARED]
+    flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in SHARED if name != "validation"]
+    flags += ["--validation"] if args.validation else []
     cmd = [sys.executable, __file__, f"--worker={system}", f"--variant={variant}", f"--work={work}", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -222,7 +263,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of all runs; medians are printed")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:3]))
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, help="default: all (--validation: all but trainer)")
+    parser.add_argument("--vocab-size", type=int, default=0, help="the model's vocabulary (0: the tokenizer's)")
+    parser.add_argument("--validation", action="store_true", help="time `validate` over steps * batch blocks")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--n-embd", type=int, default=512)
@@ -240,6 +283,9 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if not 0 < args.warmup < args.steps:
         parser.error("--warmup must be at least 1 and below --steps")
+    args.systems = args.systems or list(EVAL_SYSTEMS if args.validation else SYSTEMS)
+    if args.validation and "trainer" in args.systems:
+        parser.error("--validation times lit_hf and the plain loop, not the Trainer")
     return args
 
 
@@ -251,7 +297,7 @@ def run_all(work: Path, args: argparse.Namespace) -> dict[tuple[str, str], list[
             systems = args.systems[repeat % len(args.systems) :] + args.systems[: repeat % len(args.systems)]
             for system in systems:
                 report = launch(system, variant, work, args)
-                print(f"  round {repeat + 1}: {variant:10} {system:7} {report}", flush=True)
+                print(f"  round {repeat + 1}: {variant:10} {system:11} {report}", flush=True)
                 runs.setdefault((variant, system), []).append(report)
     return runs
 
@@ -269,21 +315,24 @@ def ratio(runs: dict, a: tuple[str, str], b: tuple[str, str]) -> float | None:
 
 def print_report(runs: dict, args: argparse.Namespace) -> None:
     print(
-        f"\n{'variant':10} {'system':8} {'tokens/s':>9} {'s/step':>7} {'1st step s':>10} {'RSS GB':>7} {'val ppl':>9}"
+        f"\n{'variant':10} {'system':11} {'tokens/s':>9} {'s/step':>7} {'1st step s':>10} {'RSS GB':>7} {'val ppl':>9}"
     )
     for (variant, system), reports in runs.items():
         row = [median(reports, k) for k in ("tokens_per_sec", "sec_per_step", "first_step_sec", "peak_rss_gb")]
-        print(f"{variant:10} {system:8} {row[0]:9.1f} {row[1]:7.3f} {row[2]:10.1f} {row[3]:7.2f} "
+        print(f"{variant:10} {system:11} {row[0]:9.1f} {row[1]:7.3f} {row[2]:10.1f} {row[3]:7.2f} "
               f"{median(reports, 'val_ppl'):9.2f}")  # fmt: skip
     print("\nratios, lit_hf / peer (median over rounds of same-round ratios):")
     for variant in args.variants:
-        for peer in ("trainer", "plain"):
+        for ours, peer in (("lit_hf", "trainer"), ("lit_hf", "plain"), ("lit_chunked", "plain")):
             for peer_variant in dict.fromkeys((variant, "fp32")):
-                r = ratio(runs, (variant, "lit_hf"), (peer_variant, peer))
+                r = ratio(runs, (variant, ours), (peer_variant, peer))
                 if r is not None:
-                    print(f"  lit_hf {variant} / {peer} {peer_variant}: {r:.2f}x")
+                    print(f"  {ours} {variant} / {peer} {peer_variant}: {r:.2f}x")
+    print("\ntargets (issue 22):")
+    for line in chunked_targets(runs, args.validation):
+        print("  " + line)
     print("\ntargets (issue 12):")
-    for line in targets(runs):
+    for line in [] if args.validation else targets(runs):
         print("  " + line)
     print("\ncompilation and gradient checkpointing, per system:")
     for line in effects(runs, args.systems):
@@ -311,6 +360,35 @@ def targets(runs: dict) -> list[str]:
     return lines
 
 
+def chunked_targets(runs: dict, validation: bool) -> list[str]:
+    """Issue 22's targets for the chunked loss (`lit_chunked`) against the plain loop, where both ran."""
+    chunked, plain = "lit_chunked", "plain"
+    if validation:
+        return [f"validate >= 1.2x the plain no_grad loop (float64 NLL of full logits), {variant}: "
+                f"{verdict(ratio(runs, (variant, chunked), (variant, plain)), 1.2)}, "
+                f"ppl {ppl_drift(runs, (variant, chunked), (variant, plain))}"
+                for variant in VARIANTS if (variant, chunked) in runs]  # fmt: skip
+    lines = [f"{variant}: >= {bound}x plain fp32: {verdict(ratio(runs, (variant, chunked), ('fp32', plain)), bound)}"
+             for variant, bound in (("fp32", 1.15), ("bf16-mixed", 1.9), ("compiled", 2.1))
+             if (variant, chunked) in runs]  # fmt: skip
+    for variant in VARIANTS:
+        if (variant, chunked) in runs and (variant, plain) in runs:
+            rss = [median(runs[(variant, system)], "peak_rss_gb") for system in (chunked, plain)]
+            lines.append(
+                f"{variant}: peak RSS {rss[0]:.2f} GB against the plain loop's {rss[1]:.2f} GB "
+                f"({100 * (1 - rss[0] / rss[1]):.0f}% lower; target >= 40% for the large vocabulary)"
+            )
+        if (variant, chunked) in runs and (variant, "lit_hf") in runs:  # the same data order and dropout draws
+            lines.append(f"{variant}: val ppl after training, chunked against lit_hf without it (target within 1e-5): "
+                         f"{ppl_drift(runs, (variant, chunked), (variant, 'lit_hf'))}")  # fmt: skip
+    return lines
+
+
+def ppl_drift(runs: dict, a: tuple[str, str], b: tuple[str, str]) -> str:
+    """How far a's validation perplexity is from b's, relative (medians over rounds)."""
+    return f"{median(runs[a], 'val_ppl') / median(runs[b], 'val_ppl') - 1:+.1e} relative"
+
+
 def effects(runs: dict, systems: list[str]) -> list[str]:
     """Compile seconds (the compiled run's first step less the bf16-mixed run's: both load the same, the compiled
     one compiles too) and gradient checkpointing against fp32 (speed and peak RSS), per system."""
@@ -332,7 +410,8 @@ def main() -> None:
     args = parse_args()
     if args.worker:
         return worker(args)
-    steps = f"{args.steps} steps ({args.warmup} untimed) of {args.batch} x {args.block} tokens"
+    steps = f"{args.steps} {'validation batches' if args.validation else 'steps'} ({args.warmup} untimed) of "
+    steps += f"{args.batch} x {args.block} tokens"
     print(f"torch {torch.__version__}, {args.threads} threads of {os.cpu_count()} CPUs; {steps}; {args.repeats} rounds")
     with tempfile.TemporaryDirectory(prefix="bench-causal-lm-") as tmp:
         make_inputs(Path(tmp), args)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for the scaling claims: each family validated in bf16 and fp16 against fp32 on one GPU, then
-# causal LM fit with FSDP and validate under DDP on every GPU found against one GPU, with throughput.
+# causal LM fit with FSDP and validate under DDP on every GPU found against one GPU, with throughput; then the
+# chunked loss against transformers' on one GPU (bench/gpu_check_chunked.py).
 #   bash bench/gpu_check.sh            # on a machine with CUDA GPUs; under 8 minutes on one node
 #   LIT_HF_TEST_DATA=/path/to/data bash bench/gpu_check.sh
 # Without a GPU it says so and exits 0; `GPU_CHECK_CPU=1` runs the same comparisons on the CPU instead (slow
@@ -65,4 +66,8 @@ run CLM-ddp validate "${CLM[@]}" --model.model_name_or_path="$EXPORT" --trainer.
   --trainer.strategy=ddp --trainer.precision=32-true
 $PY "$REPO/bench/gpu_check_compare.py" "validate of the FSDP export: $DEVICES processes vs 1" \
   "$WORK/CLM-export" "$WORK/CLM-ddp" 1e-5
+# --model.chunked_loss (issue 22): GPT-2 small and a BLOOM-vocabulary model in bf16 on one GPU, transformers' loss
+# against the chunked one: tokens/s, peak memory, MFU (prints figures; compares nothing, fails only if it crashes)
+if [[ "$GPUS" == 0 ]]; then CHUNKED=(--tiny --steps 3 --warmup 1); else CHUNKED=(); fi
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} $PY "$REPO/bench/gpu_check_chunked.py" "${CHUNKED[@]}"
 echo "gpu_check: done in $SECONDS s; logs in $WORK"

@@ -7,8 +7,9 @@ on it, it computes the NLL of each chunk of rows and keeps only that chunk's log
 `nll_sums` (evaluation) set the targets and run the model's own forward, so everything the model does before its
 output layer (T5's scaling of tied embeddings, OPT's `project_out`, final norms) and everything around the forward
 (FSDP2 gathers the root's parameters only inside it, LoRA, gradient checkpointing, `torch.compile`, autocast) stays
-as it is. Models that change the logits after the output layer (soft-capping, logit scales, a final bias) are
-refused by a probe when the head is installed.
+as it is. BART, mBART, Marian and Pegasus add a `final_logits_bias` buffer to the output layer's logits: the head
+adds it inside each chunk. Models that change the logits otherwise after the output layer (soft-capping, logit
+scales) are refused by a probe when the head is installed.
 """
 
 import torch
@@ -66,7 +67,9 @@ class LinearNLL(torch.autograd.Function):
                 grad = grad.to(weight.dtype)  # the dtype the output layer's matmul ran in (autocast: bf16)
                 if need_h:
                     grad_h[start : start + rows] = grad @ weight.to(grad.dtype)
-                if need_w:
+                if need_w and grad.dtype == h.dtype == grad_w.dtype:  # fp32: in place, no (vocab, hidden) temporary
+                    grad_w.addmm_(grad.T, h)
+                elif need_w:
                     grad_w += (grad.T @ h.to(grad.dtype)).float()
                 if need_b:
                     grad_b += grad.float().sum(0)
@@ -76,11 +79,13 @@ class LinearNLL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total: Tensor) -> tuple[Tensor | None, ...]:
+        # Scaled in place: no second copy of a (vocab, hidden) gradient at the step's peak. A second backward through
+        # the same graph (retain_graph) then fails on torch's saved-tensor version check, not silently.
         saved = iter(ctx.saved_tensors)
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = next(saved) * grad_total if need_h else None
-        grad_w = (next(saved) * grad_total).to(ctx.dtypes[0]) if need_w else None
-        grad_b = (next(saved) * grad_total).to(ctx.dtypes[1]) if need_b else None
+        grad_h = next(saved).mul_(grad_total) if need_h else None
+        grad_w = next(saved).mul_(grad_total).to(ctx.dtypes[0]) if need_w else None
+        grad_b = next(saved).mul_(grad_total).to(ctx.dtypes[1]) if need_b else None
         return grad_h, grad_w, grad_b, None, None
 
 
@@ -107,19 +112,25 @@ class ChunkedHead(nn.Linear):
 
     targets: Tensor | None = None  # (rows,) token ids aligned with the flattened input rows, IGNORE_INDEX skipped
     exact: bool = False
+    final_bias: Tensor | None = None  # (vocab,) the model's `final_logits_bias` (BART, Marian), added after this layer
 
     def forward(self, hidden: Tensor) -> Tensor:
         if self.targets is None:
             return super().forward(hidden)
         hidden = hidden.reshape(-1, hidden.shape[-1])  # (batch * seq_len, hidden)
+        bias = self.bias
+        if self.final_bias is not None:  # a buffer: no gradient of its own; the layer's bias still gets its own
+            final = self.final_bias.to(self.weight.dtype)
+            bias = final if bias is None else bias + final
         if self.exact:
-            return exact_sums(hidden, self.weight, self.bias, self.targets, chunk_rows(self.out_features))
-        return LinearNLL.apply(hidden, self.weight, self.bias, self.targets, chunk_rows(self.out_features))
+            return exact_sums(hidden, self.weight, bias, self.targets, chunk_rows(self.out_features))
+        return LinearNLL.apply(hidden, self.weight, bias, self.targets, chunk_rows(self.out_features))
 
 
 def use_chunked_head(model: nn.Module, example: dict[str, Tensor] | None = None) -> None:
     """Makes the model's output layer a `ChunkedHead`, after checking that the model returns that layer's output
-    unchanged as its logits, on `example` inputs (default: 8 tokens). Raises `ConfigError` where it does not."""
+    unchanged (but for a `final_logits_bias`) as its logits, on `example` inputs (default: 8 tokens, as the encoder's
+    and the decoder's inputs of an encoder-decoder model). Raises `ConfigError` where it does not."""
     head = model.get_output_embeddings()
     if isinstance(head, ChunkedHead):
         return
@@ -128,7 +139,11 @@ def use_chunked_head(model: nn.Module, example: dict[str, Tensor] | None = None)
         raise ConfigError(f"chunked_loss needs an nn.Linear output layer; {name}'s is {type(head).__name__}. "
                           "Leave chunked_loss off.")  # fmt: skip
     tokens = torch.arange(1, 9)[None] % head.out_features  # not id 0 alone: often padding, its logits all zero
-    if not _returns_head_output(model, head, example or {"input_ids": tokens}):
+    if example is None:
+        example = {"input_ids": tokens}
+        if getattr(model.config, "is_encoder_decoder", False):
+            example["decoder_input_ids"] = tokens
+    if not _returns_head_output(model, head, example):
         raise ConfigError(f"chunked_loss: {name} changes the logits after its output layer (soft-capping, a scale or "
                           "a bias), which the chunked loss would leave out. Leave chunked_loss off.")  # fmt: skip
     head.__class__ = ChunkedHead
@@ -145,18 +160,32 @@ def _returns_head_output(model: nn.Module, head: nn.Module, example: dict[str, T
     finally:
         hook.remove()
         model.train(training)
-    return len(seen) == 1 and logits.shape == seen[0].shape and torch.equal(logits.float(), seen[0].float())
+    if len(seen) != 1 or logits.shape != seen[0].shape:
+        return False
+    bias = final_logits_bias(model)
+    return torch.equal(logits.float(), seen[0].float() + (0 if bias is None else bias.float()))
+
+
+def final_logits_bias(model: nn.Module) -> Tensor | None:
+    """(vocab,) the bias BART, mBART, Marian and Pegasus add to their output layer's logits, or None."""
+    bias = getattr(_base(model), "final_logits_bias", None)
+    return None if bias is None else bias.reshape(-1)
 
 
 def _run(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, exact: bool) -> Tensor:
     head = model.get_output_embeddings()
     if not isinstance(head, ChunkedHead):
         raise TypeError("call use_chunked_head(model) first")
-    head.targets, head.exact = targets, exact
+    owner, bias = _base(model), final_logits_bias(model)
+    head.targets, head.exact, head.final_bias = targets, exact, bias
+    if bias is not None:  # the model adds it to what the head returns: a zero then, and the head adds it per chunk
+        saved, owner.final_logits_bias = owner.final_logits_bias, bias.new_zeros(())
     try:
         return model(**inputs, use_cache=False).logits  # what the head returned
     finally:
-        head.targets = None
+        if bias is not None:
+            owner.final_logits_bias = saved  # the buffer itself
+        head.targets = head.final_bias = None
 
 
 def mean_nll(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor) -> Tensor:
@@ -170,3 +199,7 @@ def nll_sums(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor) -> tu
     """Float64 (summed NLL, correct argmax predictions, scored tokens) of the targets, for evaluation."""
     nll, correct = _run(model, inputs, targets, exact=True)
     return nll, correct, (targets != IGNORE_INDEX).sum().double()
+
+
+def _base(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA: the model inside

@@ -14,6 +14,8 @@ from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
+    MarianConfig,
+    MarianMTModel,
     OPTConfig,
     OPTForCausalLM,
     T5ForConditionalGeneration,
@@ -27,7 +29,7 @@ from lit_hf.errors import ConfigError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.options import LoraOptions, SpeedOptions
 from lit_hf.speed import checkpoint_activations
-from lit_hf.tasks import CausalLMTask
+from lit_hf.tasks import CausalLMTask, TranslationTask
 
 ROWS = 48  # rows per chunk in these tests: 128 rows are 3 chunks, the last one partial
 
@@ -51,6 +53,18 @@ def opt_untied(vocab_size: int) -> OPTForCausalLM:
     return OPTForCausalLM(config)
 
 
+def marian_with_final_bias(vocab_size: int) -> MarianMTModel:
+    """Marian (as BART, mBART, Pegasus) adds a `final_logits_bias` buffer to its output layer's logits; a random one
+    here, as converted OPUS-MT models carry a trained one."""
+    torch.manual_seed(0)
+    config = MarianConfig(vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64,
+                          decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2, dropout=0.0,
+                          max_position_embeddings=128, pad_token_id=0, decoder_start_token_id=0)  # fmt: skip
+    model = MarianMTModel(config)
+    model.final_logits_bias.normal_(std=2.0)
+    return model
+
+
 def case(kind: str, trained_gpt2_dir: Path, tiny_t5_dir: Path, ids: torch.Tensor) -> tuple:
     """(model, inputs without labels, labels, targets aligned with the flattened rows, probe inputs)."""
     labels = ids.clone()
@@ -62,6 +76,10 @@ def case(kind: str, trained_gpt2_dir: Path, tiny_t5_dir: Path, ids: torch.Tensor
         labels = torch.where(labels == -100, -100, ids)
         inputs = {"input_ids": ids, "decoder_input_ids": model._shift_right(labels)}
         return model, inputs, labels, labels.reshape(-1), inputs
+    if kind == "marian":  # encoder-decoder with a final bias after the output layer
+        model = marian_with_final_bias(50257)
+        inputs = {"input_ids": ids, "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels)}
+        return model, inputs, labels, labels.reshape(-1), None  # the default probe: encoder and decoder inputs
     model = opt_untied(50257) if kind == "opt" else AutoModelForCausalLM.from_pretrained(trained_gpt2_dir)
     if kind == "packed":  # three documents in row 0, two in row 1; blocks recomputed in the backward pass too
         inputs["position_ids"] = torch.cat([torch.arange(n) for n in (20, 30, 14, 40, 24)]).view(2, 64)
@@ -79,7 +97,7 @@ def relative(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).norm() / want.norm()).item()
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "opt", "t5", "lora", "packed"])
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "t5", "marian", "lora", "packed"])
 def test_loss_and_every_gradient_equal_transformers(
     kind: str, small_chunks: None, trained_gpt2_dir: Path, tiny_t5_dir: Path, data_dir: Path, gpt2_tokenizer
 ) -> None:
@@ -185,11 +203,36 @@ def test_training_step_holds_no_token_by_vocabulary_tensor(
         assert seen.largest >= full
 
 
+@pytest.mark.parametrize("chunked", [True, False])
+def test_seq2seq_training_step_holds_no_target_by_vocabulary_tensor(
+    chunked: bool, small_chunks: None, tiny_t5_dir: Path, data_dir: Path, gpt2_tokenizer
+) -> None:
+    task = TranslationTask(str(tiny_t5_dir), chunked_loss=chunked)
+    ids = wiki_batch(data_dir, gpt2_tokenizer) % task.model.config.vocab_size  # (2, 64): 128 target rows
+    with LargestTensor() as seen:
+        task.training_step({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}, 0).backward()
+    full = ids.numel() * task.model.config.vocab_size
+    assert seen.largest <= ROWS * task.model.config.vocab_size < full if chunked else seen.largest >= full
+
+
 def test_models_that_change_logits_after_the_output_layer_are_refused() -> None:
     size = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "head_dim": 8}
     config = Gemma2Config(**size, num_attention_heads=2, num_key_value_heads=1, final_logit_softcapping=30.0)
     with pytest.raises(ConfigError, match="Gemma2ForCausalLM changes the logits after its output layer"):
         use_chunked_head(Gemma2ForCausalLM(config))
+
+
+def test_seq2seq_train_and_val_loss_equal_the_full_logits_ones(tmp_path: Path, small_chunks: None) -> None:
+    """The translation quickstart (byte-level T5 from scratch, seeded) for one step: `train/loss` with the option is
+    transformers' loss, and `val/loss` the float64 NLL of full logits (both: the same run without the option)."""
+    args = [*family_args("translation", tmp_path), "--model.predict_with_generate=false", "--data.batch_size=8"]
+    epoch = ["--trainer.max_steps=-1", "--trainer.max_epochs=1", "--trainer.limit_val_batches=1"]  # 1 step, 1 val
+    main([*train_loss_fit(tmp_path / "plain", tmp_path / "cache", *args), *epoch])
+    main([*train_loss_fit(tmp_path / "chunked", tmp_path / "cache", *args, "--model.chunked_loss=true"), *epoch])
+    for tag in ("train/loss", "val/loss"):
+        plain, chunked = logged(tmp_path / "plain", tag), logged(tmp_path / "chunked", tag)
+        assert list(plain) == list(chunked) == [0], tag
+        assert chunked[0] == pytest.approx(plain[0], rel=1e-6), tag
 
 
 def validate(root: Path, model: Path, text: Path, *extra: str) -> dict[str, float]:

@@ -18,6 +18,7 @@ from transformers import (
 )
 from transformers.generation.configuration_utils import GenerationMode
 
+from lit_hf.chunked_nll import nll_sums
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import T5_FAMILY
@@ -66,27 +67,31 @@ def exported_generation_config(model: PreTrainedModel, kwargs: dict[str, Any]) -
     return config
 
 
-def update_loss(model: PreTrainedModel, nll: NextTokenNLL, batch: dict[str, Any], reuse_encoder: bool = True) -> Any:
-    """Adds the batch's token NLL to `nll` and returns the encoder outputs, for `generate` to reuse.
+def update_loss(
+    model: PreTrainedModel, nll: NextTokenNLL, batch: dict[str, Any], reuse_encoder: bool = True, chunked: bool = False
+) -> Any:
+    """Adds the batch's token NLL to `nll` and returns the encoder outputs, for `generate` to reuse. `chunked`: the
+    model's output layer is a `lit_hf.chunked_nll.ChunkedHead`, which scores the labels without full logits.
 
     The loss and generation read one encoder pass: the same outputs as two, for one pass less per batch. Under
     FSDP (`reuse_encoder=False`) the encoder cannot be called on its own: the root's weights (the shared
     embedding) are gathered only by the whole model's forward, so the loss takes that and returns None.
     """
-    labels = batch["labels"]
     if not reuse_encoder:
-        inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
-        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
-        nll.update(model(**inputs, decoder_input_ids=decoder_input_ids).logits, labels)
+        _add_nll(model, nll, {key: batch[key] for key in ("input_ids", "attention_mask")}, batch["labels"], chunked)
         return None
     encoder_outputs = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = model(
-        encoder_outputs=encoder_outputs,
-        attention_mask=batch["attention_mask"],
-        decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels),
-    ).logits  # (batch, target_len, vocab)
-    nll.update(logits, labels)
+    inputs = {"encoder_outputs": encoder_outputs, "attention_mask": batch["attention_mask"]}
+    _add_nll(model, nll, inputs, batch["labels"], chunked)
     return encoder_outputs
+
+
+def _add_nll(model: PreTrainedModel, nll: NextTokenNLL, inputs: dict[str, Any], labels: Tensor, chunked: bool) -> None:
+    inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    if chunked:  # float64 sums chunk by chunk inside the output layer; decoder position t predicts label t
+        nll.update(sums=nll_sums(model, inputs, labels.reshape(-1)))
+    else:
+        nll.update(model(**inputs).logits, labels)  # (batch, target_len, vocab)
 
 
 def generate_texts(
