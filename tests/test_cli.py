@@ -161,6 +161,7 @@ def test_unreachable_hub_model_fails_fast(tmp_path, env):
         *CLM, "--model.model_name_or_path=openai-community/gpt2", f"--data.validation_file={tmp_path}/v.txt", env=env
     )
     assert_one_line_error(result, "'openai-community/gpt2'", "not in the cache", "local directory", "HF_ENDPOINT")
+    assert "`python -m lit_hf download openai-community/gpt2`" in result.stderr
 
 
 @pytest.mark.parametrize(("offline", "attempts"), [(True, 0), (False, 1)], ids=["offline-mode", "hub-unreachable"])

@@ -23,6 +23,8 @@ from lit_hf.cli import main
 from lit_hf.tasks import CausalLMTask
 
 REPO = Path(__file__).resolve().parents[1]
+# A folder of raw vocabulary files (BERT's vocab.txt alone), which AutoTokenizer cannot read (conftest's data_dir).
+RAW_VOCAB = Path(os.environ.get("LIT_HF_TEST_DATA", REPO.parent / "shared/data")) / "tokenizers/bert-base-uncased"
 
 CLM = family_args("causal_lm")
 CLS = family_args("text_classification")
@@ -98,6 +100,10 @@ CASES = {
     "max-samples-zero": (
         ["fit", *CLM, "--data.train_file=TEXT", "--data.max_train_samples=0", "--data.validation_split_percentage=0"],
         ["max_train_samples must be positive, got 0"],
+    ),
+    "raw-tokenizer-files": (  # transformers' whole message, not its first line ending in "one of: "
+        ["validate", *CLM, V, "--model.hub.tokenizer_name=RAW_VOCAB"],
+        ["bert-base-uncased", "(3) an equivalent slow tokenizer class", "docs/from-hf-scripts.md"],
     ),
     "ckpt-missing": (["validate", *CLM, V, "--ckpt_path=NOWHERE"], ["--ckpt_path", "does not exist"]),
     "ckpt-directory": (["validate", *CLM, V, "--ckpt_path=A_DIR"], ["is a directory"]),
@@ -211,6 +217,7 @@ def swapped(root: Path, args: list[str]) -> list[str]:
         "QS_TRANSLATION": REPO / "configs" / "quickstart_translation.yaml",
         "CKPT": checkpoint(root), "RUN_DIR": checkpoint(root).parents[1], "BAD_YAML": root / "bad.yaml",
         "MANY": 2 * (os.cpu_count() or 1) + 1,
+        "RAW_VOCAB": RAW_VOCAB,
     }  # fmt: skip
     out = []
     for arg in args:
