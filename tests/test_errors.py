@@ -66,6 +66,9 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal
     config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=16, n_layer=2, n_head=2, n_positions=128)
     GPT2LMHeadModel(config).save_pretrained(root / "narrow-gpt2")
     gpt2_tokenizer.save_pretrained(root / "narrow-gpt2")
+    from transformers import BertTokenizer  # transformers 5: a full vocab.txt, 5 tokens in the tokenizer it builds
+
+    BertTokenizer(vocab_file=str(RAW_VOCAB / "vocab.txt")).save_pretrained(root / "five-tokens")
     return root
 
 
@@ -104,6 +107,10 @@ CASES = {
     "raw-tokenizer-files": (  # transformers' whole message, not its first line ending in "one of: "
         ["validate", *CLM, V, "--model.hub.tokenizer_name=RAW_VOCAB"],
         ["bert-base-uncased", "(3) an equivalent slow tokenizer class", "docs/from-hf-scripts.md"],
+    ),
+    "absurdly-small-tokenizer": (
+        ["validate", *CLM, V, "--model.hub.tokenizer_name=FIVE_TOKENS"],
+        ["five-tokens' has 5 tokens for a model with 50257 embeddings", "docs/from-hf-scripts.md"],
     ),
     "ckpt-missing": (["validate", *CLM, V, "--ckpt_path=NOWHERE"], ["--ckpt_path", "does not exist"]),
     "ckpt-directory": (["validate", *CLM, V, "--ckpt_path=A_DIR"], ["is a directory"]),
@@ -217,7 +224,7 @@ def swapped(root: Path, args: list[str]) -> list[str]:
         "QS_TRANSLATION": REPO / "configs" / "quickstart_translation.yaml",
         "CKPT": checkpoint(root), "RUN_DIR": checkpoint(root).parents[1], "BAD_YAML": root / "bad.yaml",
         "MANY": 2 * (os.cpu_count() or 1) + 1,
-        "RAW_VOCAB": RAW_VOCAB,
+        "RAW_VOCAB": RAW_VOCAB, "FIVE_TOKENS": root / "five-tokens",
     }  # fmt: skip
     out = []
     for arg in args:
