@@ -130,7 +130,11 @@ CASES = {
     ),
     "predict-without-test-split": (
         ["predict", *CLS, "--data.train_file=TRAIN_CSV"],
-        ["no test split (it has: train)", "--data.test_file"],
+        ["no test split (it has: train)", "--data.predict_file"],
+    ),
+    "predict-without-glue-test-file": (  # the GLUE download's RTE without test.tsv
+        ["predict", *CLS, "--data.task_name=rte", f"--data.data_dir={RAW_VOCAB.parents[1] / 'glue'}"],
+        ["RTE/test.tsv' does not exist", "--data.predict_file"],
     ),
     "predict-without-predict-step": (
         ["predict", *CLM, V, "--model=test_errors.NoPredictTask"],

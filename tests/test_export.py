@@ -60,7 +60,7 @@ def test_classification_export_matches_predict_in_pipeline(tmp_path):
     assert hf_config.problem_type == "single_label_classification"
     assert sorted(hf_config.label2id) == ["negative", "positive"] and hf_config.id2label[hf_config.label2id["positive"]]
     test_file = REPO / "configs/quickstart/reviews/validation.csv"
-    run = predict(tmp_path, config, ckpt, f"--data.test_file={test_file}", "--data.max_predict_samples=40")
+    run = predict(tmp_path, config, ckpt, f"--data.predict_file={test_file}", "--data.max_predict_samples=40")
     rows = [json.loads(line) for line in (run / "predict_results.jsonl").read_text().splitlines()]
     import csv
 
