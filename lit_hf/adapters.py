@@ -1,10 +1,10 @@
 """LoRA through PEFT for any task: wrapping the model, checkpoints of the trained weights only, and the export."""
 
 import copy
+import sys
 from typing import Any, Literal
 
 import lightning as L
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from lit_hf.errors import ConfigError
@@ -25,6 +25,8 @@ def apply_peft(
     """
     if lora is None:
         return model
+    from peft import LoraConfig, get_peft_model  # here: importing PEFT costs the CLI's parsing and --help 1.4 s
+
     config = LoraConfig(
         task_type=task_type,
         r=lora.r,
@@ -41,7 +43,7 @@ def apply_peft(
 
 def keep_trainable(task: L.LightningModule, checkpoint: dict[str, Any]) -> None:
     """`on_save_checkpoint`: with adapters, the checkpoint keeps only the parameters that train."""
-    if not isinstance(getattr(task, "model", None), PeftModel):
+    if not is_peft(getattr(task, "model", None)):
         return
     trainable = {name for name, param in task.named_parameters() if param.requires_grad}
     checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
@@ -50,7 +52,7 @@ def keep_trainable(task: L.LightningModule, checkpoint: dict[str, Any]) -> None:
 def restore_frozen(task: L.LightningModule, checkpoint: dict[str, Any]) -> None:
     """`on_load_checkpoint`: an adapter checkpoint gets the frozen weights from the base model the task loaded,
     so the strict load that follows still catches keys that belong to no parameter."""
-    if isinstance(getattr(task, "model", None), PeftModel):
+    if is_peft(getattr(task, "model", None)):
         checkpoint["state_dict"] = {**task.state_dict(), **checkpoint["state_dict"]}
 
 
@@ -58,6 +60,12 @@ def exportable_model(model: nn.Module, lora: LoraOptions | None) -> Any:
     """What the export saves with `save_pretrained`: the model; with adapters the `PeftModel` (an adapter directory
     for `PeftModel.from_pretrained(base, dir)`) or, with `lora.merge`, a merged copy (plain transformers weights).
     The copy leaves the task's own model wrapped, so training or evaluation can go on."""
-    if isinstance(model, PeftModel) and lora is not None and lora.merge:
+    if is_peft(model) and lora is not None and lora.merge:
         return copy.deepcopy(model).merge_and_unload()
     return model
+
+
+def is_peft(model: Any) -> bool:
+    """Whether `model` is wrapped in adapters: a `PeftModel`, which exists only once `apply_peft` imported PEFT."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)

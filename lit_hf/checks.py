@@ -145,6 +145,19 @@ def output_dirs(trainer: Any) -> list[tuple[str, str]]:
     return found
 
 
+def check_vocabulary(tokens: int, embeddings: int, tokenizer_name: str) -> None:
+    """Refuses a tokenizer with far fewer tokens than the model has embeddings: under 256 (not even bytes) and under
+    a tenth of the model's. transformers 5's `BertTokenizer(vocab_file=...)` builds 5 tokens from a full vocab.txt,
+    and such a tokenizer trains without an error, on text that is almost all `[UNK]`. (A larger tokenizer is fine:
+    the embeddings grow to it.)"""
+    if tokens < 256 and tokens * 10 < embeddings:
+        raise LitHFError(
+            f"The tokenizer from {tokenizer_name!r} has {tokens} tokens for a model with {embeddings} embeddings: "
+            "it is not the model's vocabulary (raw vocabulary files read by a tokenizer class's constructor give "
+            "such a tokenizer); give the model's tokenizer folder, made as docs/from-hf-scripts.md shows."
+        )
+
+
 def check_family(task: type, data: type) -> None:
     """A task runs on a data module of its own family (lit_hf/families.py); a class that is no family's (a user's
     own) is not checked here."""

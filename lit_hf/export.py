@@ -28,6 +28,17 @@ GENERATE = [
 PIPELINES = ("text-classification", "text-generation", "image-classification")
 USAGE = {tag: ["from transformers import pipeline", "", f'pipe = pipeline("{tag}", model=PATH)'] for tag in PIPELINES}
 USAGE |= {"translation": GENERATE, "summarization": GENERATE}
+# Multiple choice, which has neither a hub pipeline tag nor a pipeline: each choice is the second text of a pair after
+# the context, as the data module encodes SWAG's `sent1` and `sent2 + " " + ending`; the model scores them together.
+USAGE[None] = [
+    "from transformers import AutoModelForMultipleChoice, AutoTokenizer",
+    "",
+    "tokenizer, model = AutoTokenizer.from_pretrained(PATH), AutoModelForMultipleChoice.from_pretrained(PATH)",
+    'context, choices = "Jack got a puppy.", ["Jack was glad all day.", "Jack felt upset about it."]',
+    'pairs = tokenizer([context] * len(choices), choices, padding=True, return_tensors="pt")',
+    "scores = model(**{name: tensor[None] for name, tensor in pairs.items()}).logits[0]  # (choices,)",
+    "print(choices[int(scores.argmax())])",
+]
 MARKER = "lit_hf_export.json"  # in every export: what it wrote (export_refusal)
 
 
@@ -68,7 +79,17 @@ def export_pretrained(
         if card is not None:
             (tmp / "README.md").write_text(card, encoding="utf-8")
         write_marker(tmp)
+        same_mode(tmp, tmp / MARKER)
     return Path(target)
+
+
+def same_mode(folder: Path, reference: Path) -> None:
+    """Gives every file in `folder` the mode of `reference` (a file this process wrote: 0644 under umask 022):
+    safetensors writes the weights 0600, which another user serving the export could not read."""
+    mode = reference.stat().st_mode & 0o777
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
 
 
 def write_marker(folder: Path) -> None:

@@ -14,7 +14,7 @@ from peft import PeftModel
 
 from lit_hf.atomic import write_text
 from lit_hf.cli.export import load_weights
-from lit_hf.cli.lightning import PARSER_KWARGS, LitHFCLI
+from lit_hf.cli.lightning import PARSER_KWARGS, PROG, LitHFCLI
 from lit_hf.errors import LitHFError, say
 from lit_hf.export import load_checkpoint
 
@@ -60,7 +60,7 @@ def lm_eval_main(args: list[str]) -> Path:
         run=False,
         args=args,
         save_config_callback=None,
-        parser_kwargs=dict(PARSER_KWARGS),
+        parser_kwargs={**PARSER_KWARGS, "prog": f"{PROG} lm-eval"},
     )
     task, config = cli.model, cli.config
     if config.ckpt_path:

@@ -11,13 +11,20 @@ from urllib.parse import urlparse
 
 import huggingface_hub.constants
 
-from lit_hf.errors import LitHFError, first_line
+from lit_hf.errors import LitHFError
 
 T = TypeVar("T")
 
 WAY_OUT = (
     "Pass a local directory instead, pre-fill the cache where the network is available "
-    "(`hf download {name}` with HF_HOME pointing at the cache), or point HF_ENDPOINT at a reachable mirror."
+    "(`python -m lit_hf download {name}` with HF_HOME pointing at the cache), or point HF_ENDPOINT at a reachable "
+    "mirror."
+)
+# A folder AutoTokenizer cannot read: raw vocabulary files without tokenizer.json (what transformers 5 says then).
+RAW_TOKENIZER = "Couldn't instantiate the backend tokenizer"
+RAW_WAY_OUT = (
+    " Raw vocabulary files (vocab.txt, vocab.json + merges.txt, spiece.model) become a tokenizer folder with "
+    "docs/from-hf-scripts.md's two lines."
 )
 
 
@@ -81,10 +88,17 @@ def from_hub(load: Callable[..., T], name_or_path: str, what: str, **kwargs: obj
 
 def _explain(name_or_path: str, what: str, err: Exception) -> str:
     if is_local(name_or_path):
-        return f"Could not load the {what} from the local directory {name_or_path!r}: {first_line(err)}"
+        way_out = RAW_WAY_OUT if RAW_TOKENIZER in str(err) else ""
+        return f"Could not load the {what} from the local directory {name_or_path!r}: {whole(err)}{way_out}"
     where = "offline mode is on" if is_offline() else "the Hugging Face Hub could not be reached"
     if isinstance(err, OSError) and ("connect" in str(err) or "offline" in str(err).lower() or is_offline()):
         return f"Could not load the {what} {name_or_path!r}: {where} and it is not in the cache. " + WAY_OUT.format(
             name=name_or_path
         )
-    return f"Could not load the {what} {name_or_path!r}: {first_line(err)}"
+    return f"Could not load the {what} {name_or_path!r}: {whole(err)}"
+
+
+def whole(err: BaseException) -> str:
+    """The exception's whole message on one line: transformers spreads a cause over several (the tokenizer's list
+    of what it tried), and their first line alone ends in "one of: "."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())

@@ -6,7 +6,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-from transformers import get_scheduler
 
 from lit_hf.options import OptimOptions
 
@@ -36,6 +35,8 @@ def adamw_with_schedule(model: nn.Module, optim: OptimOptions, total_steps: int)
     # any mixed precision (bf16 too). Saying no lets the GradScaler unscale before clipping, as for other optimizers.
     optimizer._step_supports_amp_scaling = False
     warmup = optim.warmup_steps or math.ceil(optim.warmup_ratio * total_steps)  # as TrainingArguments rounds it
+    from transformers import get_scheduler  # here: its module imports PEFT, 1 s of every --help and parse
+
     scheduler = get_scheduler(
         optim.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1)
     )

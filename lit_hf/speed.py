@@ -3,9 +3,9 @@
 import contextlib
 
 import torch
-from peft import PeftModel
 from torch import nn
 
+from lit_hf.adapters import is_peft
 from lit_hf.errors import ConfigError
 from lit_hf.options import SpeedOptions
 
@@ -20,7 +20,7 @@ def checkpoint_activations(model: nn.Module, speed: SpeedOptions) -> None:
     """
     if not speed.gradient_checkpointing:
         return
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = model.get_base_model() if is_peft(model) else model
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise ConfigError(f"{type(base).__name__} does not support speed.gradient_checkpointing; leave it off.")
     kwargs = {"use_reentrant": False}

@@ -76,7 +76,7 @@ def test_predict_on_three_processes_is_complete_and_in_order(tmp_path, classifie
     rows = [f"text number {i} " + "word " * (i % 7) for i in range(50)]  # 50: not a multiple of 3
     (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{t},{'ab'[i % 2]}\n" for i, t in enumerate(rows)))
     (tmp_path / "test.csv").write_text("text\n" + "".join(f"{t}\n" for t in rows))
-    args = [f"--data.train_file={tmp_path / 'train.csv'}", f"--data.test_file={tmp_path / 'test.csv'}"]
+    args = [f"--data.train_file={tmp_path / 'train.csv'}", f"--data.predict_file={tmp_path / 'test.csv'}"]
     one = run(tmp_path, "predict", classifier_dir("bert", 2), *args, "--data.eval_batch_size=4")
     three = run_ddp(tmp_path, "predict", classifier_dir("bert", 2), *args, "--data.eval_batch_size=4")
     lines = (three / "predict_results.txt").read_text().splitlines()
@@ -88,6 +88,24 @@ def test_predict_on_three_processes_is_complete_and_in_order(tmp_path, classifie
     expected = torch.from_numpy(predictions(classifier_dir("bert", 2), rows)).softmax(-1).numpy()
     assert [p["index"] for p in probs] == list(range(50))
     np.testing.assert_allclose([[p["probabilities"][k] for k in "ab"] for p in probs], expected, atol=1e-5)
+
+
+def test_predict_reads_the_predict_file_else_the_test_split(tmp_path, classifier_dir):
+    """--data.predict_file, as in every family: `predict` classifies its rows (labels ignored, max_predict_samples
+    kept); without it, the test file's."""
+    rows = {name: [f"{name} text {i} " + "word " * i for i in range(n)] for name, n in (("test", 4), ("mine", 7))}
+    (tmp_path / "train.csv").write_text(
+        "text,label\n" + "".join(f"{t},{'ab'[i % 2]}\n" for i, t in enumerate(rows["test"]))
+    )
+    (tmp_path / "test.csv").write_text("text,label\n" + "".join(f"{t},a\n" for t in rows["test"]))
+    (tmp_path / "mine.csv").write_text("text,label\n" + "".join(f"{t},unseen\n" for t in rows["mine"]))
+    model_dir, files = classifier_dir("bert", 2), [f"--data.{s}_file={tmp_path / s}.csv" for s in ("train", "test")]
+    for name, extra, n in (("mine", [f"--data.predict_file={tmp_path / 'mine.csv'}"], 5), ("test", [], 4)):
+        log_dir = run(tmp_path, "predict", model_dir, *files, *extra, "--data.max_predict_samples=5")
+        probs = [json.loads(line) for line in (log_dir / "predict_results.jsonl").read_text().splitlines()]
+        expected = torch.from_numpy(predictions(model_dir, rows[name][:n])).softmax(-1).numpy()
+        assert [p["index"] for p in probs] == list(range(n)), name
+        np.testing.assert_allclose([[p["probabilities"][k] for k in "ab"] for p in probs], expected, atol=1e-5)
 
 
 def test_mnli_two_validation_sets_and_two_prediction_files(tmp_path, classifier_dir):

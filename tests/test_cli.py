@@ -81,14 +81,14 @@ def test_config_paths_resolve_against_the_config_file(name, tmp_path, monkeypatc
     """Paths in a config file are relative to that file; on the command line, to the working directory."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.txt").write_text("some text\n")
-    args = [f"--config={REPO / 'configs' / f'{name}.yaml'}", "--data.test_file=mine.txt"]
+    args = [f"--config={REPO / 'configs' / f'{name}.yaml'}", "--data.predict_file=mine.txt"]
     config = LitHFCLI(subclass_mode_model=True, subclass_mode_data=True, run=False, args=args).config
     model, data = config.model.init_args, config.data.init_args
     quickstart = REPO / "configs" / "quickstart"
     assert Path(model.model_name_or_path).parent == quickstart and Path(model.model_name_or_path).is_dir()
     assert data.model_name_or_path == model.model_name_or_path  # the link carries the resolved path
     assert Path(data.train_file).is_file() and Path(data.train_file).is_relative_to(quickstart)
-    assert data.test_file == str(tmp_path / "mine.txt")
+    assert data.predict_file == str(tmp_path / "mine.txt")
     assert type(data.train_file) is str  # plain strings reach the constructors (and checkpoints)
 
 
@@ -161,6 +161,7 @@ def test_unreachable_hub_model_fails_fast(tmp_path, env):
         *CLM, "--model.model_name_or_path=openai-community/gpt2", f"--data.validation_file={tmp_path}/v.txt", env=env
     )
     assert_one_line_error(result, "'openai-community/gpt2'", "not in the cache", "local directory", "HF_ENDPOINT")
+    assert "`python -m lit_hf download openai-community/gpt2`" in result.stderr
 
 
 @pytest.mark.parametrize(("offline", "attempts"), [(True, 0), (False, 1)], ids=["offline-mode", "hub-unreachable"])

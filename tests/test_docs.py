@@ -289,3 +289,25 @@ def test_a_wrong_command_fails(line, error, parse, monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(CommandError, match=re.escape(error)):
         check_line(line, parse)
+
+
+def test_raw_tokenizer_files_become_a_tokenizer_folder_as_from_hf_scripts_says(tmp_path, monkeypatch, data_dir):
+    """The page's Python, run as written on the raw files of ../shared/data/tokenizers: each saved folder loads in
+    `AutoTokenizer` with the model's vocabulary and the ids its hub tokenizer gives "Hello world"."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    page = (REPO / "docs" / "from-hf-scripts.md").read_text(encoding="utf-8")
+    (code,) = [block.split("```")[0] for block in page.split("```python\n")[1:]]
+    shutil.copytree(data_dir / "tokenizers", tmp_path / "raw")
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})
+    published = {  # (vocabulary size, ids of "Hello world"), as the hub's tokenizers give them
+        "bert-base-uncased": (30522, [101, 7592, 2088, 102]),
+        "gpt2": (50257, [15496, 995]),
+        "t5-small": (32100, [8774, 296, 1]),
+    }
+    for name, (size, ids) in published.items():
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tokenizers" / name)
+        assert (len(tokenizer), tokenizer("Hello world")["input_ids"]) == (size, ids), name

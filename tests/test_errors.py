@@ -23,6 +23,8 @@ from lit_hf.cli import main
 from lit_hf.tasks import CausalLMTask
 
 REPO = Path(__file__).resolve().parents[1]
+# A folder of raw vocabulary files (BERT's vocab.txt alone), which AutoTokenizer cannot read (conftest's data_dir).
+RAW_VOCAB = Path(os.environ.get("LIT_HF_TEST_DATA", REPO.parent / "shared/data")) / "tokenizers/bert-base-uncased"
 
 CLM = family_args("causal_lm")
 CLS = family_args("text_classification")
@@ -64,6 +66,9 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal
     config = GPT2Config(vocab_size=len(gpt2_tokenizer), n_embd=16, n_layer=2, n_head=2, n_positions=128)
     GPT2LMHeadModel(config).save_pretrained(root / "narrow-gpt2")
     gpt2_tokenizer.save_pretrained(root / "narrow-gpt2")
+    from transformers import BertTokenizer  # transformers 5: a full vocab.txt, 5 tokens in the tokenizer it builds
+
+    BertTokenizer(vocab_file=str(RAW_VOCAB / "vocab.txt")).save_pretrained(root / "five-tokens")
     return root
 
 
@@ -99,6 +104,14 @@ CASES = {
         ["fit", *CLM, "--data.train_file=TEXT", "--data.max_train_samples=0", "--data.validation_split_percentage=0"],
         ["max_train_samples must be positive, got 0"],
     ),
+    "raw-tokenizer-files": (  # transformers' whole message, not its first line ending in "one of: "
+        ["validate", *CLM, V, "--model.hub.tokenizer_name=RAW_VOCAB"],
+        ["bert-base-uncased", "(3) an equivalent slow tokenizer class", "docs/from-hf-scripts.md"],
+    ),
+    "absurdly-small-tokenizer": (
+        ["validate", *CLM, V, "--model.hub.tokenizer_name=FIVE_TOKENS"],
+        ["five-tokens' has 5 tokens for a model with 50257 embeddings", "docs/from-hf-scripts.md"],
+    ),
     "ckpt-missing": (["validate", *CLM, V, "--ckpt_path=NOWHERE"], ["--ckpt_path", "does not exist"]),
     "ckpt-directory": (["validate", *CLM, V, "--ckpt_path=A_DIR"], ["is a directory"]),
     "ckpt-truncated": (["validate", *CLM, V, "--ckpt_path=TRUNCATED"], ["truncated.ckpt", "not a complete checkpoint"]),
@@ -117,7 +130,11 @@ CASES = {
     ),
     "predict-without-test-split": (
         ["predict", *CLS, "--data.train_file=TRAIN_CSV"],
-        ["no test split (it has: train)", "--data.test_file"],
+        ["no test split (it has: train)", "--data.predict_file"],
+    ),
+    "predict-without-glue-test-file": (  # the GLUE download's RTE without test.tsv
+        ["predict", *CLS, "--data.task_name=rte", f"--data.data_dir={RAW_VOCAB.parents[1] / 'glue'}"],
+        ["RTE/test.tsv' does not exist", "--data.predict_file"],
     ),
     "predict-without-predict-step": (
         ["predict", *CLM, V, "--model=test_errors.NoPredictTask"],
@@ -211,6 +228,7 @@ def swapped(root: Path, args: list[str]) -> list[str]:
         "QS_TRANSLATION": REPO / "configs" / "quickstart_translation.yaml",
         "CKPT": checkpoint(root), "RUN_DIR": checkpoint(root).parents[1], "BAD_YAML": root / "bad.yaml",
         "MANY": 2 * (os.cpu_count() or 1) + 1,
+        "RAW_VOCAB": RAW_VOCAB, "FIVE_TOKENS": root / "five-tokens",
     }  # fmt: skip
     out = []
     for arg in args:

@@ -53,7 +53,7 @@ def test_a_task_runs_on_the_data_of_its_own_family() -> None:
     with pytest.raises(ConfigError) as error:
         checks.check_family(own, glue)
     assert str(error.value) == (
-        "--data=TextClassificationDataModule is a text_classification data module and --model=OwnTask a causal_lm "
+        "--data=GlueDataModule is a text_classification data module and --model=OwnTask a causal_lm "
         "task; give the data module of the task's family (lit_hf.data.LanguageModelingDataModule)."
     )
 

@@ -27,7 +27,7 @@ def predict_peak_rss(tmp_path: Path, model_dir: Path, rows: int) -> tuple[int, P
     args = [
         "predict",
         *family_args("text_classification", model_dir),
-        f"--data.test_file={path}",
+        f"--data.predict_file={path}",
         "--data.text_column=text",
         "--data.eval_batch_size=500",
         f"--data.data_cache_dir={tmp_path / 'cache'}",

@@ -4,7 +4,8 @@ top-level `--help` start without torch or Lightning (0.4 s instead of 5)."""
 
 import sys
 
-from lit_hf.errors import user_error
+from lit_hf.cli.help import COMMANDS
+from lit_hf.errors import LitHFError, user_error
 
 # How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
@@ -13,13 +14,15 @@ PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
 def main(args: list[str] | None = None) -> None:
     """Entry point of `lit-hf` and `python -m lit_hf`; `args` defaults to the command line."""
     argv = sys.argv[1:] if args is None else args
-    if argv in (["-h"], ["--help"]):
+    if argv in ([], ["-h"], ["--help"]):
         from lit_hf.cli.help import top_help
 
         print(top_help(), end="")
-        sys.exit(0)  # as argparse's --help does
+        if not argv:  # a bare `python -m lit_hf`: the commands, then what was missing (argparse exits 2 too)
+            print("lit_hf: error: give a command, e.g. python -m lit_hf fit --config CFG", file=sys.stderr)
+        sys.exit(2 if not argv else 0)  # as argparse's --help does
     try:
-        run(argv[0] if argv else "", argv[1:], args)
+        run(argv[0], argv[1:], args)
     except Exception as err:
         cause = user_error(err)
         rank = process_rank()
@@ -47,6 +50,8 @@ def run(command: str, rest: list[str], args: list[str] | None) -> None:
         from lit_hf.harness import lm_eval_main
 
         lm_eval_main(rest)
+    elif not command.startswith("-") and command not in COMMANDS:  # before the 5 s it takes to import Lightning
+        raise LitHFError(f"{command!r} is no command; give one of {', '.join(COMMANDS)} (python -m lit_hf --help).")
     else:
         from lit_hf.cli.lightning import run_lightning
 

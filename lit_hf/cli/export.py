@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 
-from lit_hf.cli.lightning import PARSER_KWARGS, LitHFCLI, weights_only_choice
+from lit_hf.cli.lightning import PARSER_KWARGS, PROG, LitHFCLI, weights_only_choice
 from lit_hf.errors import LitHFError
 from lit_hf.export import (
     check_export_target,
@@ -62,7 +62,7 @@ def export_main(args: list[str]) -> Path:
         run=False,
         args=args,
         save_config_callback=None,
-        parser_kwargs=dict(PARSER_KWARGS),  # a misspelt option is one line, as for `fit`
+        parser_kwargs={**PARSER_KWARGS, "prog": f"{PROG} export"},  # a misspelt option is one line, as for `fit`
     )
     task, ckpt_path, checkpoint = check_exportable(cli.model), Path(cli.config.ckpt_path), cli.checkpoint
     task.on_load_checkpoint(checkpoint)

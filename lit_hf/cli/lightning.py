@@ -31,6 +31,7 @@ from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
 # Every parser lit_hf builds: a parse error reaches `parse_arguments` as an exception (one line, not argparse's usage),
 # and an option is taken only as written (argparse would take `--trainer.max_epoch` for `--trainer.max_epochs`).
 PARSER_KWARGS = {"exit_on_error": False, "allow_abbrev": False}
+PROG = "python -m lit_hf"  # the command as the docs write it, in every usage line
 
 # The option groups' attribute docstrings are their `--help` lines (`--model.optim.learning_rate`).
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -296,7 +297,7 @@ def run_lightning(args: list[str] | None) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
         trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState(), FitLoopResume()]},
-        parser_kwargs=dict(PARSER_KWARGS),
+        parser_kwargs={**PARSER_KWARGS, "prog": PROG},  # argparse's own name for it would be `__main__.py`
         args=args,
     )
 

@@ -86,7 +86,8 @@ def read_glue_tsv(path: Path, task: GlueTask, split: str) -> Dataset:
     (MRPC) is dropped. Test files have no label column.
     """
     if not os.path.isfile(path):
-        raise LitHFError(f"The GLUE {task.folder} {split} file {str(path)!r} does not exist.")
+        way_out = "; `predict` classifies your own file with --data.predict_file" if split.startswith("test") else ""
+        raise LitHFError(f"The GLUE {task.folder} {split} file {str(path)!r} does not exist{way_out}.")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -148,14 +149,19 @@ def classification_splits(
     return train + validation + test
 
 
-def check_glue_sources(task_name: str | None, data_dir: str | None, files: list[str | None]) -> None:
-    """Classification data comes from a GLUE task (the hub, or data_dir in its layout) or from the user's files."""
+def check_glue_sources(
+    task_name: str | None, data_dir: str | None, files: list[str | None], predict_file: str | None = None
+) -> None:
+    """Classification data comes from a GLUE task (the hub, or data_dir in its layout) or from the user's files;
+    a predict_file (read by `predict` alone) goes with either, or alone (a fine-tuned model's labels)."""
     if data_dir and not task_name:
         raise ConfigError("data_dir holds GLUE files; name the task with task_name.")
     if data_dir and any(files):
         raise ConfigError("Give either data_dir (GLUE layout) or train_file/validation_file/test_file, not both.")
-    if not (task_name or any(files)):
-        raise ConfigError("Give a data source: task_name (GLUE, hub or data_dir) or train_file/validation_file.")
+    if not (task_name or any(files) or predict_file):
+        raise ConfigError(
+            "Give a data source: task_name (GLUE, hub or data_dir), train_file/validation_file or predict_file."
+        )
 
 
 def glue_identity(task: GlueTask, task_name: str, data_dir: str | None, split: str) -> list[Any]:

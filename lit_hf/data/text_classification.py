@@ -39,7 +39,9 @@ class TextClassificationDataModule(DataModule):
         data_dir: Folder in the original GLUE download layout (`glue_data` or `glue_data/<Task>`) for task_name.
         train_file: Your own training file (.csv, .tsv, .json, .jsonl or .parquet).
         validation_file: Your own validation file, same types.
-        test_file: Your own test file (read by `test` and `predict`), same types.
+        test_file: Your own test file (read by `test`, and by `predict` without a predict_file), same types.
+        predict_file: Your own examples to classify with `predict` (labels not needed), same types; with any other
+            source (a GLUE task or your files). Default: the test split.
         text_column: Column with the text. Default: the GLUE task's first text column, else `text`.
         text_pair_column: Column with the second text of a pair. Default: the GLUE task's second, else none.
         label_column: Column with the label: class names or numbers (sorted for ids), or floats for regression.
@@ -49,7 +51,7 @@ class TextClassificationDataModule(DataModule):
         group_by_length: Training batches of examples of similar length (shuffled), so less padding.
         max_train_samples: Keep only the first N training examples (debugging, quick runs).
         max_eval_samples: Keep only the first N examples of each validation set.
-        max_predict_samples: Keep only the first N examples of each test set (read by `test` and `predict`).
+        max_predict_samples: Keep only the first N examples of each test set and of the predict_file.
         preprocessing_num_workers: Processes for tokenization.
         overwrite_cache: Tokenize again even when a cached result exists.
         data_cache_dir: Where datasets and the tokenized cache go (default: the `datasets` cache).
@@ -70,6 +72,7 @@ class TextClassificationDataModule(DataModule):
         train_file: LocalPath | None = None,
         validation_file: LocalPath | None = None,
         test_file: LocalPath | None = None,
+        predict_file: LocalPath | None = None,
         text_column: str | None = None,
         text_pair_column: str | None = None,
         label_column: str = "label",
@@ -91,7 +94,7 @@ class TextClassificationDataModule(DataModule):
         super().__init__(model_name_or_path, hub)
         if task_name is not None and task_name not in GLUE_TASKS:
             raise ConfigError(f"Unknown task_name {task_name!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
-        glue.check_glue_sources(task_name, data_dir, [train_file, validation_file, test_file])
+        glue.check_glue_sources(task_name, data_dir, [train_file, validation_file, test_file], predict_file)
         check_positive(max_seq_length=max_seq_length)
         self.task: GlueTask | None = GLUE_TASKS[task_name] if task_name else None
 
@@ -131,23 +134,33 @@ class TextClassificationDataModule(DataModule):
         return [self._scored_loader(split) for split in split_names(self.task, "test")]
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return [self.eval_loader(split) for split in split_names(self.task, "test")]  # with `index`
+        return [self.eval_loader(split) for split in self.splits("predict")]  # with `index`
 
     def load_raw(self) -> DatasetDict:
-        hp = self.hparams
-        if self.files():
-            return load_files(self.files(), hp.data_cache_dir)
-        return glue.load_glue(self.task, hp.task_name, hp.data_dir, self.splits(), hp.data_cache_dir)
+        """The splits the stage reads: the predict file's, and the others from your files or the GLUE task."""
+        hp, files = self.hparams, self._data_files()
+        splits = [s for s in self.splits() if s != "predict"]
+        raw = load_files({"predict": hp.predict_file} if "predict" in self.splits() else {}, hp.data_cache_dir)
+        if files:
+            raw.update(load_files(files, hp.data_cache_dir))
+        elif splits and self.task is not None:
+            raw.update(glue.load_glue(self.task, hp.task_name, hp.data_dir, splits, hp.data_cache_dir))
+        return raw
 
     def build(self, raw: DatasetDict, split: str, tag: str) -> Dataset:
+        if split not in raw and running_stage(self.trainer) == "predict":  # the test split stands in for a file
+            raise LitHFError(f"The data has no {split} split (it has: {', '.join(raw) or 'none'}); "
+                             "give the examples to classify with --data.predict_file.")  # fmt: skip
         if split not in raw:
             raise missing_split(split, raw)
         return self._tokenize(raw[split], split, tag)
 
     def cache_key(self, split: str) -> dict[str, Any]:
         hp = self.hparams
-        if files := self.files():
-            source: Any = ["files", file_identity(files[split]) if split in files else None]
+        if split == "predict":
+            source: Any = ["files", file_identity(hp.predict_file)]
+        elif files := self._data_files():
+            source = ["files", file_identity(files[split]) if split in files else None]
         else:
             source = glue.glue_identity(self.task, hp.task_name, hp.data_dir, split)
         return {
@@ -163,15 +176,20 @@ class TextClassificationDataModule(DataModule):
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_multiple())
 
     def splits(self, stage: str | None = None) -> list[str]:
-        """The splits a trainer entry point reads; without one, those of the running trainer, else all there are."""
+        """The splits a trainer entry point reads; without one, those of the running trainer, else all there are.
+        `predict` reads the predict_file (split `predict`) where one is given, else the test split(s)."""
         stage = stage or running_stage(self.trainer)
-        return glue.classification_splits(self.task, stage, self.hparams.data_dir, self.files())
+        predict = ["predict"] if self.hparams.predict_file else []
+        if stage == "predict" and predict:
+            return predict
+        splits = glue.classification_splits(self.task, stage, self.hparams.data_dir, self._data_files())
+        return splits if stage else splits + predict
 
     def limit(self, split: str) -> int | None:
         hp = self.hparams
         if split == "train":
             return hp.max_train_samples
-        return hp.max_predict_samples if split.startswith("test") else hp.max_eval_samples
+        return hp.max_predict_samples if split.startswith("test") or split == "predict" else hp.max_eval_samples
 
     def _scored_loader(self, split: str) -> DataLoader:
         return self.eval_loader(split, self._model_inputs(self.datasets[split]))
@@ -183,7 +201,7 @@ class TextClassificationDataModule(DataModule):
         hp, task = self.hparams, self.task
         text = hp.text_column or (task.text if task else "text")
         pair = hp.text_pair_column or (task.pair if task else None)
-        label = "label" if task and not self.files() else hp.label_column
+        label = "label" if task and not self._data_files() else hp.label_column
         return text, pair, label
 
     def _tokenize(self, raw: Dataset, split: str, tag: str) -> Dataset:
@@ -192,10 +210,12 @@ class TextClassificationDataModule(DataModule):
         require_columns(raw, split, {text: "text_column", pair: "text_pair_column"})
         where = origin(split, self.files(), None, None)
         check_texts(raw, where, [(text, None), *([(pair, None)] if pair else [])])
+        if split == "predict" and label in raw.column_names:  # predictions need no labels: the file's are ignored
+            raw = raw.remove_columns(label)
         if label in raw.column_names:
             check_present(raw, where, [(label, None)])
             text_inputs.check_labels(raw, label, self._label_to_id(), self.label_names, split)
-        elif not split.startswith("test"):
+        elif not split.startswith("test") and split != "predict":
             raise LitHFError(f"The {split} split has no label column {label!r}; set --data.label_column.")
         tokenize = partial(
             text_inputs.tokenize_pairs,
@@ -222,7 +242,12 @@ class TextClassificationDataModule(DataModule):
         """(label names, regression): the GLUE task's, else read from the user's files."""
         if self.task is not None:
             return (list(self.task.labels) if self.task.labels else None), self.task.labels is None
-        return text_inputs.file_labels(self.files(), self.hparams.label_column, self.hparams.data_cache_dir)
+        return text_inputs.file_labels(self._data_files(), self.hparams.label_column, self.hparams.data_cache_dir)
+
+    def _data_files(self) -> dict[str, str]:
+        """Your train/validation/test files: the data, in place of a GLUE task's (a predict_file is read beside
+        either)."""
+        return {split: path for split, path in self.files().items() if split != "predict"}
 
     @functools.cached_property
     def _max_length(self) -> int:
@@ -231,4 +256,6 @@ class TextClassificationDataModule(DataModule):
         return text_inputs.truncated_length(self.hparams.max_seq_length, self.tokenizer, limit)
 
 
-GlueDataModule = TextClassificationDataModule  # the same class, under the name GLUE configs read best with
+class GlueDataModule(TextClassificationDataModule):
+    """`TextClassificationDataModule` under the name GLUE configs read best with (`--data.task_name=rte`). A class of
+    its own, not an alias: `--data=GlueDataModule` finds a class by its `__name__`, and `fit --help` lists it."""

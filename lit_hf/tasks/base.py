@@ -15,6 +15,7 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from lit_hf import models
 from lit_hf.adapters import PeftTaskType, apply_peft, keep_trainable, restore_frozen
+from lit_hf.checks import check_vocabulary
 from lit_hf.errors import ConfigError
 from lit_hf.models import DType, model_inputs
 from lit_hf.optim import adamw_with_schedule
@@ -168,6 +169,8 @@ class TransformersTask(L.LightningModule):
         )
         model.train()  # from_pretrained returns eval mode: dropout would be off and BatchNorm would not learn
         if tokenizer is not None:
+            embeddings = model.get_input_embeddings().weight.shape[0]
+            check_vocabulary(len(tokenizer), embeddings, self.hub.tokenizer_name or self.model_name_or_path)
             models.fit_embeddings(model, tokenizer)
         model = apply_peft(model, peft_task_type, self.lora, modules_to_save)
         checkpoint_activations(model, self.speed)

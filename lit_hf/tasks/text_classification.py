@@ -113,8 +113,9 @@ class SequenceClassificationTask(TransformersTask):
                 metric.reset()
 
     def on_predict_epoch_start(self) -> None:
-        names = split_names(GLUE_TASKS.get(self.glue_task), "test")
-        self._shards = [open_shard(self.trainer, f"predict-{idx}") for idx in range(len(names))]
+        # One file per prediction set the trainer holds: MNLI's two test sets, or one predict_file.
+        sets = len(self.trainer.num_predict_batches)
+        self._shards = [open_shard(self.trainer, f"predict-{idx}") for idx in range(sets)]
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(**model_inputs(batch, labels=False)).logits
