@@ -8,6 +8,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LIT_HF_NO_HELP_CACHE", "1")  # `--help` in tests builds its text; tests/test_cli_help.py
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="lit_hf-test-datasets-"))
 
 import pytest

@@ -61,3 +61,37 @@ def test_usage_lines_name_the_command_users_type_and_list_lit_hfs_classes(capsys
     with pytest.raises(SystemExit):
         main(["fit", "--data.help", "LanguageModelingDataModule"])
     assert "--data.block_size" in capsys.readouterr().out
+
+
+def test_a_commands_help_is_printed_from_the_cache_after_the_first_time(tmp_path, monkeypatch) -> None:
+    """The second `validate --help` prints the first one's text without importing Lightning; an edited lit_hf file
+    (or another terminal width, another package version) is another cache entry."""
+    import os
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}
+    env.pop("LIT_HF_NO_HELP_CACHE", None)
+    runs = [
+        subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "lit_hf", "validate", "--help"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    assert [run.returncode for run in runs] == [0, 0] and runs[0].stdout == runs[1].stdout
+    assert "--trainer.max_epochs" in runs[0].stdout and "lit_hf.CausalLMTask" in runs[1].stdout
+    imported = [{line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()} for run in runs]
+    assert "lightning" in imported[0] and not {"torch", "lightning"} & imported[1]
+    assert len(list((tmp_path / "lit_hf" / "help").iterdir())) == 1
+
+    import lit_hf
+    from lit_hf.cli.help_cache import cache_key
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("x = 1\n")
+    monkeypatch.setattr(lit_hf, "__file__", str(package / "__init__.py"))
+    before = cache_key("validate")
+    (package / "__init__.py").write_text("x = 22\n")
+    assert cache_key("validate") != before

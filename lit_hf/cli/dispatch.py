@@ -52,11 +52,19 @@ def run(command: str, rest: list[str], args: list[str] | None) -> None:
         lm_eval_main(rest)
     elif not command.startswith("-") and command not in COMMANDS:  # before the 5 s it takes to import Lightning
         raise LitHFError(f"{command!r} is no command; give one of {', '.join(COMMANDS)} (python -m lit_hf --help).")
-    else:
-        from lit_hf.cli.lightning import run_lightning
+    elif command in COMMANDS and rest in (["--help"], ["-h"]):  # LightningCLI's help, cached after the first time
+        from lit_hf.cli.help_cache import print_help
 
-        run_lightning(args)
+        print_help(command, lambda: lightning(args))
+    else:
+        lightning(args)
         close_process_group()
+
+
+def lightning(args: list[str] | None) -> None:
+    from lit_hf.cli.lightning import run_lightning
+
+    run_lightning(args)
 
 
 def process_rank() -> int:
