@@ -16,7 +16,7 @@ from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 from lit_hf.errors import ConfigError
 from lit_hf.metrics import BleuTokenize, CorpusRouge, CorpusSacreBLEU, MetricStates, NextTokenNLL
 from lit_hf.models import DType
-from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.sharding import is_sharded_run
@@ -100,8 +100,9 @@ class Seq2SeqTask(TransformersTask):
         optim: OptimOptions = OptimOptions(),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
     ) -> None:
-        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed, quantization)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
         self.predict_with_generate, self.drop_finished = predict_with_generate, drop_finished
@@ -197,6 +198,7 @@ class TranslationTask(Seq2SeqTask):
         optim: OptimOptions = OptimOptions(),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
     ) -> None:
         super().__init__(
             model_name_or_path,
@@ -211,6 +213,7 @@ class TranslationTask(Seq2SeqTask):
             optim,
             lora,
             speed,
+            quantization,
         )
         self.use_scores(
             lambda: {"bleu": CorpusSacreBLEU("bleu", tokenize=bleu_tokenize), "chrf": CorpusSacreBLEU("chrf")}
@@ -248,6 +251,7 @@ class SummarizationTask(Seq2SeqTask):
         optim: OptimOptions = OptimOptions(),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
     ) -> None:
         super().__init__(
             model_name_or_path,
@@ -262,6 +266,7 @@ class SummarizationTask(Seq2SeqTask):
             optim,
             lora,
             speed,
+            quantization,
         )
         self.use_scores(lambda: {"rouge": CorpusRouge(use_stemmer=True)})  # logs rouge1, rouge2, rougeL, rougeLsum
 
