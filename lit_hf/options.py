@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.quantization.plugin import Quantizer
 
 SchedulerType = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
@@ -189,7 +190,16 @@ def plain_hparams(module: Any) -> None:
     for hparams in (module._hparams, module._hparams_initial):
         for key, value in hparams.items():
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                hparams[key] = dataclasses.asdict(value)
+                hparams[key] = {name: _plain(field) for name, field in dataclasses.asdict(value).items()}
+
+
+def _plain(value: Any) -> Any:
+    """An object in a group (a quantizer plug-in) as its class path and plain attributes, as jsonargparse writes it."""
+    if value is None or isinstance(value, str | int | float | bool | list | dict):
+        return value
+    kind = type(value)
+    init_args = {k: v for k, v in vars(value).items() if isinstance(v, str | int | float | bool | list) or v is None}
+    return {"class_path": f"{kind.__module__}.{kind.__qualname__}", "init_args": init_args}
 
 
 QuantMethod = Literal[
@@ -214,6 +224,9 @@ class QuantizationOptions:
     compare_full_precision: bool = False
     """Score the full-precision model on the same batches too: `val_full/*` beside the quantized `val/*`, and
     `val_delta/*` = quantized - full precision."""
+    quantizer: Quantizer | None = None
+    """Your own quantizer instead of `method` (`lit_hf.quantization.plugin.Quantizer`): a class path, its options
+    under `init_args`, e.g. lit_hf.quantization.plugin.WeightFakeQuantizer."""
 
     def __post_init__(self) -> None:
         if (self.bits is None) == (self.method == "intx_weight_only"):
@@ -223,3 +236,5 @@ class QuantizationOptions:
         if self.group_size is not None and self.method not in ("int8_weight_only", "intx_weight_only"):
             raise ConfigError(f"quantization.group_size is for the weight-only int methods, not {self.method}.")
         check_positive(**{"quantization.group_size": self.group_size})
+        if self.quantizer is not None and (self.bits or self.group_size or self.method != "int8_weight_only"):
+            raise ConfigError("quantization.quantizer replaces method, bits and group_size; leave them unset.")

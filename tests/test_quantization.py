@@ -206,3 +206,47 @@ def test_export_of_a_quantized_config_is_refused(tmp_path, causal_lm_dir, capsys
 def test_impossible_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         QuantizationOptions(**options)
+
+
+def numpy_fake_quantize(weight: np.ndarray, bits: int, block: tuple[int, int]) -> np.ndarray:
+    """Symmetric fake quantization by hand, in float32: per block, scale = max|w| / ((qmax - qmin) / 2), then
+    round(w * (1 / scale)) half to even, clipped to [qmin, qmax], times scale (torchao's order of operations: a
+    weight that sits on a rounding tie decides differently under w / scale)."""
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    rows, cols = weight.shape
+    blocks = weight.astype(np.float32).reshape(rows // block[0], block[0], cols // block[1], block[1])
+    scale = np.abs(blocks).max(axis=(1, 3), keepdims=True) / np.float32((qmax - qmin) / 2)
+    return (np.clip(np.round(blocks * (np.float32(1) / scale)), qmin, qmax) * scale).reshape(rows, cols)
+
+
+@pytest.mark.parametrize(("granularity", "block"), [("per_channel", (1, 64)), ("per_tensor", (48, 64)),
+                                                    ("per_group", (1, 16))])  # fmt: skip
+def test_reference_plugin_fake_quantizes_as_numpy(granularity, block):
+    from lit_hf.quantization.plugin import WeightFakeQuantizer
+
+    weight = torch.randn(48, 64, generator=torch.Generator().manual_seed(0))
+    got = WeightFakeQuantizer(bits=8, granularity=granularity, group_size=16).fake_quantize(weight)
+    want = numpy_fake_quantize(weight.numpy(), 8, block)
+    assert not np.allclose(want, weight.numpy(), atol=1e-4)  # the rounding shows
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+
+
+def test_a_plugin_named_by_class_path_is_scored_with_exact_metrics(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):
+    text, model_dir = short_text(data_dir, tmp_path), causal_lm_dir("gpt2")
+    main([
+        "validate", *family_args("causal_lm", model_dir), *cpu_run(tmp_path), f"--data.validation_file={text}",
+        "--data.block_size=64", "--data.max_eval_samples=8", "--data.eval_batch_size=4",
+        "--model.quantization.quantizer=lit_hf.quantization.plugin.WeightFakeQuantizer",
+        "--model.quantization.quantizer.init_args.bits=4",
+    ])  # fmt: skip
+    got, blocks = read_results(tmp_path), reference_blocks(text, gpt2_tokenizer, 64)[:8]
+    model = linear_by_hand(AutoModelForCausalLM.from_pretrained(model_dir).eval())
+    full = perplexity(model, blocks)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name != "lm_head":
+            fake = numpy_fake_quantize(module.weight.detach().numpy(), 4, (1, module.in_features))
+            module.weight.data = torch.from_numpy(fake)
+    quantized = perplexity(model, blocks)
+    assert abs(quantized["ppl"] - full["ppl"]) > 1e-3
+    assert got["val/ppl"] == pytest.approx(quantized["ppl"], rel=1e-6)
+    assert got["quantization"]["method"] == "WeightFakeQuantizer" and got["quantization"]["quantized"] == {"Linear": 8}

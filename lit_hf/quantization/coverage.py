@@ -45,14 +45,18 @@ class Coverage:
     skipped: dict[str, list[str]]  # reason -> module names
 
     @classmethod
-    def of(cls, model: nn.Module, reasons: dict[str, str | None], method: str) -> "Coverage":
-        """Counts what `model` holds after quantization; `reasons` says why each skipped module was skipped."""
+    def of(
+        cls, model: nn.Module, reasons: dict[str, str | None], method: str, done: set[str] | None = None
+    ) -> "Coverage":
+        """Counts what `model` holds after quantization; `reasons` says why each skipped module was skipped, `done`
+        names the modules a plug-in quantized (else: those holding torchao tensors)."""
         layers = {name: m for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS) or is_quantized(m)}
-        quantized = Counter(type(m).__name__ for m in layers.values() if is_quantized(m))
+        quantized_names = {n for n, m in layers.items() if (n in done if done is not None else is_quantized(m))}
+        quantized = Counter(type(layers[n]).__name__ for n in quantized_names)
         skipped: dict[str, list[str]] = {}
-        for name, module in layers.items():
-            if not is_quantized(module):
-                skipped.setdefault(reasons.get(name) or "left by the quantizer", []).append(name)
+        for name in layers.keys() - quantized_names:
+            skipped.setdefault(reasons.get(name) or "left by the quantizer", []).append(name)
+        skipped = {reason: sorted(names) for reason, names in skipped.items()}
         return cls(method, dict(quantized), dict(Counter(type(m).__name__ for m in layers.values())), skipped)
 
     @property

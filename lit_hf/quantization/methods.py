@@ -39,9 +39,12 @@ def torchao_config(options: QuantizationOptions) -> Any:
 
 
 def quantize_model(model: nn.Module, options: QuantizationOptions) -> Coverage:
-    """Quantizes `model` in place with the built-in method of `options`, after turning its `Conv1D` layers into
-    `nn.Linear`; returns what was quantized and what was skipped, and why."""
+    """Quantizes `model` in place with the built-in method of `options` (or its `quantizer` plug-in), after turning
+    its `Conv1D` layers into `nn.Linear`; returns what was quantized and what was skipped, and why."""
     conv1d_to_linear(model)
+    if options.quantizer is not None:
+        done = set(options.quantizer.convert(model))
+        return Coverage.of(model, {}, type(options.quantizer).__name__, done)
     reasons = {name: skip_reason(model, name, module, options.group_size) for name, module in model.named_modules()}
     chosen = {name for name, reason in reasons.items() if reason is None}
     q = torchao_quantization()
