@@ -250,3 +250,19 @@ def test_a_plugin_named_by_class_path_is_scored_with_exact_metrics(tmp_path, dat
     assert abs(quantized["ppl"] - full["ppl"]) > 1e-3
     assert got["val/ppl"] == pytest.approx(quantized["ppl"], rel=1e-6)
     assert got["quantization"]["method"] == "WeightFakeQuantizer" and got["quantization"]["quantized"] == {"Linear": 8}
+
+
+def test_the_docs_example_quantizer_runs_as_a_plugin(tmp_path, data_dir, causal_lm_dir, monkeypatch):
+    page = (REPO / "docs" / "quantization.md").read_text(encoding="utf-8")
+    (source,) = [block for block in page.split("```python\n")[1:] if "class RoundToGrid" in block]
+    (tmp_path / "my_pkg.py").write_text(source.split("```")[0], encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    main([
+        "validate", *family_args("causal_lm", causal_lm_dir("gpt2")), *cpu_run(tmp_path),
+        f"--data.validation_file={short_text(data_dir, tmp_path)}", "--data.block_size=64",
+        "--data.max_eval_samples=4", "--model.quantization.quantizer=my_pkg.RoundToGrid",
+        "--model.quantization.quantizer.init_args.bits=3", "--model.quantization.compare_full_precision=true",
+    ])  # fmt: skip
+    got = read_results(tmp_path)
+    assert got["quantization"]["method"] == "RoundToGrid" and got["quantization"]["quantized"] == {"Linear": 8}
+    assert abs(got["val_delta/loss"]) > 1e-4
