@@ -52,11 +52,12 @@ def run_child(argv: list[str]) -> dict:
     """`python -m lit_hf <argv>` in a fresh process: the seconds its `Trainer.validate` (or `fit`) call took (data
     setup from the cache, quantization, the loop; not the imports and the parsing) and the process's peak RSS."""
     code = (
-        "import json, resource, sys, time\n"
+        "import functools, json, resource, sys, time\n"
         "import lightning\n"
         "from lit_hf.cli import main\n"
         "seconds = []\n"
         "def timed(method):\n"
+        "    @functools.wraps(method)  # LightningCLI reads the subcommand's options from its signature\n"
         "    def run(*args, **kwargs):\n"
         "        start = time.perf_counter()\n"
         "        out = method(*args, **kwargs)\n"
