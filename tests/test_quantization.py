@@ -275,3 +275,22 @@ def test_a_checkpoint_never_chooses_quantization() -> None:
     plugin = {"class_path": "evil.Quantizer", "init_args": {}}
     saved = {"model_name_or_path": "org/a", "quantization": {"method": "int8_weight_only", "quantizer": plugin}}
     assert checkpoint_choices("c", saved, {}, set()) == {"model_name_or_path": "org/a"}
+
+
+def test_fit_trains_full_precision_and_validates_a_quantized_copy(tmp_path):
+    main([
+        "fit", f"--config={REPO / 'configs/quickstart_clm.yaml'}", f"--trainer.default_root_dir={tmp_path}",
+        f"--data.data_cache_dir={tmp_path / 'cache'}", "--trainer.max_steps=2", "--trainer.limit_val_batches=2",
+        "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false", "--model.quantization={}",
+        "--model.quantization.compare_full_precision=true",
+    ])  # fmt: skip
+    got = read_results(tmp_path)
+    assert got["quantization"]["quantized"] == {"Linear": 8} and got["global_step"] == 2
+    assert got["val/loss"] != got["val_full/loss"]
+    (ckpt,) = tmp_path.rglob("last.ckpt")
+    weights = torch.load(ckpt, weights_only=True)["state_dict"]  # plain tensors: the trained model stayed as it was
+    assert "model.transformer.h.0.attn.c_attn.weight" in weights and all(
+        type(w) is torch.Tensor for w in weights.values()
+    )
+    (export,) = tmp_path.rglob("huggingface")
+    assert type(AutoModelForCausalLM.from_pretrained(export).transformer.h[0].attn.c_attn).__name__ == "Conv1D"
