@@ -30,22 +30,22 @@ class ResultsWriter(L.Callback):
     """Writes the final metrics of every `fit`, `validate` and `test` run to `results.json` in its log directory.
 
     Keys are the logged names (`"val/ppl"`); after `fit` they are the last logged values (the last validation's
-    metrics, the last step's loss) plus `global_step` and, with a checkpoint callback, `best_model_path`. An existing
-    file is never overwritten (`results-1.json` then).
+    metrics, the last step's loss) plus `global_step` and, with a checkpoint callback, `best_model_path`. A quantized
+    run adds its coverage report under `quantization`. An existing file is never overwritten (`results-1.json` then).
     """
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        extra: dict[str, Any] = {"global_step": trainer.global_step}
+        extra: dict[str, Any] = {"global_step": trainer.global_step, **quantization_report(pl_module)}
         if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "best_model_path", ""):
             extra["best_model_path"] = trainer.checkpoint_callback.best_model_path
         self._write(trainer, "fit", extra)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
-            self._write(trainer, "validate")
+            self._write(trainer, "validate", quantization_report(pl_module))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, "test")
+        self._write(trainer, "test", quantization_report(pl_module))
 
     def _write(self, trainer: L.Trainer, stage: str, extra: dict[str, Any] | None = None) -> None:
         folder = log_dir(trainer)  # a collective call: every rank gets here
@@ -178,6 +178,12 @@ class SavePretrained(L.Callback):
         if self.weights == "last" or callback is None or not getattr(callback, "monitor", None):
             return None
         return getattr(callback, "best_model_path", "") or None
+
+
+def quantization_report(task: L.LightningModule) -> dict[str, Any]:
+    """`{"quantization": <coverage report>}` for a task that evaluated a quantized model, else nothing."""
+    quantized = getattr(task, "quantized", None)  # lit_hf.quantization.evaluation.QuantizedEvaluation
+    return {} if quantized is None or quantized.report is None else {"quantization": quantized.report.summary()}
 
 
 def untrusted_best(trainer: L.Trainer, best: str | None) -> str | None:

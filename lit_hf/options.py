@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
+from lit_hf.quantization.plugin import Quantizer
 
 SchedulerType = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
@@ -189,4 +190,51 @@ def plain_hparams(module: Any) -> None:
     for hparams in (module._hparams, module._hparams_initial):
         for key, value in hparams.items():
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                hparams[key] = dataclasses.asdict(value)
+                hparams[key] = {name: _plain(field) for name, field in dataclasses.asdict(value).items()}
+
+
+def _plain(value: Any) -> Any:
+    """An object in a group (a quantizer plug-in) as its class path and plain attributes, as jsonargparse writes it."""
+    if value is None or isinstance(value, str | int | float | bool | list | dict):
+        return value
+    kind = type(value)
+    init_args = {k: v for k, v in vars(value).items() if isinstance(v, str | int | float | bool | list) or v is None}
+    return {"class_path": f"{kind.__module__}.{kind.__qualname__}", "init_args": init_args}
+
+
+QuantMethod = Literal[
+    "int8_weight_only", "int8_dynamic_activation_int8_weight", "intx_weight_only", "float8_weight_only"
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationOptions:
+    """Post-training quantization (torchao) of the model `validate`, `test`, `predict` and fit's validation run.
+    `fit` trains in full precision; each of its validations scores a quantized copy of the current weights."""
+
+    method: QuantMethod = "int8_weight_only"
+    """int8_weight_only (per-channel, or per-group with group_size), int8_dynamic_activation_int8_weight (W8A8,
+    activations quantized per token at run time), intx_weight_only (`bits` wide, per channel or per group),
+    float8_weight_only (e4m3, per channel)."""
+    bits: int | None = None
+    """intx_weight_only's weight width, 1 to 8."""
+    group_size: int | None = None
+    """Weights per scale along the input dimension (int8_weight_only, intx_weight_only); None: one scale per output
+    channel. Layers whose input size it does not divide stay in full precision (the coverage report lists them)."""
+    compare_full_precision: bool = False
+    """Score the full-precision model on the same batches too: `val_full/*` beside the quantized `val/*`, and
+    `val_delta/*` = quantized - full precision."""
+    quantizer: Quantizer | None = None
+    """Your own quantizer instead of `method` (`lit_hf.quantization.plugin.Quantizer`): a class path, its options
+    under `init_args`, e.g. lit_hf.quantization.plugin.WeightFakeQuantizer."""
+
+    def __post_init__(self) -> None:
+        if (self.bits is None) == (self.method == "intx_weight_only"):
+            raise ConfigError(f"quantization.bits is intx_weight_only's, and it needs them; method={self.method}.")
+        if self.bits is not None and not 1 <= self.bits <= 8:
+            raise ConfigError(f"quantization.bits must be 1 to 8, got {self.bits}.")
+        if self.group_size is not None and self.method not in ("int8_weight_only", "intx_weight_only"):
+            raise ConfigError(f"quantization.group_size is for the weight-only int methods, not {self.method}.")
+        check_positive(**{"quantization.group_size": self.group_size})
+        if self.quantizer is not None and (self.bits or self.group_size or self.method != "int8_weight_only"):
+            raise ConfigError("quantization.quantizer replaces method, bits and group_size; leave them unset.")

@@ -18,6 +18,9 @@ MODEL_OPTIONS = (
 )  # fmt: skip
 # Runs Python files of the model's folder (`auto_map`): only the user switches it on, never a checkpoint.
 REMOTE_CODE = "hub.trust_remote_code"
+# How this run evaluates the weights, and a quantizer plug-in is a class path to import: the user's, never a
+# checkpoint's (a fit with quantization saves it in its hyperparameters).
+QUANTIZATION = "quantization"
 
 # What a torch.distributed.checkpoint `.metadata` pickle names (torch 2.4 to 2.13): its dataclasses, shapes, dtypes
 # and the checkpoint's own path. Anything else in it is refused unread, as `torch.load(weights_only=True)` would.
@@ -38,7 +41,7 @@ SHARDED_EXTRA = "meta.pt"  # Lightning's file of everything beside the weights i
 def checkpoint_choices(path: str, saved: dict[str, Any], given: Any, chosen: set[str]) -> dict[str, Any]:
     """`saved` (a checkpoint's hyperparameters) without the options it may not decide: the model options the user
     gave (`chosen`: on the command line or set away from their defaults in `given`, the parsed `--model` options),
-    which must name the same model, and `trust_remote_code`, which stays the user's."""
+    which must name the same model, and `trust_remote_code` and `quantization`, which stay the user's."""
     kept = dict(saved)
     for name in (name for name in MODEL_OPTIONS if name in chosen):  # the others: the checkpoint's own model
         theirs, ours = _get(saved, name), _get(given, name)
@@ -53,6 +56,7 @@ def checkpoint_choices(path: str, saved: dict[str, Any], given: Any, chosen: set
             f"{model!r}."
         )
     _drop(kept, REMOTE_CODE)
+    _drop(kept, QUANTIZATION)
     return kept
 
 

@@ -41,6 +41,7 @@ class ExportCLI(LitHFCLI):
     def before_instantiate_classes(self) -> None:
         """The export's folder and the checkpoint are checked (and read) before the model loads."""
         config = self.config
+        refuse_quantized(config.model.init_args)
         check_export_target(Path(config.export_dir), config.overwrite, "--export_dir", "--overwrite")
         self.checkpoint = load_checkpoint(config.ckpt_path, weights_only_choice(config.weights_only, config.ckpt_path))
         if not isinstance(self.checkpoint, dict) or "state_dict" not in self.checkpoint:
@@ -75,6 +76,17 @@ def export_main(args: list[str]) -> Path:
     export_pretrained(task, model_weights(task.state_dict()), target, card, params)
     print(f"transformers model saved to {target}")
     return target
+
+
+def refuse_quantized(task_options: Any) -> None:
+    """The export writes full-precision weights: a run config with `quantization` set would be exported as if it
+    had been applied. lit_hf converts GPT-2's `Conv1D` layers to `Linear` before quantizing, a model that its own
+    class could not load back from a folder, so a quantized folder is refused rather than written."""
+    if getattr(task_options, "quantization", None) is not None:
+        raise LitHFError(
+            "export writes full-precision weights and does not write quantized models: "
+            "remove --model.quantization (or set it to null) to export the full-precision model."
+        )
 
 
 def load_weights(task: L.LightningModule, state_dict: dict[str, Any], ckpt_path: Path) -> None:

@@ -19,7 +19,8 @@ from lit_hf.checks import check_vocabulary
 from lit_hf.errors import ConfigError
 from lit_hf.models import DType, model_inputs
 from lit_hf.optim import adamw_with_schedule
-from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions, plain_hparams
+from lit_hf.options import HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions, plain_hparams
+from lit_hf.quantization.evaluation import QuantizedEvaluation
 from lit_hf.sharding import shard_model
 from lit_hf.speed import check_strategy, checkpoint_activations, compile_model
 
@@ -51,6 +52,8 @@ class TransformersTask(L.LightningModule):
         optim: AdamW and its learning-rate schedule.
         lora: Train LoRA adapters instead of all weights (`--model.lora={}` for the defaults); None: off.
         speed: `torch.compile` and gradient checkpointing.
+        quantization: Post-training quantization (torchao) of the evaluated model (`--model.quantization={}`:
+            int8 weight-only); None: off. See docs/quantization.md.
     """
 
     pipeline_tag: ClassVar[str | None] = None
@@ -65,6 +68,7 @@ class TransformersTask(L.LightningModule):
         optim: OptimOptions,
         lora: LoraOptions | None,
         speed: SpeedOptions,
+        quantization: QuantizationOptions | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # the family's options too: Lightning collects every __init__ on the way
@@ -74,6 +78,7 @@ class TransformersTask(L.LightningModule):
         self.model_name_or_path, self.hub = model_name_or_path, hub
         self.load_dtype, self.from_scratch = dtype, from_scratch  # (`self.dtype` is the parameters' dtype)
         self.optim, self.lora, self.speed = optim, lora, speed
+        self.quantized = None if quantization is None else QuantizedEvaluation(quantization)
 
     def forward(self, **batch: Tensor) -> Any:
         return self.model(**batch)
@@ -83,17 +88,29 @@ class TransformersTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over processes, not rank 0's alone
         return loss
 
+    def on_validation_start(self) -> None:
+        self._quantize()
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.evaluate(batch, "val", dataloader_idx)
+        self._evaluate(batch, "val", dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self.end_evaluation("val")
+        self._end_evaluation("val")
+
+    def on_validation_end(self) -> None:
+        self._unquantize()
+
+    def on_test_start(self) -> None:
+        self._quantize()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.evaluate(batch, "test", dataloader_idx)
+        self._evaluate(batch, "test", dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self.end_evaluation("test")
+        self._end_evaluation("test")
+
+    def on_predict_start(self) -> None:
+        self._quantize()
 
     def configure_model(self) -> None:
         strategy = self._trainer.strategy if self._trainer is not None else None
@@ -125,6 +142,28 @@ class TransformersTask(L.LightningModule):
     def generation_config(self) -> GenerationConfig | None:
         """The export's generation settings (`Exportable`); None: the model does not generate."""
         return None
+
+    # Quantization (lit_hf/quantization): the evaluated model, and the full-precision pass beside it when comparing.
+
+    def _quantize(self) -> None:
+        if self.quantized is not None:
+            self.quantized.start(self)
+
+    def _unquantize(self) -> None:
+        if self.quantized is not None:
+            self.quantized.end(self)
+
+    def _evaluate(self, batch: dict[str, Any], split: Split, dataloader_idx: int) -> None:
+        if self.quantized is None:
+            self.evaluate(batch, split, dataloader_idx)
+        else:
+            self.quantized.step(lambda: self.evaluate(batch, split, dataloader_idx), self)
+
+    def _end_evaluation(self, split: Split) -> None:
+        if self.quantized is None:
+            self.end_evaluation(split)
+        else:
+            self.quantized.end_epoch(lambda: self.end_evaluation(split), self)
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer the data module loads too (`hub.tokenizer_name`, else the model's)."""

@@ -12,7 +12,7 @@ from lit_hf.chunked_nll import mean_nll, next_token_targets, nll_sums, use_chunk
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.metrics import NextTokenNLL
 from lit_hf.models import DType, max_positions, model_inputs
-from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.speed import eager
@@ -50,10 +50,11 @@ class CausalLMTask(TransformersTask):
         optim: OptimOptions = OptimOptions(),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
         generation: GenerationOptions = GenerationOptions(),
         chunked_loss: bool = False,
     ) -> None:
-        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed, quantization)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
         self.tokenizer = self.load_tokenizer()

@@ -12,7 +12,7 @@ from transformers import AutoModelForImageClassification
 
 from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, model_inputs
-from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.options import HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import gather_by_index, log_dir
 from lit_hf.tasks.base import Split, TransformersTask
@@ -51,8 +51,9 @@ class ImageClassificationTask(TransformersTask):
         optim: OptimOptions = OptimOptions(),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
     ) -> None:
-        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed, quantization)
         config = self.load_config()
         order = configure_labels(config, label_names, False, ignore_mismatched_sizes)
         self.processor = self.load_image_processor()  # saved by the export

@@ -12,7 +12,7 @@ from transformers import AutoModelForMultipleChoice
 
 from lit_hf.metrics import moves_only
 from lit_hf.models import DType, model_inputs
-from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.options import HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import gather_by_index, log_dir, write_lines
 from lit_hf.tasks.base import Split, TransformersTask
@@ -69,8 +69,9 @@ class MultipleChoiceTask(TransformersTask):
         optim: OptimOptions = OptimOptions(learning_rate=2e-5),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
     ) -> None:
-        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed, quantization)
         self.tokenizer = self.load_tokenizer()
         config = self.load_config()
         config.pad_token_id = self.tokenizer.pad_token_id

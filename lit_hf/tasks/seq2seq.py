@@ -18,7 +18,7 @@ from lit_hf.chunked_nll import mean_nll, use_chunked_head
 from lit_hf.errors import ConfigError
 from lit_hf.metrics import BleuTokenize, CorpusRouge, CorpusSacreBLEU, MetricStates, NextTokenNLL
 from lit_hf.models import DType
-from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.options import GenerationOptions, HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_lines, write_merged
 from lit_hf.sharding import is_sharded_run
@@ -106,8 +106,9 @@ class Seq2SeqTask(TransformersTask):
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
         chunked_loss: bool = False,
+        quantization: QuantizationOptions | None = None,
     ) -> None:
-        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed, quantization)
         if config_overrides and not from_scratch:
             raise ConfigError("config_overrides changes the architecture, so it needs from_scratch=true.")
         self.predict_with_generate, self.drop_finished = predict_with_generate, drop_finished
@@ -215,6 +216,7 @@ class TranslationTask(Seq2SeqTask):
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
         chunked_loss: bool = False,
+        quantization: QuantizationOptions | None = None,
     ) -> None:
         super().__init__(
             model_name_or_path,
@@ -230,6 +232,7 @@ class TranslationTask(Seq2SeqTask):
             lora,
             speed,
             chunked_loss,
+            quantization,
         )
         self.use_scores(
             lambda: {"bleu": CorpusSacreBLEU("bleu", tokenize=bleu_tokenize), "chrf": CorpusSacreBLEU("chrf")}
@@ -268,6 +271,7 @@ class SummarizationTask(Seq2SeqTask):
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
         chunked_loss: bool = False,
+        quantization: QuantizationOptions | None = None,
     ) -> None:
         super().__init__(
             model_name_or_path,
@@ -283,6 +287,7 @@ class SummarizationTask(Seq2SeqTask):
             lora,
             speed,
             chunked_loss,
+            quantization,
         )
         self.use_scores(lambda: {"rouge": CorpusRouge(use_stemmer=True)})  # logs rouge1, rouge2, rougeL, rougeLsum
 

@@ -14,7 +14,7 @@ from lit_hf.data.glue import GLUE_TASKS, GlueTaskName, split_names
 from lit_hf.errors import ConfigError
 from lit_hf.metrics import MetricStates
 from lit_hf.models import DType, model_inputs
-from lit_hf.options import HubOptions, LoraOptions, OptimOptions, SpeedOptions
+from lit_hf.options import HubOptions, LoraOptions, OptimOptions, QuantizationOptions, SpeedOptions
 from lit_hf.paths import ModelPath
 from lit_hf.predictions import append_rows, log_dir, open_shard, write_merged
 from lit_hf.tasks.base import Split, TransformersTask
@@ -58,8 +58,9 @@ class SequenceClassificationTask(TransformersTask):
         optim: OptimOptions = OptimOptions(learning_rate=2e-5),
         lora: LoraOptions | None = None,
         speed: SpeedOptions = SpeedOptions(),
+        quantization: QuantizationOptions | None = None,
     ) -> None:
-        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed)
+        super().__init__(model_name_or_path, hub, dtype, from_scratch, optim, lora, speed, quantization)
         if glue_task is not None and glue_task not in GLUE_TASKS:
             raise ConfigError(f"Unknown glue_task {glue_task!r}; GLUE tasks are {', '.join(GLUE_TASKS)}.")
         self.glue_task = glue_task
