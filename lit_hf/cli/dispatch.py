@@ -4,6 +4,7 @@ top-level `--help` start without torch or Lightning (0.4 s instead of 5)."""
 
 import sys
 
+from lit_hf.console import quiet
 from lit_hf.errors import user_error
 
 # How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
@@ -18,6 +19,7 @@ def main(args: list[str] | None = None) -> None:
 
         print(top_help(), end="")
         sys.exit(0)  # as argparse's --help does
+    quiet()  # before Lightning and transformers are imported
     try:
         run(argv[0] if argv else "", argv[1:], args)
     except Exception as err:
