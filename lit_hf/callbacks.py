@@ -1,4 +1,5 @@
-"""Callbacks every run gets: the results file, learning rate plus throughput while training, the export."""
+"""Callbacks every run gets: the results file, learning rate plus throughput while training, a last validation at
+`max_steps`, the model in one line, the export."""
 
 import json
 import time
@@ -7,8 +8,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 from lit_hf.atomic import write_text
 from lit_hf.contracts import Exportable
@@ -99,6 +102,39 @@ class TrainMonitor(L.Callback):
         if ids is not None:
             pl_module.log("train/tokens_per_sec", self._tokens * scale, on_step=True, on_epoch=False)
         pl_module.log("train/samples_per_sec", self._samples * scale, on_step=True, on_epoch=False)
+
+
+class FinalValidation(L.Callback):
+    """A fit that ends on `max_steps` validates once at its last step, unless that step validated anyway, as
+    `run_clm.py --do_eval` scores the final model: without it, a fit of `max_steps=5` on CoLA left no metrics at
+    all, and results.json and the export's card held the metrics of older weights, or none.
+
+    Setting `should_stop` at the last step is how Lightning's own early stopping asks its training loop for a
+    validation before it stops (`_TrainingEpochLoop._should_check_val_fx`); the loop stops there anyway.
+    """
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
+class OneLineSummary(ModelSummary):
+    """The model in one line at the start of fit (`GPT2LMHeadModel in CausalLMTask: 133 K parameters, 133 K
+    trainable, 0.5 MB`), in place of Lightning's table of the task's two or three attributes, whose FLOPs column is
+    0 for every lit_hf task (they have no `example_input_array`)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = self._summary(trainer, pl_module)  # counts sharded (FSDP) and DeepSpeed parameters whole
+        model = getattr(pl_module, "model", None)
+        name = f"{type(model).__name__} in " if model is not None else ""
+        total, trainable = (
+            get_human_readable_count(n) for n in (summary.total_parameters, summary.trainable_parameters)
+        )
+        size = f"{summary.model_size:.1f} MB"
+        if trainer.is_global_zero:
+            print(f"{name}{type(pl_module).__name__}: {total} parameters, {trainable} trainable, {size}")
 
 
 class SavePretrained(L.Callback):

@@ -13,6 +13,7 @@ import torch
 from lit_hf.adapters import exportable_model
 from lit_hf.atomic import replaced
 from lit_hf.checks import incomplete_message
+from lit_hf.console import no_save_bar
 from lit_hf.contracts import DataForTask, Exportable
 from lit_hf.errors import LitHFError
 from lit_hf.trust import check_sharded_checkpoint
@@ -71,7 +72,8 @@ def export_pretrained(
     with replaced(Path(target)) as tmp:  # a kill midway leaves no folder under the real name (lit_hf/atomic.py)
         export = exportable_model(model, task.lora)  # with LoRA its adapters, or a merged copy (adapters.py)
         # safetensors; config.json with id2label/label2id/problem_type
-        export.save_pretrained(tmp, state_dict=weights if export is model else None)
+        with no_save_bar():
+            export.save_pretrained(tmp, state_dict=weights if export is model else None)
         for preprocessor in task.preprocessors():  # the ones the data module used (linked)
             preprocessor.save_pretrained(tmp)
         if (generation := task.generation_config()) is not None:

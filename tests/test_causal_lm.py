@@ -122,3 +122,23 @@ def test_constructor_rejects_contradictions(causal_lm_dir):
         OptimOptions(warmup_ratio=0.1, warmup_steps=10)
     with pytest.raises(ConfigError, match="from_scratch"):
         CausalLMTask(str(causal_lm_dir("gpt2")), config_overrides="n_layer=1")
+
+
+def test_fit_ending_on_max_steps_validates_its_final_weights_once(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):
+    """As `run_clm.py --do_eval`: validation every 2 steps and `max_steps=3` still score the weights of step 3, once;
+    the score is a plain transformers forward's of the export (the final weights)."""
+    text = data_dir / "wikitext" / "wiki_00"
+    run(
+        "fit", tmp_path, f"--model.model_name_or_path={causal_lm_dir('gpt2')}", f"--data.train_file={text}",
+        f"--data.validation_file={text}", "--data.block_size=32", "--data.batch_size=2", "--data.max_train_samples=8",
+        "--data.max_eval_samples=4", "--trainer.max_steps=3", "--trainer.val_check_interval=2",
+        "--trainer.num_sanity_val_steps=0", "--model.optim.learning_rate=1e-2",
+    )  # fmt: skip
+    results = read_results(tmp_path)
+    (exported,) = tmp_path.rglob("huggingface")
+    want = reference_perplexity(exported, reference_blocks(text, gpt2_tokenizer, 32)[:4])
+    assert results["global_step"] == 3 and results["val/ppl"] == pytest.approx(want["ppl"], rel=1e-6)
+    (run_dir,) = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert len(events.Scalars("val/ppl")) == 2  # after step 2 as asked, after step 3 at the end

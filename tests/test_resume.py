@@ -168,3 +168,24 @@ def test_quickstart_sigkilled_and_interrupted_resumes_exactly(chains, name):
     cut = logged(chain.root / "cut", "train/loss")  # each run logged its own steps: every stop came after a checkpoint
     assert sorted(cut) == list(range(2 * EPOCH_STEPS)), chain.where
     assert differences(chain.root / "whole", chain.root / "cut") == dict.fromkeys(TAGS, 0.0), chain.where
+
+
+def test_last_checkpoint_is_a_link_and_resumes(tmp_path: Path) -> None:
+    """configs/quickstart_clm.yaml's `save_last: link`: `last.ckpt` is a link to the newest step checkpoint, the
+    only full copy, and `--ckpt_path=last` resumes from it (2 steps an epoch, a checkpoint every 2 steps)."""
+    args = [
+        "fit", f"--config={REPO / 'configs' / 'quickstart_clm.yaml'}", "--data.max_train_samples=32",
+        "--data.max_eval_samples=16", f"--data.data_cache_dir={tmp_path / 'cache'}", "--trainer.max_epochs=2",
+        "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks.init_args.every_n_train_steps=2",
+        "--trainer.log_every_n_steps=1",
+    ]  # fmt: skip
+    main(args)
+    (last,) = tmp_path.rglob("last.ckpt")
+    files = sorted(path.name for path in last.parent.iterdir())
+    assert last.is_symlink() and files == ["epoch=1-step=4.ckpt", "last.ckpt"], files
+    assert last.resolve() == last.parent / "epoch=1-step=4.ckpt"
+    main([*args, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    runs = tmp_path / "lightning_logs"
+    steps = [len(logged(runs / version, "train/loss")) for version in ("version_0", "version_1")]
+    assert steps == [4, 2]  # the resumed fit trained steps 5 and 6 only: it went on from the link's step 4

@@ -234,7 +234,7 @@ def test_validate_on_3_processes_equals_1_with_nonzero_bleu(
     assert results_three["val/gen_len"] == pytest.approx(results_one["val/gen_len"], rel=1e-6)
 
 
-def test_predict_writes_translations_in_input_order(tiny_t5_dir: Path, tmp_path: Path) -> None:
+def test_predict_writes_translations_in_input_order(tiny_t5_dir: Path, tmp_path: Path, capsys) -> None:
     sources = ["Short.", "A rather longer sentence to translate here.", "Mid length one.", "Yes", "Another line."]
     file = tmp_path / "sources.txt"
     file.write_text("\n".join(sources) + "\n")
@@ -243,6 +243,7 @@ def test_predict_writes_translations_in_input_order(tiny_t5_dir: Path, tmp_path:
     args.remove(f"--data.validation_file={file}")
     main(args)
     run = run_dir(tmp_path)
+    assert f"predictions written to {run / 'predictions'}.txt and .jsonl" in capsys.readouterr().out.splitlines()
     lines = (run / "predictions.txt").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(sources) and [row["index"] for row in rows] == list(range(len(sources)))

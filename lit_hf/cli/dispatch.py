@@ -5,6 +5,7 @@ top-level `--help` start without torch or Lightning (0.4 s instead of 5)."""
 import sys
 
 from lit_hf.cli.help import COMMANDS
+from lit_hf.console import quiet
 from lit_hf.errors import LitHFError, user_error
 
 # How gloo says that another process of the run went away (its socket closed) while this one waited in a collective.
@@ -21,6 +22,7 @@ def main(args: list[str] | None = None) -> None:
         if not argv:  # a bare `python -m lit_hf`: the commands, then what was missing (argparse exits 2 too)
             print("lit_hf: error: give a command, e.g. python -m lit_hf fit --config CFG", file=sys.stderr)
         sys.exit(2 if not argv else 0)  # as argparse's --help does
+    quiet()  # before Lightning and transformers are imported
     try:
         run(argv[0], argv[1:], args)
     except Exception as err:

@@ -18,12 +18,20 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
-from lit_hf.callbacks import ResultsWriter, SavePretrained, TrainMonitor
+from lit_hf.callbacks import FinalValidation, OneLineSummary, ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli.errors import check_config_files, explain_parse_error, option_strings
 from lit_hf.contracts import DataForTask
 from lit_hf.errors import ConfigError, LitHFError, first_line, say, user_error
 from lit_hf.export import check_export_target
 from lit_hf.families import FAMILIES, class_paths, load
+from lit_hf.machine import (
+    BF16_PRECISIONS,
+    cpu_flags,
+    cpu_precision,
+    processes_on_node,
+    set_cpu_threads,
+    strict_precision,
+)
 from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
@@ -81,6 +89,7 @@ class LitHFCLI(LightningCLI):
             folder, overwrite = Path(saving.export_dir), saving.overwrite
             check_export_target(folder, overwrite, "--save_pretrained.export_dir", "--save_pretrained.overwrite")
         what_runs(config.trainer)
+        set_cpu_threads(processes_on_node(config.trainer.get("accelerator"), config.trainer.get("devices")))
         checks.check_trainer(config.trainer)
         checks.check_devices(config.trainer.accelerator, config.trainer.devices)
         if self.subcommand:  # `export` writes only its --export_dir
@@ -237,7 +246,7 @@ def group_help(group: type, key: str) -> None:
 def what_runs(trainer) -> None:  # (the trainer's Namespace)
     """Options Lightning 2 refuses or silently replaces become what runs, in the config that `config.yaml` saves,
     each said in one line: `strategy=dp` (DataParallel is gone from Lightning 2), `strategy=fsdp` (FSDP2, which
-    runs on CPUs too) and `16-mixed` on a CPU."""
+    runs on CPUs too), `16-mixed` on a CPU, and bfloat16 on a CPU without it (lit_hf/machine.py)."""
     if trainer.get("strategy") == "dp":
         say(
             "--trainer.strategy=dp runs as ddp over the same devices: Lightning 2 removed DataParallel, "
@@ -253,6 +262,8 @@ def what_runs(trainer) -> None:  # (the trainer's Namespace)
     if str(trainer.get("precision")) in ("16", "16-mixed") and runs_on_cpu(trainer.get("accelerator")):
         say("--trainer.precision=16-mixed runs as bf16-mixed: a CPU has no float16 autocast.")
         trainer.precision = "bf16-mixed"
+    if runs_on_cpu(trainer.get("accelerator")) and str(trainer.get("precision")) in BF16_PRECISIONS:
+        trainer.precision = cpu_precision(str(trainer.precision), cpu_flags(), strict_precision())
 
 
 def runs_on_cpu(accelerator: object) -> bool:
@@ -296,7 +307,16 @@ def run_lightning(args: list[str] | None) -> None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,  # each task configures its own AdamW and schedule
-        trainer_defaults={"callbacks": [ResultsWriter(), TrainMonitor(), RandomState(), FitLoopResume()]},
+        trainer_defaults={
+            "callbacks": [
+                ResultsWriter(),
+                TrainMonitor(),
+                RandomState(),
+                FitLoopResume(),
+                FinalValidation(),
+                OneLineSummary(),
+            ]
+        },  # fmt: skip
         parser_kwargs={**PARSER_KWARGS, "prog": PROG},  # argparse's own name for it would be `__main__.py`
         args=args,
     )

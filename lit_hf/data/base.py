@@ -15,6 +15,7 @@ from pyarrow import ArrowException
 from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from lit_hf.console import datasets_bars
 from lit_hf.data.cache import cache_damage, cache_path, is_cached, save_atomically, tokenizer_identity
 from lit_hf.data.sampling import eval_dataloader, train_dataloader
 from lit_hf.data.sources import check_files, load_raw, raw_split, source_identity, source_split
@@ -27,6 +28,10 @@ CACHE_FORMAT = 3  # 3: cache folders named after the family (`causal_lm-...`, no
 
 # The splits each trainer entry point reads (a family with several evaluation sets names them itself).
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+
+# Raw rows from which preparing a split shows `datasets`' progress bars: smaller ones take seconds, and their bars were
+# most of what a quickstart printed (a one-line summary says where the prepared split went).
+LONG_PREPARATION = 100_000
 
 Caches = dict[str, tuple[Path, dict[str, Any]]]  # split -> (cache folder, the key it was made from)
 
@@ -114,15 +119,26 @@ def prepare_splits(
             if (damage := cache_damage(path)) is None:
                 continue
             rank_zero_info(f"lit_hf: the cached {split} split {str(path)!r} is damaged ({damage}); building it again.")
-        raw = raw if raw is not None else load_raw()
-        try:
-            processed = build(raw, split, path.name)
-        except Exception as err:  # `datasets` raises a full disk as it comes, or wrapped in its own error
-            if no_space(err):
-                raise LitHFError(f"Preparing the {split} split: {NO_SPACE_WAY_OUT}") from err
-            raise
-        if processed is not None:
-            save_atomically(DatasetDict({split: processed}), path, key)
+        if raw is None:
+            with datasets_bars(False):  # split generation; huggingface_hub's download bars stay
+                raw = load_raw()
+        with datasets_bars(len(raw[split]) >= LONG_PREPARATION if split in raw else False):
+            processed = build_split(raw, split, path.name, build)
+            if processed is not None:
+                save_atomically(DatasetDict({split: processed}), path, key)
+                rank_zero_info(f"lit_hf: {split} split prepared: {len(processed):,} examples in {str(path)!r}")
+
+
+def build_split(
+    raw: DatasetDict, split: str, tag: str, build: Callable[[DatasetDict, str, str], Dataset | None]
+) -> Dataset | None:
+    """`build(raw, split, tag)`, with a full disk as one error."""
+    try:
+        return build(raw, split, tag)
+    except Exception as err:  # `datasets` raises a full disk as it comes, or wrapped in its own error
+        if no_space(err):
+            raise LitHFError(f"Preparing the {split} split: {NO_SPACE_WAY_OUT}") from err
+        raise
 
 
 def load_splits(caches: Caches, limits: Callable[[str], int | None]) -> dict[str, Dataset]:

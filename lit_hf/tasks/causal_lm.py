@@ -62,6 +62,7 @@ class CausalLMTask(TransformersTask):
         self.model = self.load_model(
             AutoModelForCausalLM, config, "CAUSAL_LM", tokenizer=self.tokenizer, config_overrides=config_overrides
         )
+        name_loss(self.model)
         self.chunked_loss = chunked_loss
         if chunked_loss:  # the output layer then scores the labels set on it (lit_hf/chunked_nll.py)
             use_chunked_head(self.model)
@@ -139,3 +140,12 @@ class CausalLMTask(TransformersTask):
             raise LitHFError(
                 f"Blocks of {length} tokens exceed the model's {self.max_positions} positions; lower --data.block_size."
             )
+
+
+def name_loss(model: nn.Module) -> None:
+    """The next-token loss named on the model (and on a LoRA wrapper's base), which transformers picks anyway for
+    architectures whose class name does not say it (`GPT2LMHeadModel`), after a "`loss_type=None` ... unrecognized"
+    notice at the first step."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "loss_type", None) is None:
+        base.loss_type = "ForCausalLM"

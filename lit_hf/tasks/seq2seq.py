@@ -334,3 +334,5 @@ class GeneratedTexts:
                         jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
 
         write_merged(trainer, prefix, write)
+        if trainer.is_global_zero:  # as the other families' predict says
+            print(f"predictions written to {folder / 'predictions'}.txt and .jsonl")

@@ -1,0 +1,89 @@
+"""A quiet console: a quickstart prints a few lines before it trains, the notices that do not apply to lit_hf are
+gone, and a real warning still shows."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from console_probe import MARKER
+from datasets import Dataset, DatasetDict
+from transformers import AutoTokenizer
+
+from lit_hf.console import quiet
+from lit_hf.data import base
+from lit_hf.data.text_classification_inputs import tokenize_pairs
+
+REPO = Path(__file__).resolve().parents[1]
+BEFORE_TRAINING = 8  # lines a quickstart may print before its first training step (today: 2 prepared splits, 1 model)
+GONE = (  # what lit_hf silences (lit_hf/console.py), or replaced (the model summary's table, datasets' bars)
+    "GPU available",
+    "TPU available",
+    "Tip:",
+    "Seed set to",
+    "Loading `train_dataloader`",
+    "LeafSpec",
+    "loss_type=None",
+    "Total FLOPs",
+    "Saving the dataset",
+    "Tokenize and group",
+    "Writing model shards",
+)
+
+
+def test_quickstart_prints_a_few_lines_before_training_and_real_warnings_still(tmp_path: Path) -> None:
+    """configs/quickstart_clm.yaml from another folder, as a user runs it, cut to one 2-batch epoch: its
+    `log_every_n_steps: 10` then exceeds the epoch's batches, which Lightning rightly warns about."""
+    args = [
+        "fit", f"--config={REPO / 'configs' / 'quickstart_clm.yaml'}", "--trainer.callbacks+=console_probe.FirstStep",
+        f"--data.data_cache_dir={tmp_path / 'cache'}", "--data.max_train_samples=32", "--data.max_eval_samples=16",
+        "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_hf", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    stderr = done.stderr.splitlines()
+    before = [line for line in done.stdout.splitlines() if "written to" not in line and "saved to" not in line]
+    before += stderr[: stderr.index(MARKER)]
+    assert len(before) <= BEFORE_TRAINING, "\n".join(before)
+    printed = done.stdout + done.stderr
+    assert not [notice for notice in GONE if notice in printed], printed
+    assert "smaller than the logging interval Trainer(log_every_n_steps=10)" in done.stderr
+    assert f"lit_hf: train split prepared: 1,120 examples in '{tmp_path / 'cache'}" in done.stderr  # the whole file
+
+
+def test_pairs_cut_longest_first_say_nothing_per_pair(caplog: pytest.LogCaptureFixture) -> None:
+    """transformers' Python tokenizers log, for every text pair cut with `longest_first`, that overflowing tokens
+    are not returned (2,263 lines on RTE); lit_hf never asks for them. Other tokenizer warnings still show."""
+    quiet()
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "configs" / "quickstart" / "byte-bert")  # a Python tokenizer
+    batch = {"a": ["a long first sentence of many words"] * 3, "b": ["and a long second one, also of words"] * 3}
+    with caplog.at_level(logging.WARNING):
+        ids = tokenize_pairs(
+            batch, tokenizer=tokenizer, text_column="a", text_pair_column="b", max_length=8,
+            truncation="longest_first", padding=False,
+        )  # fmt: skip
+        logging.getLogger("transformers.tokenization_python").warning("a real tokenizer warning")
+    assert [len(row) for row in ids["input_ids"]] == [8, 8, 8]  # the pairs were cut
+    assert [record.getMessage() for record in caplog.records] == ["a real tokenizer warning"]
+
+
+@pytest.mark.parametrize(("rows", "bars"), [(4, False), (5, True)])
+def test_datasets_bars_show_only_for_long_preparations(tmp_path, monkeypatch, rows, bars) -> None:
+    """A split of `LONG_PREPARATION` raw rows or more keeps `datasets`' progress bars (here 5); a smaller one is
+    prepared without them, and the bars are as they were afterwards."""
+    monkeypatch.setattr(base, "LONG_PREPARATION", 5)
+    seen = {}
+
+    def build(raw: DatasetDict, split: str, tag: str) -> Dataset:
+        seen[split] = datasets.is_progress_bar_enabled()
+        return raw[split]
+
+    raw = DatasetDict({"train": Dataset.from_dict({"x": list(range(rows))})})
+    base.prepare_splits({"train": (tmp_path / "train", {"k": 1})}, lambda: raw, build, overwrite=False)
+    assert seen == {"train": bars} and datasets.is_progress_bar_enabled()
