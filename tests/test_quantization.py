@@ -130,12 +130,14 @@ def test_quantized_classifier_equals_torchao_by_hand(tmp_path, data_dir, classif
     assert got["val/loss"] == pytest.approx(float(loss), abs=1e-6)
 
 
-# family -> a built-in method. Causal LM (W8A8) and classification (intx) run in the tests above; every method
-# runs in one family at least.
+# family -> a built-in method, or the calibrated reference plug-in. Causal LM (W8A8, calibration) and classification
+# (intx) run in the tests above; every method runs in one family at least (int8_weight_only per channel: in fit).
+CALIBRATED = ["--model.quantization.quantizer=lit_hf.quantization.plugin.FakeQuantizer",
+              "--model.quantization.calibration_batches=2", "--data.eval_batch_size=4"]  # fmt: skip
 QUICKSTARTS = {
-    "translation": ["--model.quantization.method=float8_weight_only"],
+    "translation": [*CALIBRATED],  # the decoder's inputs come from the labels
     "summarization": ["--model.quantization.method=int8_weight_only", "--model.quantization.group_size=32"],
-    "multiple_choice": ["--model.quantization.method=int8_weight_only"],
+    "multiple_choice": [*CALIBRATED, "--model.quantization.quantizer.init_args.observer=percentile"],
     "image_classification": ["--model.quantization.method=float8_weight_only"],
 }
 
@@ -151,8 +153,22 @@ def test_every_family_validates_quantized_beside_full_precision(tmp_path, family
     got = read_results(tmp_path)
     names = {key.split("/", 1)[1] for key in got if key.startswith("val/")}
     assert names and got["quantization"]["coverage"] > 0
+    if "--model.quantization.calibration_batches=2" in QUICKSTARTS[family]:
+        scales = got["quantization"]["calibration"]["input_scales"]
+        assert len(scales) == sum(got["quantization"]["quantized"].values()) and min(scales.values()) > 0
     for name in names:
         assert got[f"val_delta/{name}"] == pytest.approx(got[f"val/{name}"] - got[f"val_full/{name}"], abs=1e-9)
+
+
+def test_validate_calibrates_on_a_glue_train_split(tmp_path, data_dir, classifier_dir):
+    """validate reads GLUE's validation file only, unless calibration names the train split; batches are padded."""
+    args = ["--data.task_name=cola", f"--data.data_dir={data_dir / 'glue'}", "--data.max_eval_samples=16"]
+    args += [*CALIBRATED, "--data.max_train_samples=8"]
+    main(["validate", *cli_args(tmp_path, classifier_dir("bert", 2), *args)])
+    (results,) = (tmp_path / "runs").rglob("results.json")
+    quantization = json.loads(results.read_text())["quantization"]
+    assert quantization["quantized"] == {"Linear": 14} and quantization["calibration"]["split"] == "train"
+    assert len(quantization["calibration"]["input_scales"]) == 14
 
 
 def test_nothing_quantized_is_one_error_line(tmp_path, causal_lm_dir, data_dir, capsys):

@@ -255,13 +255,16 @@ class DataModule(L.LightningDataModule):
         """The splits a trainer entry point reads; without one, those of the running trainer, else all."""
         return STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
 
+    def read_splits(self, stage: str | None = None) -> list[str]:
+        """The stage's `splits`, and the calibration split when `calibrate_on` named one: those to prepare and load."""
+        splits = list(self.splits(stage))
+        extra = self.calibration_split
+        return splits if extra is None or extra in splits else [*splits, extra]
+
     def caches(self, stage: str | None = None) -> Caches:
         """The cache folder and key of each split the stage reads."""
         tokenizer = self.tokenizer if self.tokenized else None
-        splits = list(self.splits(stage))
-        if self.calibration_split is not None and self.calibration_split not in splits:
-            splits.append(self.calibration_split)
-        return caches(splits, self.family, self.hparams.data_cache_dir, tokenizer, self.cache_key)
+        return caches(self.read_splits(stage), self.family, self.hparams.data_cache_dir, tokenizer, self.cache_key)
 
     def limit(self, split: str) -> int | None:
         """`max_train_samples` for train, `max_predict_samples` for predict, `max_eval_samples` for the others."""

@@ -137,7 +137,7 @@ class TextClassificationDataModule(DataModule):
         hp = self.hparams
         if self.files():
             return load_files(self.files(), hp.data_cache_dir)
-        return glue.load_glue(self.task, hp.task_name, hp.data_dir, self.splits(), hp.data_cache_dir)
+        return glue.load_glue(self.task, hp.task_name, hp.data_dir, self.read_splits(), hp.data_cache_dir)
 
     def build(self, raw: DatasetDict, split: str, tag: str) -> Dataset:
         if split not in raw:

@@ -98,7 +98,8 @@ class QuantizedEvaluation:
         conv1d_to_linear(model)  # the observers watch the Linear layers the quantizer will convert
         quantizer.prepare(model)
         for batch in self.calibration(batches):
-            inputs = model_inputs(task.transfer_batch_to_device(batch, task.device, 0), labels=False)
+            # with labels, as a training step: a seq2seq model makes its decoder inputs from them
+            inputs = model_inputs(task.transfer_batch_to_device(batch, task.device, 0))
             quantizer.observe(inputs)
             model(**inputs)
         quantizer.synchronize(partial(all_reduce, device=task.device))

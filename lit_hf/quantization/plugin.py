@@ -206,7 +206,7 @@ class FakeQuantizer(WeightFakeQuantizer):
     @torch.no_grad()
     def _record(self, name: str, module: nn.Module, args: tuple[Tensor, ...]) -> None:
         x = args[0]
-        if self._mask is not None and x.shape[:2] == self._mask.shape:
+        if self._mask is not None and x.dim() > 2 and x.shape[:2] == self._mask.shape:  # (batch, seq, features)
             x = x[self._mask]  # the real tokens' rows only
         x = x.detach().abs().float().flatten()
         if x.numel():
