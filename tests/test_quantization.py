@@ -335,14 +335,22 @@ def calibration_run(tmp_path: Path, data_dir: Path, model_dir: Path, devices: in
     lines = (data_dir / "wikitext" / "wikitext-2" / "valid.txt").read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / "train.txt").write_text("".join(lines[150:350]), encoding="utf-8")  # about 25 blocks of 64
     root = tmp_path / str(devices)
-    run_lit_hf(
+    args = [
         "validate", *family_args("causal_lm", model_dir), *cpu_run(root, tmp_path / "cache"),
-        f"--trainer.devices={devices}", "--trainer.strategy=ddp", f"--data.train_file={tmp_path / 'train.txt'}",
-        f"--data.validation_file={short_text(data_dir, tmp_path)}", "--data.block_size=64",
-        "--data.max_eval_samples=12", "--data.eval_batch_size=4",
+        f"--data.train_file={tmp_path / 'train.txt'}", f"--data.validation_file={short_text(data_dir, tmp_path)}",
+        "--data.block_size=64", "--data.max_eval_samples=12", "--data.eval_batch_size=4",
         "--model.quantization.quantizer=lit_hf.quantization.plugin.FakeQuantizer",
         "--model.quantization.calibration_batches=3", "--model.quantization.compare_full_precision=true",
-    )  # fmt: skip
+    ]  # fmt: skip
+    if devices == 1:  # in this process (no start-up to pay), on one thread as each of the 3 processes runs
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            main(args)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        run_lit_hf(*args, f"--trainer.devices={devices}", "--trainer.strategy=ddp")
     return read_results(root)
 
 
