@@ -14,7 +14,7 @@ from runs import cpu_run, family_args
 from sklearn.metrics import matthews_corrcoef
 from test_classification import cli_args
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lit_hf.cli import main
@@ -454,3 +454,32 @@ def test_percentile_scales_equal_numpy_and_are_the_same_from_shares():
     bound = numpy_percentile_bound(x[:, :7].numpy(), 99)
     assert bound < np.abs(x[:, :7].numpy()).max()  # the percentile leaves the largest inputs out
     assert whole.scales["0"].item() == pytest.approx(float(bound / np.float32(127.5)), rel=1e-6)
+
+
+@torch.no_grad()
+def test_a_multiple_choice_mask_leaves_padding_out_as_the_model_flattens_choices():
+    model, x = nn.Linear(16, 8), torch.randn(6, 10, 16, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(6, 10, dtype=torch.long)
+    mask[:, 6:] = 0
+    x[:, 6:] = 1e4  # padding
+    quantizer = FakeQuantizer()
+    quantizer.prepare(model)
+    quantizer.observe({"attention_mask": mask.reshape(2, 3, 10)})  # 2 examples x 3 choices, as the batch holds it
+    model(x)  # (examples * choices, seq, features), as a multiple-choice model runs its encoder
+    quantizer.synchronize(lambda tensor, op: tensor)
+    want = np.float32(np.abs(x[:, :6].numpy()).max()) / np.float32(127.5)
+    assert quantizer.scales[""].item() == pytest.approx(float(want), rel=1e-6)
+
+
+@torch.no_grad()
+def test_an_encoder_decoder_is_observed_unmasked():
+    """The source's mask does not describe a decoder's tokens (whose length may equal the source's), so none is used."""
+    model, x = nn.Linear(16, 8), torch.ones(2, 10, 16)
+    model.config = PretrainedConfig(is_encoder_decoder=True)
+    x[:, 6:] = 1e4  # beyond the source's mask
+    quantizer = FakeQuantizer()
+    quantizer.prepare(model)
+    quantizer.observe({"attention_mask": (torch.arange(10) < 6).long().expand(2, 10)})
+    model(x)
+    quantizer.synchronize(lambda tensor, op: tensor)
+    assert quantizer.scales[""].item() == pytest.approx(1e4 / 127.5, rel=1e-6)

@@ -134,7 +134,8 @@ class FakeQuantizer(WeightFakeQuantizer):
     scale calibrated on `calibration_batches`: symmetric, scale = bound / ((qmax - qmin) / 2) as torchao's
     `choose_qparams_affine` computes it, where the bound is max|x| over the calibration tokens (`minmax`) or its
     `percentile`-th percentile (`percentile`, read from integer histogram counts over bfloat16-wide bins, taking the
-    bin's upper edge). Padding tokens (attention mask 0) are left out of the statistics.
+    bin's upper edge). Padding tokens (attention mask 0) are left out of the statistics, except in an
+    encoder-decoder model, whose decoder inputs the source's mask does not describe.
 
     Args:
         activation_bits: Integer width of the inputs, 2 to 8.
@@ -162,17 +163,20 @@ class FakeQuantizer(WeightFakeQuantizer):
         self.counts: dict[str, Tensor] = {}  # layer -> int64 histogram of |x| over the bfloat16 bins
         self.scales: dict[str, Tensor] = {}
         self._mask: Tensor | None = None
+        self._masks = True  # whether the attention mask describes every layer's tokens
         self._hooks: list[Any] = []
 
     def prepare(self, model: nn.Module) -> None:
+        self._masks = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
         for name in self._eligible(model):
             module = model.get_submodule(name)
             self.absmax[name], self.counts[name] = torch.zeros(()), torch.zeros(_BINS, dtype=torch.int64)
             self._hooks.append(module.register_forward_pre_hook(partial(self._record, name)))
 
     def observe(self, batch: dict[str, Tensor]) -> None:
-        mask = batch.get("attention_mask")
-        self._mask = None if mask is None else mask.bool()
+        mask = batch.get("attention_mask") if self._masks else None
+        # (batch, seq), or multiple choice's (batch, choices, seq) as its model flattens it: (batch * choices, seq)
+        self._mask = None if mask is None else mask.bool().reshape(-1, mask.shape[-1])
 
     def synchronize(self, reduce: Reduce) -> None:
         for name in self.absmax:
