@@ -1,6 +1,7 @@
 """What a data module offers its task, and what an exportable task holds: the two links between a family's files and
 the rest of lit_hf (the CLI, the export), written down as Protocols instead of `getattr` and parameter-name guesses."""
 
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from transformers import GenerationConfig, PreTrainedModel
@@ -23,6 +24,17 @@ class DataForTask(Protocol):
     def export_params(self) -> dict[str, dict[str, str]]:
         """`task_specific_params` an export writes into config.json (seq2seq: the source prefix the model learned
         with, under its pipeline task); {} where the data adds nothing to the model's config."""
+        ...
+
+
+@runtime_checkable
+class CalibrationData(Protocol):
+    """A data module that gives a quantizer's calibration batches (`--model.quantization.calibration_batches`).
+    The CLI links it to the task before the run, as it links the tokenizer: the task never reads the data module."""
+
+    def calibrate_on(self, split: str) -> Callable[[int], Iterable[dict[str, Any]]]:
+        """Makes `prepare_data` and `setup` read `split` too; returns, for K, this process's share of the split's
+        first K batches (whole batches, each on one process, so that 1 and N processes see the same batches)."""
         ...
 
 

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from lit_hf.errors import ConfigError, check_positive
 from lit_hf.paths import LocalPath, ModelPath
-from lit_hf.quantization.plugin import Quantizer
+from lit_hf.quantization.plugin import CalibratedQuantizer, Quantizer
 
 SchedulerType = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
@@ -227,6 +227,12 @@ class QuantizationOptions:
     quantizer: Quantizer | None = None
     """Your own quantizer instead of `method` (`lit_hf.quantization.plugin.Quantizer`): a class path, its options
     under `init_args`, e.g. lit_hf.quantization.plugin.WeightFakeQuantizer."""
+    calibration_batches: int | None = None
+    """Run the first K batches (of eval_batch_size examples) of `calibration_split` through the quantizer's
+    observers before it converts the model (a `CalibratedQuantizer`, e.g. lit_hf.quantization.plugin.FakeQuantizer);
+    N processes share those K batches, whole batches each. validate and test only."""
+    calibration_split: str = "train"
+    """The split calibration reads (its cached examples, in file order)."""
 
     def __post_init__(self) -> None:
         if (self.bits is None) == (self.method == "intx_weight_only"):
@@ -238,3 +244,10 @@ class QuantizationOptions:
         check_positive(**{"quantization.group_size": self.group_size})
         if self.quantizer is not None and (self.bits or self.group_size or self.method != "int8_weight_only"):
             raise ConfigError("quantization.quantizer replaces method, bits and group_size; leave them unset.")
+        check_positive(**{"quantization.calibration_batches": self.calibration_batches})
+        if self.calibration_batches is not None and not isinstance(self.quantizer, CalibratedQuantizer):
+            raise ConfigError(
+                "quantization.calibration_batches feeds a quantizer plug-in's observers (prepare, observe, "
+                "synchronize, calibration); name one in quantization.quantizer, e.g. "
+                "lit_hf.quantization.plugin.FakeQuantizer."
+            )

@@ -20,7 +20,7 @@ from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import FinalValidation, OneLineSummary, ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli.errors import check_config_files, explain_parse_error, option_strings
-from lit_hf.contracts import DataForTask
+from lit_hf.contracts import CalibrationData, DataForTask
 from lit_hf.errors import ConfigError, LitHFError, first_line, say, user_error
 from lit_hf.export import check_export_target
 from lit_hf.families import FAMILIES, class_paths, load
@@ -209,6 +209,22 @@ class LitHFCLI(LightningCLI):
         run, `__init__`), and the checkpoint to load is found and checked."""
         self._fresh_log_dir = checks.new_log_dir(self.trainer)
         self._checkpoint_to_load(subcommand)
+        self._link_calibration(subcommand)
+
+    def _link_calibration(self, subcommand: str) -> None:
+        """With `quantization.calibration_batches`, the task's quantized evaluation gets its calibration batches from
+        the data module (which prepares that split with the stage's own)."""
+        quantized = getattr(self.model, "quantized", None)
+        if quantized is None or quantized.options.calibration_batches is None:
+            return
+        if subcommand not in ("validate", "test"):
+            raise ConfigError(
+                f"quantization.calibration_batches calibrates before validate and test, not {subcommand}: leave it "
+                f"out of {subcommand} (a fit's checkpoint validates with it: --ckpt_path)."
+            )
+        if not isinstance(self.datamodule, CalibrationData):
+            raise ConfigError(f"quantization.calibration_batches needs a lit_hf data module, not {self.datamodule}.")
+        quantized.calibration = self.datamodule.calibrate_on(quantized.options.calibration_split)
 
     def _checkpoint_to_load(self, subcommand: str) -> None:
         """`--ckpt_path=last` is the newest `last.ckpt` of earlier runs (Lightning looks only in this run's new

@@ -195,6 +195,7 @@ class DataModule(L.LightningDataModule):
         plain_hparams(self)
         self.model_name_or_path, self.hub = model_name_or_path, hub
         self.datasets: dict[str, Dataset] = {}
+        self.calibration_split: str | None = None  # read by every stage once `calibrate_on` names it
 
     def task_arguments(self) -> dict[str, Any]:
         """`DataForTask`: the task options this data decides (none, unless the family says otherwise)."""
@@ -203,6 +204,27 @@ class DataModule(L.LightningDataModule):
     def export_params(self) -> dict[str, dict[str, str]]:
         """`DataForTask`: what an export adds to the model config's `task_specific_params` (nothing by default)."""
         return {}
+
+    def calibrate_on(self, split: str) -> Callable[[int], DataLoader]:
+        """`CalibrationData`: `split` is prepared and set up with the stage's splits from now on; returns the loader
+        of this process's share of its first K batches (`calibration_loader`)."""
+        self.calibration_split = split
+        return partial(self.calibration_loader, split)
+
+    def calibration_loader(self, split: str, batches: int) -> DataLoader:
+        """The first `batches` batches of eval_batch_size examples of `split`, in order; process r of N takes batches
+        r, r + N, ...: whole batches, so every example meets the same batch (the same forward, bit for bit) on 1 and
+        N processes."""
+        hp, dataset = self.hparams, self.datasets[split]
+        size = hp.eval_batch_size or hp.batch_size
+        if len(dataset) < batches * size:
+            raise LitHFError(
+                f"quantization.calibration_batches={batches} needs {batches * size} {split} examples in batches of "
+                f"{size}; the split has {len(dataset)}: lower calibration_batches or the eval batch size."
+            )
+        starts = range(0, batches * size, size)[self.trainer.global_rank :: self.trainer.world_size]
+        mine = [list(range(start, start + size)) for start in starts]
+        return DataLoader(dataset, batch_sampler=mine, collate_fn=self.collate(split), num_workers=hp.num_workers)
 
     def prepare_data(self) -> None:
         prepare_splits(self.caches(), self.load_raw, self.build, self.hparams.overwrite_cache)
@@ -249,10 +271,16 @@ class DataModule(L.LightningDataModule):
         """The splits a trainer entry point reads; without one, those of the running trainer, else all."""
         return STAGE_SPLITS.get(stage or running_stage(self.trainer) or "", ("train", "validation", "test"))
 
+    def read_splits(self, stage: str | None = None) -> list[str]:
+        """The stage's `splits`, and the calibration split when `calibrate_on` named one: those to prepare and load."""
+        splits = list(self.splits(stage))
+        extra = self.calibration_split
+        return splits if extra is None or extra in splits else [*splits, extra]
+
     def caches(self, stage: str | None = None) -> Caches:
         """The cache folder and key of each split the stage reads."""
         tokenizer = self.tokenizer if self.tokenized else None
-        return caches(self.splits(stage), self.family, self.hparams.data_cache_dir, tokenizer, self.cache_key)
+        return caches(self.read_splits(stage), self.family, self.hparams.data_cache_dir, tokenizer, self.cache_key)
 
     def limit(self, split: str) -> int | None:
         """`max_train_samples` for train, `max_predict_samples` for predict, `max_eval_samples` for the others."""

@@ -137,9 +137,10 @@ class TextClassificationDataModule(DataModule):
         return [self.eval_loader(split) for split in self.splits("predict")]  # with `index`
 
     def load_raw(self) -> DatasetDict:
-        """The splits the stage reads: the predict file's, and the others from your files or the GLUE task."""
+        """The splits the stage reads (and the calibration split, `read_splits`): the predict file's, and the others
+        from your files or the GLUE task."""
         hp, files = self.hparams, self._data_files()
-        splits = [s for s in self.splits() if s != "predict"]
+        splits = [s for s in self.read_splits() if s != "predict"]
         raw = load_files({"predict": hp.predict_file} if "predict" in self.splits() else {}, hp.data_cache_dir)
         if files:
             raw.update(load_files(files, hp.data_cache_dir))

@@ -43,6 +43,7 @@ class Coverage:
     quantized: dict[str, int]
     eligible: dict[str, int]
     skipped: dict[str, list[str]]  # reason -> module names
+    calibration: dict[str, Any] | None = None  # a calibrated plug-in's: its batches, split, and what it decided
 
     @classmethod
     def of(

@@ -2,18 +2,22 @@
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lit_hf.errors import LitHFError
+from lit_hf.models import model_inputs
 from lit_hf.options import QuantizationOptions
 from lit_hf.predictions import log_dir
+from lit_hf.quantization.conv1d import conv1d_to_linear
 from lit_hf.quantization.coverage import Coverage
 from lit_hf.quantization.methods import quantize_model
 from lit_hf.sharding import is_sharded_run
@@ -35,6 +39,9 @@ class QuantizedEvaluation:
         self._trained: nn.Module | None = None  # fit's full-precision model while a validation runs on a copy
         self._full: nn.Module | None = None  # the full-precision model scored beside the quantized one
         self._full_states: dict[int, dict[str, Any]] = {}  # id(metric) -> the full-precision pass's states
+        self.calibration: Callable[[int], Iterable[dict[str, Any]]] | None = None
+        """This process's share of the first K calibration batches (`CalibrationData.calibrate_on`, linked by the
+        CLI: the task never reads the data module)."""
 
     def start(self, task: L.LightningModule) -> None:
         """Before an evaluation or prediction loop: puts the quantized model in `task.model`."""
@@ -45,8 +52,12 @@ class QuantizedEvaluation:
             return
         full = task.model
         model = _merged(copy.deepcopy(full) if fitting or self._needs_full(task) else full)
+        if self.options.calibration_batches is not None:
+            self._calibrate(task, model)
         report = quantize_model(model, self.options)
         report.check()
+        if self.options.calibration_batches is not None:
+            report.calibration = self._calibration_report()
         self._trained = full if fitting else None
         self._full = full if self._needs_full(task) else None
         task.model = model
@@ -78,6 +89,21 @@ class QuantizedEvaluation:
         deltas = {_renamed(key, "_delta"): quantized[key] - value for key, value in full.items() if key in quantized}
         task.log_dict(deltas, add_dataloader_idx=False)
 
+    @torch.no_grad()
+    def _calibrate(self, task: L.LightningModule, model: nn.Module) -> None:
+        """The plug-in's observers see this process's calibration batches, then every process's statistics."""
+        if self.calibration is None:
+            raise LitHFError("quantization.calibration_batches needs a data module's batches: use lit_hf's CLI.")
+        quantizer, batches = self.options.quantizer, self.options.calibration_batches
+        conv1d_to_linear(model)  # the observers watch the Linear layers the quantizer will convert
+        quantizer.prepare(model)
+        for batch in self.calibration(batches):
+            # with labels, as a training step: a seq2seq model makes its decoder inputs from them
+            inputs = model_inputs(task.transfer_batch_to_device(batch, task.device, 0))
+            quantizer.observe(inputs)
+            model(**inputs)
+        quantizer.synchronize(partial(all_reduce, device=task.device))
+
     def _needs_full(self, task: L.LightningModule) -> bool:
         return self.options.compare_full_precision and task.trainer.state.fn != TrainerFn.PREDICTING
 
@@ -108,12 +134,27 @@ class QuantizedEvaluation:
             for name, value in held.items():
                 setattr(metric, name, value)
 
+    def _calibration_report(self) -> dict[str, Any]:
+        options = self.options
+        decided = options.quantizer.calibration()
+        return {"batches": options.calibration_batches, "split": options.calibration_split, **decided}
+
     def _announce(self, task: L.LightningModule, report: Coverage) -> None:
         folder = log_dir(task.trainer)  # collective: every rank gets here
         first, self.report = self.report is None, report
         if task.trainer.is_global_zero and first:
             print(report.line())
             report.write(folder)
+
+
+def all_reduce(tensor: Tensor, op: Literal["min", "max", "sum"], device: torch.device) -> Tensor:
+    """`tensor` reduced over the run's processes (on `device`, where the process group's backend works), or itself
+    on one process. Min, max and integer sums are exact in any order, so the result is the same on 1 and N."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    reduced = tensor.to(device, copy=True)
+    dist.all_reduce(reduced, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}[op])
+    return reduced.to(tensor.device)
 
 
 class _NoTexts:
