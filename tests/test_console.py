@@ -1,6 +1,7 @@
 """A quiet console: a quickstart prints a few lines before it trains, the notices that do not apply to lit_hf are
 gone, and a real warning still shows."""
 
+import csv
 import logging
 import os
 import subprocess
@@ -13,6 +14,7 @@ from console_probe import MARKER
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
+from lit_hf.cli import main
 from lit_hf.console import quiet
 from lit_hf.data import base
 from lit_hf.data.text_classification_inputs import tokenize_pairs
@@ -87,3 +89,22 @@ def test_datasets_bars_show_only_for_long_preparations(tmp_path, monkeypatch, ro
     raw = DatasetDict({"train": Dataset.from_dict({"x": list(range(rows))})})
     base.prepare_splits({"train": (tmp_path / "train", {"k": 1})}, lambda: raw, build, overwrite=False)
     assert seen == {"train": bars} and datasets.is_progress_bar_enabled()
+
+
+def test_truncation_is_said_once_per_split_with_its_count(tmp_path, monkeypatch, caplog) -> None:
+    """The classification quickstart cut to 24 tokens says, per split, how many of its examples were cut: one line
+    each, counted by the tokenizer alone here (no line for a split with none cut, none per example)."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    config = REPO / "configs" / "quickstart_classification.yaml"
+    main(["fit", f"--config={config}", "--data.max_seq_length=24", "--data.max_train_samples=32",
+          "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+          "--data.data_cache_dir=cache"])  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "configs" / "quickstart" / "byte-bert")
+    said = "\n".join(record.getMessage() for record in caplog.records)
+    for split in ("train", "validation"):
+        texts = list(csv.DictReader((config.parent / "quickstart" / "reviews" / f"{split}.csv").open()))
+        cut = sum(len(tokenizer(row["text"])["input_ids"]) > 24 for row in texts)
+        assert 0 < cut < len(texts)
+        assert said.count(f"lit_hf: {split} split: {cut:,} of {len(texts):,} examples cut to 24 tokens") == 1
+    assert said.count("cut to") == 2

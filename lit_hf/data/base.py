@@ -34,6 +34,7 @@ STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "te
 LONG_PREPARATION = 100_000
 
 Caches = dict[str, tuple[Path, dict[str, Any]]]  # split -> (cache folder, the key it was made from)
+CUT = "lit_hf_cut"  # a column the tokenizing transforms add, True where an example was cut to the length limit
 
 
 def check_sizes(hp: Any) -> None:
@@ -166,6 +167,18 @@ def load_cached(path: Path, split: str) -> Dataset:
             f"The cached {split} split {str(path)!r} does not load ({first_line(err)}); run again with "
             "--data.overwrite_cache=true to build it again."
         ) from err
+
+
+def report_cut(dataset: Dataset, split: str, length: int, what: str = "examples") -> Dataset:
+    """`dataset` without its `CUT` column, after one line saying how many of its examples were cut to `length`
+    tokens (none: no line). Said where the split is prepared, once, and counted over the whole split, so the same
+    on any number of processes."""
+    if CUT not in dataset.column_names:
+        return dataset
+    count = sum(dataset[CUT])
+    if count:
+        rank_zero_info(f"lit_hf: {split} split: {count:,} of {len(dataset):,} {what} cut to {length:,} tokens")
+    return dataset.remove_columns(CUT)
 
 
 def first_n(dataset: Dataset, limit: int | None) -> Dataset:
