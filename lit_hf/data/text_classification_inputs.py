@@ -6,7 +6,7 @@ from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.base import CUT
+from lit_hf.data.base import CUT, tokenize_with_cut
 from lit_hf.data.sources import load_files
 from lit_hf.data.values import check_present
 from lit_hf.errors import LitHFError
@@ -25,15 +25,12 @@ def tokenize_pairs(
     padding: bool,
 ) -> dict[str, list]:
     """Token ids of each text (or text pair), cut to `max_length`, and `CUT` (True where an example was cut);
-    padded here only with pad_to_max_length. Each batch is tokenized whole first, which says what the cut drops."""
-    texts, pairs = batch[text_column], batch[text_pair_column] if text_pair_column else None
+    padded here only with pad_to_max_length."""
+    pairs = batch[text_pair_column] if text_pair_column else None
+    strategy = False if truncation == "do_not_truncate" else truncation
     pad = "max_length" if padding else False
-    whole = tokenizer(texts, pairs, verbose=False)  # verbose: no "longer than the model's maximum" line
-    cut = [len(ids) > max_length and truncation != "do_not_truncate" for ids in whole["input_ids"]]
-    if not any(cut) and not padding:
-        return {**whole, CUT: cut}
-    strategy = truncation if any(cut) else False
-    return {**tokenizer(texts, pairs, max_length=max_length, truncation=strategy, padding=pad), CUT: cut}
+    out, cut = tokenize_with_cut(tokenizer, max_length, strategy, pad, text=batch[text_column], text_pair=pairs)
+    return {**out, CUT: cut}
 
 
 def encode_labels(batch: dict[str, list], *, label_column: str, label_to_id: dict[str, int] | None) -> dict[str, list]:
