@@ -117,18 +117,23 @@ def check_output_dirs(trainer: Any) -> None:
     """Every folder a run writes to must be a folder, or missing below a folder, that this process can write to:
     found before the run makes any folder (Lightning makes them at its start, with a traceback when it cannot)."""
     for option, path in output_dirs(trainer):
-        if "://" in str(path):
-            continue  # remote storage: fsspec's to check
-        existing = Path(path).expanduser().absolute()
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise LitHFError(f"{option} {str(path)!r}: {existing} is a file, not a folder; give a folder.")
-        if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only file system, even for root
-            raise LitHFError(
-                f"{option} {str(path)!r}: {existing} cannot be written to (read-only, or not yours); give a folder "
-                "you can write to."
-            )
+        check_output_dir(option, path)
+
+
+def check_output_dir(option: str, path: str) -> None:
+    """`path` (what `option` gave) is a folder, or missing below a folder, that this process can write to."""
+    if "://" in str(path):
+        return  # remote storage: fsspec's to check
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LitHFError(f"{option} {str(path)!r}: {existing} is a file, not a folder; give a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only file system, even for root
+        raise LitHFError(
+            f"{option} {str(path)!r}: {existing} cannot be written to (read-only, or not yours); give a folder "
+            "you can write to."
+        )
 
 
 def output_dirs(trainer: Any) -> list[tuple[str, str]]:

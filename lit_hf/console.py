@@ -10,7 +10,7 @@ from contextlib import contextmanager
 # lit_hf's own lines share): the hardware lines repeat `--trainer.accelerator`, the seed is in config.yaml, the tip
 # advertises a cloud service, and the step count is estimated for every fit. transformers' Python tokenizers warn for
 # every text pair cut with `longest_first` that its overflowing tokens are not returned, which lit_hf never asks for
-# (2,263 lines on RTE).
+# (2,263 lines on RTE); lit_hf says once per split how many examples were cut (`lit_hf.data.base.report_cut`).
 NOTICES = {
     "lightning.pytorch.utilities.rank_zero": (
         "GPU available:",

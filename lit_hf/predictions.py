@@ -37,7 +37,8 @@ def gather_by_index(rows: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
 
 
 def log_dir(trainer: L.Trainer) -> Path:
-    """The run's log folder (`lightning_logs/version_N`); a collective call, so every rank must make it."""
+    """The run's log folder (`lightning_logs/version_N`, or `RUN/predict` for a run's checkpoint: `lit_hf.runs`),
+    rank 0's on every rank; a collective call, so every rank must make it."""
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 

@@ -1,6 +1,7 @@
 """A quiet console: a quickstart prints a few lines before it trains, the notices that do not apply to lit_hf are
 gone, and a real warning still shows."""
 
+import csv
 import logging
 import os
 import subprocess
@@ -13,8 +14,10 @@ from console_probe import MARKER
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
+from lit_hf.cli import main
 from lit_hf.console import quiet
 from lit_hf.data import base
+from lit_hf.data.multiple_choice_inputs import tokenize_choices
 from lit_hf.data.text_classification_inputs import tokenize_pairs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,3 +90,57 @@ def test_datasets_bars_show_only_for_long_preparations(tmp_path, monkeypatch, ro
     raw = DatasetDict({"train": Dataset.from_dict({"x": list(range(rows))})})
     base.prepare_splits({"train": (tmp_path / "train", {"k": 1})}, lambda: raw, build, overwrite=False)
     assert seen == {"train": bars} and datasets.is_progress_bar_enabled()
+
+
+def test_truncation_is_said_once_per_split_with_its_count(tmp_path, monkeypatch, caplog) -> None:
+    """The classification quickstart cut to 24 tokens says, per split, how many of its examples were cut: one line
+    each, counted by the tokenizer alone here (no line for a split with none cut, none per example)."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    config = REPO / "configs" / "quickstart_classification.yaml"
+    main(["fit", f"--config={config}", "--data.max_seq_length=24", "--data.max_train_samples=32",
+          "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+          "--data.data_cache_dir=cache"])  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "configs" / "quickstart" / "byte-bert")
+    said = "\n".join(record.getMessage() for record in caplog.records)
+    for split in ("train", "validation"):
+        texts = list(csv.DictReader((config.parent / "quickstart" / "reviews" / f"{split}.csv").open()))
+        cut = sum(len(tokenizer(row["text"])["input_ids"]) > 24 for row in texts)
+        assert 0 < cut < len(texts)
+        assert said.count(f"lit_hf: {split} split: {cut:,} of {len(texts):,} examples cut to 24 tokens") == 1
+    assert said.count("cut to") == 2
+
+
+def test_translation_says_its_cut_sources_and_targets(tmp_path, monkeypatch, caplog) -> None:
+    """Sources and targets have their own limits, so each is counted (translation quickstart at 30 and 32 bytes)."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    config = REPO / "configs" / "quickstart_translation.yaml"
+    main(["fit", f"--config={config}", "--data.max_source_length=30", "--data.max_target_length=32",
+          "--data.max_train_samples=16", "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+          "--trainer.enable_progress_bar=false", "--data.data_cache_dir=cache"])  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "configs" / "quickstart" / "byte-t5")
+    said = "\n".join(record.getMessage() for record in caplog.records)
+    for split in ("train", "validation"):
+        rows = list(
+            csv.DictReader((config.parent / "quickstart" / "en-de-phrases" / f"{split}.tsv").open(), delimiter="\t")
+        )
+        sources = sum(len(tokenizer(row["en"])["input_ids"]) > 30 for row in rows)
+        targets = sum(len(tokenizer(text_target=row["de"])["input_ids"]) > 32 for row in rows)
+        assert 0 < sources < targets < len(rows)
+        assert f"lit_hf: {split} split: {sources:,} of {len(rows):,} sources cut to 30 tokens" in said
+        assert f"lit_hf: {split} split: {targets:,} of {len(rows):,} targets cut to 32 tokens" in said
+    assert said.count("cut to") == 4
+
+
+def test_a_multiple_choice_example_is_cut_when_any_choice_is() -> None:
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "configs" / "quickstart" / "byte-bert")
+    batch = {"ctx": ["A short start.", "A start"], "a": ["ends.", "ends."], "b": ["ends much later on.", "ends."]}
+    out = tokenize_choices(
+        batch, tokenizer=tokenizer, context_column="ctx", question_column=None, ending_columns=["a", "b"],
+        choices_column=None, num_choices=2, max_length=24, padding=False,
+    )  # fmt: skip
+    lengths = [[len(tokenizer(batch["ctx"][i], batch[c][i])["input_ids"]) for c in "ab"] for i in range(2)]
+    assert lengths[0][0] <= 24 < lengths[0][1] and max(lengths[1]) <= 24  # the first's second choice is cut
+    assert out[base.CUT] == [True, False]
+    assert [len(ids) for ids in out["input_ids"][0]] == [lengths[0][0], 24]

@@ -35,6 +35,7 @@ from lit_hf.machine import (
 from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
+from lit_hf.runs import checkpoint_run, run_logger
 
 # Every parser lit_hf builds: a parse error reaches `parse_arguments` as an exception (one line, not argparse's usage),
 # and an option is taken only as written (argparse would take `--trainer.max_epoch` for `--trainer.max_epochs`).
@@ -94,6 +95,9 @@ class LitHFCLI(LightningCLI):
         checks.check_devices(config.trainer.accelerator, config.trainer.devices)
         if self.subcommand:  # `export` writes only its --export_dir
             checks.check_output_dirs(config.trainer)
+        self._run_folder = checkpoint_run(self.subcommand, config.trainer, config.get("ckpt_path"))
+        if self._run_folder is not None:  # validate/test/predict of a run's checkpoint write into that run
+            checks.check_output_dir("--ckpt_path's run folder", str(self._run_folder))
         if self.subcommand == "predict":
             checks.check_predicts(load(config.model.class_path), load(config.data.class_path))
         for args in (config.model.init_args, config.data.init_args):  # path types resolved where they were parsed;
@@ -137,7 +141,10 @@ class LitHFCLI(LightningCLI):
         self._start("predict")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Trainer options Lightning refuses (with a traceback from inside the Trainer) end in one line."""
+        """With a run's checkpoint, validate/test/predict log into that run (`lit_hf.runs`); trainer options
+        Lightning refuses (with a traceback from inside the Trainer) end in one line."""
+        if getattr(self, "_run_folder", None) is not None:
+            kwargs["logger"] = run_logger(self._run_folder, self.subcommand)
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:

@@ -34,6 +34,8 @@ STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "te
 LONG_PREPARATION = 100_000
 
 Caches = dict[str, tuple[Path, dict[str, Any]]]  # split -> (cache folder, the key it was made from)
+CUT = "lit_hf_cut"  # a column the tokenizing transforms add, True where an example was cut to the length limit
+CUT_TARGET = "lit_hf_cut_target"  # the same for seq2seq targets, which have their own limit
 
 
 def check_sizes(hp: Any) -> None:
@@ -166,6 +168,32 @@ def load_cached(path: Path, split: str) -> Dataset:
             f"The cached {split} split {str(path)!r} does not load ({first_line(err)}); run again with "
             "--data.overwrite_cache=true to build it again."
         ) from err
+
+
+def tokenize_with_cut(
+    tokenizer: PreTrainedTokenizerBase, max_length: int, truncation: bool | str, padding: bool | str, **texts: Any
+) -> tuple[dict[str, list], list[bool]]:
+    """`tokenizer(**texts)` (`text`, `text_pair` or `text_target` lists) cut to `max_length` by `truncation` (a
+    transformers strategy; False: none), and which rows were cut. The batch is tokenized whole first (verbose=False:
+    no "longer than the model's maximum" line) to see which rows exceed the limit, and again only when one does."""
+    whole = tokenizer(**texts, verbose=False)
+    cut = [bool(truncation) and len(ids) > max_length for ids in whole["input_ids"]]
+    if not any(cut) and not padding:
+        return dict(whole), cut
+    strategy = truncation if any(cut) else False
+    return dict(tokenizer(**texts, max_length=max_length, truncation=strategy, padding=padding, verbose=False)), cut
+
+
+def report_cut(dataset: Dataset, split: str, length: int, what: str = "examples", column: str = CUT) -> Dataset:
+    """`dataset` without its `column` (`CUT`), after one line saying how many of its `what` were cut to `length`
+    tokens (none: no line). Said where the split is prepared, once, and counted over the whole split, so the same
+    on any number of processes."""
+    if column not in dataset.column_names:
+        return dataset
+    count = sum(dataset[column])
+    if count:
+        rank_zero_info(f"lit_hf: {split} split: {count:,} of {len(dataset):,} {what} cut to {length:,} tokens")
+    return dataset.remove_columns(column)
 
 
 def first_n(dataset: Dataset, limit: int | None) -> Dataset:

@@ -6,7 +6,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from lit_hf.data.base import DataModule, capped_length, linked_position_limit
+from lit_hf.data.base import DataModule, capped_length, linked_position_limit, report_cut
 from lit_hf.data.multiple_choice_inputs import (
     SWAG_CONTEXT,
     SWAG_ENDINGS,
@@ -172,7 +172,7 @@ class MultipleChoiceDataModule(DataModule):
             max_length=self._max_length,
             padding=hp.pad_to_max_length,
         )
-        examples = self.map_batched(raw, fn, tag, "tokenize", drop=False)
+        examples = report_cut(self.map_batched(raw, fn, tag, "tokenize", drop=False), split, self._max_length)
         if hp.label_column in raw.column_names:
             encode = partial(encode_choice_labels, label_column=hp.label_column)
             examples = self.map_batched(examples, encode, tag, "labels", drop=False)

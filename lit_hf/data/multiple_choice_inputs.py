@@ -7,6 +7,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.base import CUT, tokenize_with_cut
 from lit_hf.data.values import check_texts
 from lit_hf.errors import LitHFError
 
@@ -41,18 +42,20 @@ def tokenize_choices(
     """Token ids of (context, question + " " + choice) for every choice, as run_swag.py pairs them.
 
     Each output row holds `num_choices` lists (input_ids: (num_choices, its length)); `choices` keeps the texts for
-    prediction files. Every example has `num_choices` choices (`check_choice_counts` ran before).
+    prediction files; `CUT` is True where a choice was cut. Every example has `num_choices` choices
+    (`check_choice_counts` ran before).
     """
     choices = choices_of(batch, ending_columns, choices_column)
     questions = batch[question_column] if question_column else [None] * len(choices)
     firsts = [context for context in batch[context_column] for _ in range(num_choices)]
     seconds = [f"{q} {c}" if q else c for q, options in zip(questions, choices, strict=True) for c in options]
     padding_mode = "max_length" if padding else False
-    flat = tokenizer(firsts, seconds, truncation=True, max_length=max_length, padding=padding_mode, verbose=False)
+    flat, cut = tokenize_with_cut(tokenizer, max_length, True, padding_mode, text=firsts, text_pair=seconds)
     out = {
         key: [values[i : i + num_choices] for i in range(0, len(values), num_choices)] for key, values in flat.items()
     }
     out["choices"] = choices
+    out[CUT] = [any(cut[i : i + num_choices]) for i in range(0, len(cut), num_choices)]  # any of its choices cut
     return out
 
 

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from lit_hf.data.base import DataModule, capped_length, linked_config
+from lit_hf.data.base import CUT_TARGET, DataModule, capped_length, linked_config, report_cut
 from lit_hf.data.sampling import longest_first
 from lit_hf.data.seq2seq_inputs import (
     Side,
@@ -141,7 +141,8 @@ class Seq2SeqDataModule(DataModule):
             pad_to_max_length=hp.pad_to_max_length,
             ignore_pad_token_for_loss=hp.ignore_pad_token_for_loss,
         )
-        examples = self.map_batched(raw, fn, tag, "tokenize", drop=True)
+        examples = report_cut(self.map_batched(raw, fn, tag, "tokenize", drop=True), split, self._max_source, "sources")
+        examples = report_cut(examples, split, max_target, "targets", CUT_TARGET)
         return examples.add_column("index", list(range(len(examples))))
 
     def _source_tokenizer(self) -> PreTrainedTokenizerBase:

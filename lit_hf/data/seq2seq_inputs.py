@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.base import CUT, CUT_TARGET, tokenize_with_cut
 from lit_hf.errors import LitHFError
 
 # Language names in T5's task prefixes ("translate English to German: "), from the T5 paper's WMT tasks,
@@ -47,17 +48,20 @@ def tokenize_pairs(
     pad_to_max_length: bool,
     ignore_pad_token_for_loss: bool,
 ) -> dict[str, list]:
-    """Token ids of `prefix + source` and, when a target side is given, of the target (`labels`) and its raw text.
+    """Token ids of `prefix + source` and, when a target side is given, of the target (`labels`) and its raw text;
+    `CUT` and `CUT_TARGET` say which sources and targets were cut.
 
     Every text is there (`values.check_texts` ran before); a predict split's missing targets become "": they are
     not scored.
     """
     padding = "max_length" if pad_to_max_length else False
     sources = [prefix + text for text in texts(batch, *source)]
-    out = dict(tokenizer(sources, max_length=max_source_length, padding=padding, truncation=True, verbose=False))
+    out, cut = tokenize_with_cut(tokenizer, max_source_length, True, padding, text=sources)
+    out[CUT] = cut
     if target is not None:
         refs = [text or "" for text in texts(batch, *target)]
-        labels = tokenizer(text_target=refs, max_length=max_target_length, padding=padding, truncation=True)
+        labels, cut_targets = tokenize_with_cut(tokenizer, max_target_length, True, padding, text_target=refs)
+        out[CUT_TARGET] = cut_targets
         pad = tokenizer.pad_token_id
         ignore = pad_to_max_length and ignore_pad_token_for_loss  # -100 = ignored by the loss
         out["labels"] = [[-100 if ignore and t == pad else t for t in ids] for ids in labels["input_ids"]]

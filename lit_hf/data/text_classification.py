@@ -11,7 +11,7 @@ from transformers import DataCollatorWithPadding
 
 from lit_hf.data import glue
 from lit_hf.data import text_classification_inputs as text_inputs
-from lit_hf.data.base import DataModule, linked_position_limit, running_stage
+from lit_hf.data.base import DataModule, linked_position_limit, report_cut, running_stage
 from lit_hf.data.cache import file_identity
 from lit_hf.data.glue import GLUE_TASKS, GlueTask, GlueTaskName, split_names
 from lit_hf.data.sources import load_files, missing_split, require_columns
@@ -227,7 +227,7 @@ class TextClassificationDataModule(DataModule):
             truncation=hp.truncation,
             padding=hp.pad_to_max_length,
         )
-        examples = self.map_batched(raw, tokenize, tag, "tokenize", drop=False)
+        examples = report_cut(self.map_batched(raw, tokenize, tag, "tokenize", drop=False), split, self._max_length)
         if label in raw.column_names:
             encode = partial(text_inputs.encode_labels, label_column=label, label_to_id=self._label_to_id())
             examples = self.map_batched(examples, encode, tag, "labels", drop=False)

@@ -6,6 +6,7 @@ from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
+from lit_hf.data.base import CUT, tokenize_with_cut
 from lit_hf.data.sources import load_files
 from lit_hf.data.values import check_present
 from lit_hf.errors import LitHFError
@@ -23,15 +24,13 @@ def tokenize_pairs(
     truncation: Truncation,
     padding: bool,
 ) -> dict[str, list]:
-    """Token ids of each text (or text pair), cut to `max_length`; padded here only with pad_to_max_length."""
+    """Token ids of each text (or text pair), cut to `max_length`, and `CUT` (True where an example was cut);
+    padded here only with pad_to_max_length."""
     pairs = batch[text_pair_column] if text_pair_column else None
-    return tokenizer(
-        batch[text_column],
-        pairs,
-        max_length=max_length,
-        truncation=False if truncation == "do_not_truncate" else truncation,
-        padding="max_length" if padding else False,
-    )
+    strategy = False if truncation == "do_not_truncate" else truncation
+    pad = "max_length" if padding else False
+    out, cut = tokenize_with_cut(tokenizer, max_length, strategy, pad, text=batch[text_column], text_pair=pairs)
+    return {**out, CUT: cut}
 
 
 def encode_labels(batch: dict[str, list], *, label_column: str, label_to_id: dict[str, int] | None) -> dict[str, list]:
