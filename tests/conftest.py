@@ -26,12 +26,6 @@ from transformers import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_WORKERS = 4  # each worker holds torch + transformers (~1 GB) and some tests start 3 processes of their own
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (pyproject's addopts): one worker per core this process may use, at most MAX_WORKERS."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 @pytest.fixture(scope="session")
