@@ -1,6 +1,9 @@
 """What the tests share besides fixtures: the tiny models they save and each family's command line."""
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,20 @@ def run_dir(root: Path) -> Path:
 def rows_of(path: Path) -> list[dict]:
     """The rows of a JSON-lines file."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """This process on one thread, as each child of a multi-process run is: a matmul's sums can depend on the threads,
+    and lit_hf sets a process's threads from its cores unless OMP_NUM_THREADS is set (lit_hf/machine.py)."""
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp

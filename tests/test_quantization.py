@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from reference import REPO, read_results, reference_blocks, run_lit_hf
-from runs import cpu_run, family_args
+from runs import cpu_run, family_args, one_thread
 from sklearn.metrics import matthews_corrcoef
 from test_classification import cli_args
 from torch import nn
@@ -343,12 +343,8 @@ def calibration_run(tmp_path: Path, data_dir: Path, model_dir: Path, devices: in
         "--model.quantization.calibration_batches=3", "--model.quantization.compare_full_precision=true",
     ]  # fmt: skip
     if devices == 1:  # in this process (no start-up to pay), on one thread as each of the 3 processes runs
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_thread():
             main(args)
-        finally:
-            torch.set_num_threads(threads)
     else:
         run_lit_hf(*args, f"--trainer.devices={devices}", "--trainer.strategy=ddp")
     return read_results(root)

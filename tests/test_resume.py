@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import torch
 from reference import logged, logged_values
+from runs import one_thread
 
 from lit_hf.cli import main
 
@@ -149,12 +149,10 @@ def chains(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
              and hasattr(item, "callspec") and "name" in item.callspec.params}  # fmt: skip
     root = tmp_path_factory.mktemp("quickstarts")
     chains = {name: Chain(name, root / name) for name in QUICKSTARTS if name in names}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the children (OMP_NUM_THREADS=1): a matmul's sums can depend on the threads
     try:
-        run_chains(list(chains.values()))
+        with one_thread():  # as the children (OMP_NUM_THREADS=1)
+            run_chains(list(chains.values()))
     finally:
-        torch.set_num_threads(threads)
         for chain in chains.values():
             if chain.child is not None and chain.child.poll() is None:
                 os.killpg(chain.child.pid, signal.SIGKILL)
