@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from reference import logged
+from runs import one_thread
 
 from lit_hf.cli import main
 
@@ -91,11 +92,13 @@ def fit(root: Path, cache: Path, *args: str) -> list[str]:
 )
 def test_train_loss_on_two_processes_is_the_one_process_value(family, tmp_path) -> None:
     args = family_args(family, tmp_path)
-    main(fit(tmp_path / "one", tmp_path / "cache", *args, "--data.batch_size=8"))
     # ddp_fork: Lightning's DDP with the processes forked from this one, which has imported everything already
-    # (about 1 s here, against 10 s or more for `python -m lit_hf` processes that import torch and Lightning anew)
+    # (about 1 s here, against 10 s or more for `python -m lit_hf` processes that import torch and Lightning anew);
+    # on one thread: forked children of a process with OpenMP's worker threads running hang (libgomp)
     two = ["--data.batch_size=4", "--trainer.devices=2", "--trainer.strategy=ddp_fork"]
-    main(fit(tmp_path / "two", tmp_path / "cache", *args, *two))
+    with one_thread():
+        main(fit(tmp_path / "one", tmp_path / "cache", *args, "--data.batch_size=8"))
+        main(fit(tmp_path / "two", tmp_path / "cache", *args, *two))
     one, two = logged(tmp_path / "one", "train/loss"), logged(tmp_path / "two", "train/loss")
     assert list(one) == list(two) == [0]
     assert two[0] == pytest.approx(one[0], rel=1e-5)
