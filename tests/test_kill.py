@@ -32,13 +32,13 @@ if point == "cache":  # the processed split is on disk, its key file not yet: th
         real_save_to_disk(self, path, *a, **k)
         stall()
     datasets.Dataset.save_to_disk = save_to_disk
-elif point == "checkpoint":  # the 4th checkpoint write (last.ckpt at step 4) stops half-way through its bytes
+elif point == "checkpoint":  # the 2nd checkpoint write (step 4; last.ckpt is a link) stops half-way through its bytes
     import torch
     real_save, calls = torch.save, []
     def save(obj, f, *a, **k):
         if ".ckpt.tmp-" in str(getattr(f, "name", "")):
             calls.append(1)
-            if len(calls) == 4:
+            if len(calls) == 2:
                 buffer = io.BytesIO()
                 real_save(obj, buffer, *a, **k)
                 f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
@@ -61,7 +61,8 @@ main(args)
 
 def fit_args(root: Path) -> list[str]:
     """configs/quickstart_clm.yaml as shipped (max_epochs set), shrunk to 4 epochs of 2 steps, a checkpoint every 2
-    steps (the config's own ModelCheckpoint: `epoch=E-step=S.ckpt`, then last.ckpt) in one folder for every rerun."""
+    steps (the config's own ModelCheckpoint: `epoch=E-step=S.ckpt`, and last.ckpt a link to the newest) in one folder
+    for every rerun."""
     return [
         "fit",
         f"--config={REPO / 'configs' / 'quickstart_clm.yaml'}",
@@ -111,8 +112,8 @@ def test_kill_at_each_point_then_rerun(tmp_path) -> None:
 
     run_child(tmp_path, "checkpoint", [*args, "--ckpt_path=last"])  # rebuilds the cache, trains, killed at step 4
     assert not leftovers(cache) and len(list(cache.glob("*/lit_hf_key.json"))) == 2
-    assert leftovers(checkpoints)  # the half-written last.ckpt, under its temporary name
-    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2  # the previous one, whole
+    assert leftovers(checkpoints)  # the half-written step-4 checkpoint, under its temporary name
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2  # links the previous one, whole
 
     out = run_child(tmp_path, "export", [*args, "--ckpt_path=last"])  # resumes at step 2, reaches 8, killed exporting
     assert f"Restoring states from the checkpoint path at {checkpoints / 'last.ckpt'}" in out
