@@ -2,12 +2,12 @@
 
 import importlib
 
+from lit_hf.console import quiet_imports
 from lit_hf.errors import ConfigError, LitHFError
 from lit_hf.families import exported
-from lit_hf.quantization import quiet_torchao_import
 
 __version__ = "0.1.0"
-quiet_torchao_import()  # before anything imports transformers
+quiet_imports()  # torchao's import lines, before anything imports transformers
 # Every family's task and data module (lit_hf/families.py), imported on first use, so that `python -m lit_hf download`
 # starts without torch and Lightning (0.4 s instead of 5); the activation statistics callback too.
 _HOMES = exported("tasks") | exported("data") | {"ActivationStatistics": "lit_hf.activation_stats"}

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# Logger -> the starts of its messages that hold nothing to act on. Lightning's `rank_zero_info` lines (a logger that
+# Logger -> texts of its messages that hold nothing to act on. Lightning's `rank_zero_info` lines (a logger that
 # lit_hf's own lines share): the hardware lines repeat `--trainer.accelerator`, the seed is in config.yaml, the tip
 # advertises a cloud service, and the step count is estimated for every fit. transformers' Python tokenizers warn for
 # every text pair cut with `longest_first` that its overflowing tokens are not returned, which lit_hf never asks for
@@ -24,6 +24,15 @@ NOTICES = {
     "transformers.tokenization_python": ("Be aware, overflowing tokens are not returned",),
 }
 
+# What importing torchao 0.18 logs on a machine without its CUDA kernels (transformers imports it whenever it is
+# installed, quantization or not): one line per kernel library it cannot load, and torch's notice about its enums
+# (its message starts with the enum's name). Dropped from `import lit_hf` on (`quiet_imports`), before anything
+# imports transformers, for users of the library too.
+IMPORT_NOTICES = {
+    "torchao": ("Failed to load ",),
+    "torch.utils._pytree": ("is an Enum subclass and is now natively supported",),
+}
+
 # Warnings (message regexes) that do not apply to lit_hf, each with the reason it is wrong here.
 NOT_APPLICABLE = (
     # lit_hf's evaluation metrics are torchmetrics states reduced exactly over processes before they are logged
@@ -39,22 +48,33 @@ NOT_APPLICABLE = (
 
 
 class DropNotices(logging.Filter):
-    """Drops log records whose message starts with one of `prefixes`."""
+    """Drops log records whose message holds one of `texts`."""
 
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
+    def __init__(self, texts: tuple[str, ...]) -> None:
         super().__init__()
-        self.prefixes = prefixes
+        self.texts = texts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefixes)
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
+
+
+def drop_notices(notices: dict[str, tuple[str, ...]]) -> None:
+    """A `DropNotices` filter on each logger, once per process and logger."""
+    for name, texts in notices.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNotices) and f.texts == texts for f in logger.filters):
+            logger.addFilter(DropNotices(texts))
+
+
+def quiet_imports() -> None:
+    """Silences `IMPORT_NOTICES`; every other message of those loggers still shows. Imports nothing heavy."""
+    drop_notices(IMPORT_NOTICES)
 
 
 def quiet() -> None:
-    """Silences the notices above (once per process; the filters are idempotent). Imports nothing heavy."""
-    for name, prefixes in NOTICES.items():
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, DropNotices) for f in logger.filters):
-            logger.addFilter(DropNotices(prefixes))
+    """Silences the notices and warnings above, for a command (once per process). Imports nothing heavy."""
+    drop_notices(IMPORT_NOTICES | NOTICES)
     for message in NOT_APPLICABLE:
         warnings.filterwarnings("ignore", message=message)
 
