@@ -174,14 +174,21 @@ def tokenize_with_cut(
     tokenizer: PreTrainedTokenizerBase, max_length: int, truncation: bool | str, padding: bool | str, **texts: Any
 ) -> tuple[dict[str, list], list[bool]]:
     """`tokenizer(**texts)` (`text`, `text_pair` or `text_target` lists) cut to `max_length` by `truncation` (a
-    transformers strategy; False: none), and which rows were cut. The batch is tokenized whole first (verbose=False:
-    no "longer than the model's maximum" line) to see which rows exceed the limit, and again only when one does."""
-    whole = tokenizer(**texts, verbose=False)
-    cut = [bool(truncation) and len(ids) > max_length for ids in whole["input_ids"]]
-    if not any(cut) and not padding:
+    transformers strategy; False: none), and which rows were cut. The batch is tokenized once, padded but not cut
+    (verbose=False: no "longer than the model's maximum" line), which is the answer where no row exceeds the limit;
+    only a batch with a row over it is tokenized again, cut."""
+    pad_to = max_length if padding == "max_length" else None
+    mask = bool(padding)  # a padded row's tokens are its attention mask's ones
+    whole = tokenizer(
+        **texts, padding=padding, max_length=pad_to, truncation=False, return_attention_mask=mask or None, verbose=False
+    )
+    lengths = [sum(row) for row in whole["attention_mask"]] if mask else [len(row) for row in whole["input_ids"]]
+    cut = [bool(truncation) and length > max_length for length in lengths]
+    if not any(cut):
+        if mask and "attention_mask" not in tokenizer.model_input_names:
+            whole.pop("attention_mask")  # asked for above only to count; the model takes none
         return dict(whole), cut
-    strategy = truncation if any(cut) else False
-    return dict(tokenizer(**texts, max_length=max_length, truncation=strategy, padding=padding, verbose=False)), cut
+    return dict(tokenizer(**texts, max_length=max_length, truncation=truncation, padding=padding, verbose=False)), cut
 
 
 def report_cut(dataset: Dataset, split: str, length: int, what: str = "examples", column: str = CUT) -> Dataset:
