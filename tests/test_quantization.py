@@ -75,18 +75,26 @@ def test_conv1d_becomes_linear_with_bitwise_equal_outputs(causal_lm_dir):
     assert torch.equal(before, after)
 
 
-def test_quantized_perplexity_equals_torchao_by_hand_and_covers_every_projection(
-    tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer
-):
+def validate_tiny_gpt2(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, samples: int, *options: str):
+    """`validate` of the tiny GPT-2 on `samples` blocks of 64 tokens with the quantization `options`: its
+    results.json, the blocks as the reference cuts them, and the model with Linear for Conv1D, by hand."""
     text, model_dir = short_text(data_dir, tmp_path), causal_lm_dir("gpt2")
     main([
         "validate", *family_args("causal_lm", model_dir), *cpu_run(tmp_path), f"--data.validation_file={text}",
-        "--data.block_size=64", "--data.max_eval_samples=12", "--data.eval_batch_size=4",
+        "--data.block_size=64", f"--data.max_eval_samples={samples}", "--data.eval_batch_size=4", *options,
+    ])  # fmt: skip
+    blocks = reference_blocks(text, gpt2_tokenizer, 64)[:samples]
+    return read_results(tmp_path), blocks, linear_by_hand(AutoModelForCausalLM.from_pretrained(model_dir).eval())
+
+
+def test_quantized_perplexity_equals_torchao_by_hand_and_covers_every_projection(
+    tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer
+):
+    got, blocks, model = validate_tiny_gpt2(
+        tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, 12,
         "--model.quantization.method=int8_dynamic_activation_int8_weight",
         "--model.quantization.compare_full_precision=true",
-    ])  # fmt: skip
-    got, blocks = read_results(tmp_path), reference_blocks(text, gpt2_tokenizer, 64)[:12]
-    model = linear_by_hand(AutoModelForCausalLM.from_pretrained(model_dir).eval())
+    )  # fmt: skip
     full = perplexity(model, blocks)
     config = torchao.Int8DynamicActivationInt8WeightConfig()
     torchao.quantize_(model, config, filter_fn=lambda m, name: isinstance(m, nn.Linear) and name != "lm_head")
@@ -266,15 +274,11 @@ def test_reference_plugin_fake_quantizes_as_numpy(granularity, block):
 
 
 def test_a_plugin_named_by_class_path_is_scored_with_exact_metrics(tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer):
-    text, model_dir = short_text(data_dir, tmp_path), causal_lm_dir("gpt2")
-    main([
-        "validate", *family_args("causal_lm", model_dir), *cpu_run(tmp_path), f"--data.validation_file={text}",
-        "--data.block_size=64", "--data.max_eval_samples=8", "--data.eval_batch_size=4",
+    got, blocks, model = validate_tiny_gpt2(
+        tmp_path, data_dir, causal_lm_dir, gpt2_tokenizer, 8,
         "--model.quantization.quantizer=lit_hf.quantization.plugin.WeightFakeQuantizer",
         "--model.quantization.quantizer.init_args.bits=4",
-    ])  # fmt: skip
-    got, blocks = read_results(tmp_path), reference_blocks(text, gpt2_tokenizer, 64)[:8]
-    model = linear_by_hand(AutoModelForCausalLM.from_pretrained(model_dir).eval())
+    )  # fmt: skip
     full = perplexity(model, blocks)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and name != "lm_head":
