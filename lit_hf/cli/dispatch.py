@@ -4,7 +4,7 @@ top-level `--help` start without torch or Lightning (0.4 s instead of 5)."""
 
 import sys
 
-from lit_hf.cli.help import COMMANDS
+from lit_hf.cli.help import COMMANDS, COPIED_HELP
 from lit_hf.console import quiet
 from lit_hf.errors import LitHFError, user_error
 
@@ -40,7 +40,11 @@ def main(args: list[str] | None = None) -> None:
 def run(command: str, rest: list[str], args: list[str] | None) -> None:
     """One command: lit_hf's own (`download`, `export`, `lm-eval`) by name, else LightningCLI's (`fit`, `validate`,
     `test`, `predict`, and its parse errors for anything else). `args` is None when the command line is sys.argv."""
-    if command == "download":  # a hub command: argparse, no model
+    if rest in (["--help"], ["-h"]) and command in COPIED_HELP:  # printed from a copy made by the live parser
+        from lit_hf.cli.help_cache import print_help
+
+        print_help(command, lambda: export_help(rest) if command == "export" else lightning(args))
+    elif command == "download":  # a hub command: argparse, no model
         from lit_hf.cli.download import download_main
 
         download_main(rest)
@@ -54,13 +58,15 @@ def run(command: str, rest: list[str], args: list[str] | None) -> None:
         lm_eval_main(rest)
     elif not command.startswith("-") and command not in COMMANDS:  # before the 5 s it takes to import Lightning
         raise LitHFError(f"{command!r} is no command; give one of {', '.join(COMMANDS)} (python -m lit_hf --help).")
-    elif command in COMMANDS and rest in (["--help"], ["-h"]):  # LightningCLI's help, cached after the first time
-        from lit_hf.cli.help_cache import print_help
-
-        print_help(command, lambda: lightning(args))
     else:
         lightning(args)
         close_process_group()
+
+
+def export_help(rest: list[str]) -> None:
+    from lit_hf.cli.export import export_main
+
+    export_main(rest)
 
 
 def lightning(args: list[str] | None) -> None:

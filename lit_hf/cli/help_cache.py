@@ -1,23 +1,116 @@
-"""`python -m lit_hf fit --help` (and validate/test/predict) printed from a cache after the first time: the help is
+"""`python -m lit_hf fit --help` (and validate, test, predict, export) without importing Lightning: the help is
 LightningCLI's, and building it imports Lightning (about 6 s of CPU on a 2-core machine, most of it torchmetrics
-importing scipy and transformers), so the first `--help` of a command writes its text to the user's cache and the
-next ones print it without importing torch. The cache key holds everything the text depends on: the command, the
-terminal width, Python's and the packages' versions, and the size and time of every file of lit_hf, so an edited
-or upgraded install never prints a stale help. `LIT_HF_NO_HELP_CACHE=1` turns it off."""
+importing scipy and transformers, a floor lit_hf cannot lower), so a command's help text is printed from a copy made
+by the live parser under the same stamp. Two copies are looked for: the one shipped in lit_hf/cli/help/ (made by
+`python -m lit_hf.cli.help_cache` for the pinned versions, so a fresh clone's first `--help` is fast), then the
+user's cache, written by the first live `--help`. The stamp holds everything the text depends on: the Python and
+package versions, the help's width (the terminal's, at most 80 columns), jsonargparse's environment settings and
+the content of every lit_hf source file; a copy under another stamp is never printed. `LIT_HF_NO_HELP_CACHE=1`
+always builds the help live."""
 
 import hashlib
 import io
+import json
 import os
+import platform
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from contextlib import redirect_stdout
 from importlib import metadata
 from pathlib import Path
 
 import lit_hf
+from lit_hf.cli.help import COPIED_HELP
 
-PACKAGES = ("torch", "lightning", "jsonargparse", "transformers", "datasets", "peft", "torchmetrics")
-HELP_FLAGS = (["--help"], ["-h"])
+SHIPPED = Path(__file__).parent / "help"  # <command>.txt and the stamp.json they were made under
+MAX_COLUMNS = 80  # lit_hf's help is wrapped at the terminal's width up to this (cli/lightning.py's HelpFormatter)
+# Where there is no shipped stamp to name them: the packages whose classes and formatting make the help text.
+PACKAGES = ("torch", "lightning", "jsonargparse", "docstring_parser", "typeshed_client", "transformers", "datasets")
+
+
+def help_columns() -> int:
+    """The width the help is wrapped at: the terminal's (argparse's `COLUMNS` or 80 when not a terminal), at most
+    `MAX_COLUMNS`, so every wider terminal gets the shipped text."""
+    return min(shutil.get_terminal_size().columns, MAX_COLUMNS)
+
+
+def stamp(packages: Iterable[str]) -> dict:
+    """What a help text depends on, with `packages` the distributions whose versions count."""
+    return {
+        "python": platform.python_version(),
+        "columns": help_columns(),
+        "environment": {name: value for name, value in os.environ.items() if name.startswith("JSONARGPARSE_")},
+        "packages": {name: version(name) for name in sorted(packages)},
+        "sources": source_hash(),
+    }
+
+
+def version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def source_hash() -> str:
+    """SHA-256 over every lit_hf source file's path and content (not its time: a fresh clone's files are new)."""
+    digest = hashlib.sha256()
+    root = Path(lit_hf.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def print_help(command: str, build_help: Callable[[], None]) -> None:
+    """Print `command`'s help from a copy made under the current stamp, or run `build_help()` (which prints it and
+    exits 0, as argparse does) and keep what it printed in the user's cache; exit 0."""
+    if os.environ.get("LIT_HF_NO_HELP_CACHE"):
+        build_help()
+        return
+    packages = shipped_packages()
+    current = stamp(packages)
+    text = shipped_help(command, current) or cached_help(command, current)
+    if text is not None:
+        sys.stdout.write(text)
+        sys.exit(0)
+    out = io.StringIO()
+    try:
+        with redirect_stdout(out):
+            build_help()
+    except SystemExit as done:
+        sys.stdout.write(out.getvalue())
+        if done.code in (0, None):
+            store(cache_dir() / f"{command}.json", {"stamp": current, "text": out.getvalue()})
+        raise
+    sys.stdout.write(out.getvalue())
+
+
+def shipped_packages() -> list[str]:
+    """The distributions the shipped help's stamp names (those its live build imported), else `PACKAGES`."""
+    try:
+        return list(json.loads((SHIPPED / "stamp.json").read_text(encoding="utf-8"))["packages"])
+    except (OSError, ValueError, KeyError):
+        return list(PACKAGES)
+
+
+def shipped_help(command: str, current: dict) -> str | None:
+    try:
+        if json.loads((SHIPPED / "stamp.json").read_text(encoding="utf-8")) == current:
+            return (SHIPPED / f"{command}.txt").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cached_help(command: str, current: dict) -> str | None:
+    try:
+        entry = json.loads((cache_dir() / f"{command}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return entry.get("text") if isinstance(entry, dict) and entry.get("stamp") == current else None
 
 
 def cache_dir() -> Path:
@@ -26,50 +119,48 @@ def cache_dir() -> Path:
     return Path(root) / "lit_hf" / "help"
 
 
-def cache_key(command: str) -> str:
-    parts = [command, str(shutil.get_terminal_size().columns), sys.version]
-    for package in PACKAGES:
-        try:
-            parts.append(f"{package}={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{package}=absent")
-    source = Path(lit_hf.__file__).parent
-    for path in sorted(source.rglob("*.py")):
-        stat = path.stat()
-        parts.append(f"{path.relative_to(source)}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-
-def print_help(command: str, build_help) -> None:
-    """Print `command`'s help from the cache, or run `build_help()` (which prints it and exits 0, as argparse
-    does), keep what it printed, and exit 0."""
-    if os.environ.get("LIT_HF_NO_HELP_CACHE"):
-        build_help()
-        return
-    path = cache_dir() / f"{command}-{cache_key(command)}.txt"
-    if path.is_file():
-        sys.stdout.write(path.read_text(encoding="utf-8"))
-        sys.exit(0)
-    text = io.StringIO()
-    try:
-        with redirect_stdout(text):
-            build_help()
-    except SystemExit as done:
-        sys.stdout.write(text.getvalue())
-        if done.code in (0, None):
-            store(path, text.getvalue())
-        raise
-    sys.stdout.write(text.getvalue())
-
-
-def store(path: Path, text: str) -> None:
+def store(path: Path, entry: dict) -> None:
     """Written whole or not at all (a temporary file renamed); an unwritable cache only means no cache."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob(f"{path.name.partition('-')[0]}-*.txt"):  # one entry per command
-            old.unlink(missing_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(text, encoding="utf-8")
+        partial.write_text(json.dumps(entry), encoding="utf-8")
         partial.replace(path)
     except OSError:
         pass
+
+
+def live_help(command: str) -> tuple[str, set[str]]:
+    """`python -m lit_hf COMMAND --help` as the live parser prints it at `MAX_COLUMNS`, and the modules it imported,
+    in a fresh process (the classes a process has imported are the subclasses the help lists)."""
+    env = {**os.environ, "COLUMNS": str(MAX_COLUMNS), "LIT_HF_NO_HELP_CACHE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lit_hf", command, "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = run.stderr.splitlines()
+    return run.stdout, {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+
+
+def ship() -> None:
+    """Write lit_hf/cli/help/: each command's live help, and the stamp it was made under, whose packages are the
+    distributions of every module the live builds imported (`python -m lit_hf.cli.help_cache`, after changing
+    lit_hf or upgrading a package)."""
+    SHIPPED.mkdir(exist_ok=True)
+    imported = set()
+    for command in COPIED_HELP:
+        text, modules = live_help(command)
+        (SHIPPED / f"{command}.txt").write_text(text, encoding="utf-8")
+        imported |= modules
+    owners = metadata.packages_distributions()
+    packages = {owner for module in imported for owner in owners.get(module.partition(".")[0], ())}
+    os.environ["COLUMNS"] = str(MAX_COLUMNS)
+    text = json.dumps(stamp(packages), indent=1, sort_keys=True)
+    (SHIPPED / "stamp.json").write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    ship()

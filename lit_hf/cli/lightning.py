@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
+from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace, set_parsing_settings
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
@@ -20,6 +20,7 @@ from lit_hf import checks, trust
 from lit_hf.atomic import AtomicCheckpointIO
 from lit_hf.callbacks import FinalValidation, OneLineSummary, ResultsWriter, SavePretrained, TrainMonitor
 from lit_hf.cli.errors import check_config_files, explain_parse_error, option_strings
+from lit_hf.cli.help_cache import help_columns
 from lit_hf.contracts import CalibrationData, DataForTask
 from lit_hf.errors import ConfigError, LitHFError, first_line, say, user_error
 from lit_hf.export import check_export_target
@@ -37,9 +38,19 @@ from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
 from lit_hf.runs import checkpoint_run, run_logger
 
+
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, wrapped at the terminal's width up to 80 columns (`help_cache.help_columns`): prose
+    reads best at that width, and every wider terminal gets the one text shipped in lit_hf/cli/help/."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, help_columns() - 2 if width is None else width)
+
+
 # Every parser lit_hf builds: a parse error reaches `parse_arguments` as an exception (one line, not argparse's usage),
-# and an option is taken only as written (argparse would take `--trainer.max_epoch` for `--trainer.max_epochs`).
-PARSER_KWARGS = {"exit_on_error": False, "allow_abbrev": False}
+# an option is taken only as written (argparse would take `--trainer.max_epoch` for `--trainer.max_epochs`), and
+# the help has one width on every terminal at least 80 columns wide. Subcommands' parsers inherit them.
+PARSER_KWARGS = {"exit_on_error": False, "allow_abbrev": False, "formatter_class": HelpFormatter}
 PROG = "python -m lit_hf"  # the command as the docs write it, in every usage line
 
 # The option groups' attribute docstrings are their `--help` lines (`--model.optim.learning_rate`).
@@ -260,7 +271,7 @@ def group_help(group: type, key: str) -> None:
     """Prints an optional group's options with their help and exits: jsonargparse lists `--model.lora.help` inside
     `--model.help` but cannot reach it from the command line (the task's parser is nested in `--model`)."""
     usage = f"python -m lit_hf fit --{key}.NAME VALUE ... (or --{key}={{}})"
-    parser = ArgumentParser(usage=usage, add_help=False, allow_abbrev=False)
+    parser = ArgumentParser(usage=usage, add_help=False, allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_class_arguments(group, key)
     parser.print_help()
     sys.exit(0)
