@@ -26,6 +26,35 @@ from transformers import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # a worker of `pytest -n` (pyproject's addopts)
+    # The workers share the cores: each computes, and the processes its tests start, on its share. Two processes
+    # of two threads each on two cores would spin-wait for each other.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, CORES // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# The files that run longest (CI's slowest tests), started first so the workers finish together; the rest follow
+# in their usual order. xdist hands out whole files (`--dist loadfile`: module fixtures are built once).
+LONGEST_FIRST = (
+    "test_resume.py",
+    "test_scaling.py",
+    "test_streaming.py",
+    "test_sharding.py",
+    "test_distributed.py",
+    "test_ddp_training.py",
+)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core, at most 4, since a worker's test starts up to 3 processes of about 1 GB."""
+    return max(1, min(CORES, 4))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
 
 
 @pytest.fixture(scope="session")
