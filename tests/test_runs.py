@@ -16,8 +16,9 @@ SHORT = ["--data.max_train_samples=16", "--trainer.limit_val_batches=1"]
 
 
 def test_a_checkpoint_is_evaluated_into_its_run(tmp_path, monkeypatch):
-    """The quickstart's fit, then `validate` twice and `predict` (two processes) of its checkpoint, as a
-    user types them (no --trainer.default_root_dir): each writes into `<run>/<subcommand>[-N]/`, the fit's results
+    """The quickstart's fit, then `validate` twice (by its path, then as `--ckpt_path=last`: `last.ckpt` is a link,
+    and the run is the folder holding it) and `predict` (two processes) of its checkpoint, as a user types them (no
+    --trainer.default_root_dir): each writes into `<run>/<subcommand>[-N]/`, the fit's results
     stay as they were, and no new `version_N` appears; a `--trainer.default_root_dir` given wins."""
     monkeypatch.chdir(tmp_path)
     main(["fit", *QUICKSTART, *SHORT, "--trainer.max_steps=1", "--data.data_cache_dir=cache"])
@@ -26,7 +27,7 @@ def test_a_checkpoint_is_evaluated_into_its_run(tmp_path, monkeypatch):
     (tmp_path / "prompts.txt").write_text("def \nimport \n")
     evaluate = [*QUICKSTART, *SHORT, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--data.data_cache_dir=cache"]
     main(["validate", *evaluate])
-    main(["validate", *evaluate])
+    main(["validate", *QUICKSTART, *SHORT, "--ckpt_path=last", "--data.data_cache_dir=cache"])  # the same, named so
     predict = ["predict", *evaluate, "--data.predict_file=prompts.txt", "--model.generation.max_new_tokens=2"]
     run_lit_hf(*predict, "--trainer.devices=2", "--trainer.strategy=ddp")  # rank 0 names the folder for both
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]

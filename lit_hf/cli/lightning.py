@@ -35,7 +35,7 @@ from lit_hf.machine import (
 from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
-from lit_hf.runs import checkpoint_run, run_logger
+from lit_hf.runs import checkpoint_run, last_to_evaluate, run_logger
 
 # Every parser lit_hf builds: a parse error reaches `parse_arguments` as an exception (one line, not argparse's usage),
 # and an option is taken only as written (argparse would take `--trainer.max_epoch` for `--trainer.max_epochs`).
@@ -82,7 +82,10 @@ class LitHFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """The `--ckpt_path` checkpoint's options join the config (`_checkpoint_options`), trainer options out of
         range and output folders that cannot be written are refused, and values the data decides join the task's
-        arguments (`_link_data_to_task`), before anything is built."""
+        arguments (`_link_data_to_task`), before anything is built. `validate`/`test`/`predict --ckpt_path=last` is
+        the checkpoint found first, so that it is read and placed as the path given would be (`lit_hf.runs`)."""
+        if self.subcommand and (found := last_to_evaluate(self.subcommand, self.config[self.subcommand])):
+            self.config[self.subcommand].ckpt_path = found
         self._checkpoint_options()
         config = self.config[self.subcommand] if self.subcommand else self.config
         saving = config.get("save_pretrained")
