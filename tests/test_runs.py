@@ -13,15 +13,18 @@ from lit_hf.runs import checkpoint_run
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = [f"--config={REPO / 'configs' / 'quickstart_clm.yaml'}", "--trainer.enable_progress_bar=false"]
 SHORT = ["--data.max_train_samples=16", "--trainer.limit_val_batches=1"]
+NO_SUMMARY = "--trainer.enable_model_summary=false"
 
 
-def test_a_checkpoint_is_evaluated_into_its_run(tmp_path, monkeypatch):
+def test_a_checkpoint_is_evaluated_into_its_run(tmp_path, monkeypatch, capsys):
     """The quickstart's fit, then `validate` twice (by its path, then as `--ckpt_path=last`: `last.ckpt` is a link,
     and the run is the folder holding it) and `predict` (two processes) of its checkpoint, as a user types them (no
     --trainer.default_root_dir): each writes into `<run>/<subcommand>[-N]/`, the fit's results
-    stay as they were, and no new `version_N` appears; a `--trainer.default_root_dir` given wins."""
+    stay as they were, and no new `version_N` appears; a `--trainer.default_root_dir` given wins. The fit prints no
+    model summary, as asked."""
     monkeypatch.chdir(tmp_path)
-    main(["fit", *QUICKSTART, *SHORT, "--trainer.max_steps=1", "--data.data_cache_dir=cache"])
+    main(["fit", *QUICKSTART, *SHORT, "--trainer.max_steps=1", "--data.data_cache_dir=cache", NO_SUMMARY])
+    assert " parameters, " not in capsys.readouterr().out  # lit_hf's one-line summary is the model summary
     run = tmp_path / "lightning_logs" / "version_0"
     fit_results = (run / "results.json").read_text()
     (tmp_path / "prompts.txt").write_text("def \nimport \n")

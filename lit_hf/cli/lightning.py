@@ -155,11 +155,18 @@ class LitHFCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Checkpoints are renamed into place, so a kill never leaves half of one (set here rather than as a
-        `plugins` default: an instance there cannot be written to config.yaml, and a user's own plugin wins)."""
+        `plugins` default: an instance there cannot be written to config.yaml, and a user's own plugin wins).
+        `--trainer.enable_model_summary=false` (or `barebones`) drops lit_hf's one-line summary: Lightning keeps
+        any `ModelSummary` among the callbacks, as it keeps one the user gave."""
         super().after_instantiate_classes()
-        strategy = getattr(self, "trainer", None) and self.trainer.strategy
-        if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
-            strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        options = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer
+        if options.get("enable_model_summary") is False or options.get("barebones"):
+            trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, OneLineSummary)]
 
     def parse_arguments(self, parser, args) -> None:  # (LightningArgumentParser, ArgsType)
         """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches; the
