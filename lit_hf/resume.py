@@ -106,9 +106,9 @@ def set_random_states(states: dict[str, Any]) -> None:
 
 
 def last_checkpoint(trainer: L.Trainer) -> str | None:
-    """The newest `last*.ckpt` of any earlier run: under the logger's folder (`lightning_logs/version_*/checkpoints/`)
-    or a checkpoint callback's own `dirpath`. Lightning looks for `ckpt_path="last"` only in this run's new
-    `version_N` folder, so without this `--ckpt_path=last` would start again from scratch."""
+    """The newest `last*.ckpt` of any earlier run: under the logger's folder (`lightning_logs/<task>-<model>/
+    version_*/checkpoints/`) or a checkpoint callback's own `dirpath`. Lightning looks for `ckpt_path="last"` only
+    in this run's new `version_N` folder, so without this `--ckpt_path=last` would start again from scratch."""
     dirpaths = [getattr(callback, "dirpath", None) for callback in trainer.checkpoint_callbacks]
     return newest_last_checkpoint(getattr(trainer.logger, "root_dir", None), dirpaths)
 
