@@ -59,8 +59,8 @@ for family in CLM CLS MT; do
 done
 run CLM-fsdp fit "${CLM[@]}" --trainer.devices="$DEVICES" --trainer.strategy=fsdp --trainer.max_epochs=1 \
   --trainer.limit_train_batches=20 --model.optim.learning_rate=1e-3 --trainer.precision="$BF16"
-grep -o "train/tokens_per_sec[^,}]*" "$WORK"/CLM-fsdp/lightning_logs/*/results.json | sed 's/^/gpu_check: fsdp /' || true
-EXPORT=$(ls -d "$WORK"/CLM-fsdp/lightning_logs/*/huggingface)
+grep -o "train/tokens_per_sec[^,}]*" "$WORK"/CLM-fsdp/lightning_logs/*/version_*/results.json | sed 's/^/gpu_check: fsdp /' || true
+EXPORT=$(ls -d "$WORK"/CLM-fsdp/lightning_logs/*/version_*/huggingface)
 run CLM-export validate "${CLM[@]}" --model.model_name_or_path="$EXPORT" --trainer.devices=1 --trainer.precision=32-true
 run CLM-ddp validate "${CLM[@]}" --model.model_name_or_path="$EXPORT" --trainer.devices="$DEVICES" \
   --trainer.strategy=ddp --trainer.precision=32-true

@@ -106,13 +106,19 @@ def set_random_states(states: dict[str, Any]) -> None:
 
 
 def last_checkpoint(trainer: L.Trainer) -> str | None:
-    """The newest `last*.ckpt` of any earlier run: under the logger's folder (`lightning_logs/version_*/checkpoints/`)
-    or a checkpoint callback's own `dirpath`. Lightning looks for `ckpt_path="last"` only in this run's new
-    `version_N` folder, so without this `--ckpt_path=last` would start again from scratch."""
-    root = getattr(trainer.logger, "root_dir", None)
+    """The newest `last*.ckpt` of any earlier run: under the logger's folder (`lightning_logs/<task>-<model>/
+    version_*/checkpoints/`) or a checkpoint callback's own `dirpath`. Lightning looks for `ckpt_path="last"` only
+    in this run's new `version_N` folder, so without this `--ckpt_path=last` would start again from scratch."""
+    dirpaths = [getattr(callback, "dirpath", None) for callback in trainer.checkpoint_callbacks]
+    return newest_last_checkpoint(getattr(trainer.logger, "root_dir", None), dirpaths)
+
+
+def newest_last_checkpoint(root: str | Path | None, dirpaths: list[str | None]) -> str | None:
+    """The newest `last*.ckpt` in `root/*/checkpoints/` (a logger's runs) or in one of `dirpaths`, by the time its
+    file (a link's target) was written; the path as found, so a link names the run folder that holds it."""
     found = list(Path(root).glob("*/checkpoints/last*.ckpt")) if root else []
-    for callback in trainer.checkpoint_callbacks:
-        if getattr(callback, "dirpath", None):
-            found += Path(callback.dirpath).glob("last*.ckpt")
+    for dirpath in dirpaths:
+        if dirpath:
+            found += Path(dirpath).glob("last*.ckpt")
     found = [path for path in found if path.is_file()]
     return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None

@@ -55,8 +55,10 @@ def cpu_run(root: Path, cache: Path | None = None) -> list[str]:
 
 
 def run_dir(root: Path) -> Path:
-    """The newest `lightning_logs/version_N` under `root`: the run a test just made."""
-    return max((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
+    """The newest run folder (`lightning_logs/<task>-<model>/version_N`) under `root`: the run a test just made, or
+    the one a test's last `validate`/`test`/`predict` of its checkpoint wrote into (a folder changes when an entry
+    is made in it; N alone does not order runs of different models)."""
+    return max((root / "lightning_logs").glob("*/version_*"), key=lambda p: p.stat().st_mtime_ns)
 
 
 def rows_of(path: Path) -> list[dict]:

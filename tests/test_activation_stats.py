@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from reference import REPO, run_lit_hf
-from runs import cpu_run, family_args
+from runs import cpu_run, family_args, run_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import (
     AutoModelForSequenceClassification,
@@ -102,7 +102,7 @@ def test_padded_batches_equal_a_plain_forward_hook_without_padding(tmp_path, cla
             "--trainer.callbacks+=lit_hf.ActivationStatistics",
         ]
     )
-    stats = read_stats(next((tmp_path / "lightning_logs").glob("version_*")))
+    stats = read_stats(next((tmp_path / "lightning_logs").glob("*/version_*")))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     outputs: dict[str, list[np.ndarray]] = {f"bert.encoder.layer.{i}": [] for i in range(2)}
@@ -192,8 +192,7 @@ def test_three_processes_equal_one(tmp_path, data_dir, causal_lm_dir):
     main(["validate", *args, *cpu_run(tmp_path / "one", tmp_path / "cache")])
     three = [*cpu_run(tmp_path / "three", tmp_path / "cache"), "--trainer.devices=3", "--trainer.strategy=ddp"]
     run_lit_hf("validate", *args, *three)
-    one = read_stats(tmp_path / "one/lightning_logs/version_0")
-    three = read_stats(tmp_path / "three/lightning_logs/version_0")
+    one, three = (read_stats(run_dir(tmp_path / name)) for name in ("one", "three"))
     assert list(one) == list(three) and "lm_head" in one and "transformer.h.1.mlp.c_proj" in one
     for name, row in one.items():
         assert row["count"] == 12 * 64 * (128 if name.endswith("c_proj") and "mlp" in name else 32)
@@ -216,7 +215,7 @@ def test_cli_on_the_quickstart_config_logs_and_writes_tables(tmp_path):
             "--trainer.callbacks.bins=16",
         ]
     )
-    run_dir = tmp_path / "lightning_logs/version_0"
+    (run_dir,) = (tmp_path / "lightning_logs").glob("*/version_0")
     assert (run_dir / "results.json").exists()
     document = json.loads((run_dir / "activation_stats.json").read_text())
     assert len(document["histogram_edges"]) == 17

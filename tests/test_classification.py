@@ -26,17 +26,17 @@ def cli_args(tmp_path: Path, model_dir: Path, *extra: str) -> list[str]:
 
 def run(tmp_path: Path, command: str, model_dir: Path, *extra: str) -> Path:
     """Runs the CLI in this process; returns the run's log directory."""
-    before = set((tmp_path / "runs" / "lightning_logs").glob("version_*"))
+    before = set((tmp_path / "runs" / "lightning_logs").glob("*/version_*"))
     main([command, *cli_args(tmp_path, model_dir, *extra)])
-    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("version_*")) - before
+    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("*/version_*")) - before
     return new
 
 
 def run_ddp(tmp_path: Path, command: str, model_dir: Path, *extra: str) -> Path:
     """The CLI as a subprocess on 3 CPU processes (Lightning starts the other ranks by re-running the command)."""
-    before = set((tmp_path / "runs" / "lightning_logs").glob("version_*"))
+    before = set((tmp_path / "runs" / "lightning_logs").glob("*/version_*"))
     run_lit_hf(command, *cli_args(tmp_path, model_dir, "--trainer.devices=3", "--trainer.strategy=ddp", *extra))
-    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("version_*")) - before
+    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("*/version_*")) - before
     return new
 
 
@@ -128,7 +128,7 @@ def test_mnli_two_validation_sets_and_two_prediction_files(tmp_path, classifier_
 def test_stsb_regression_end_to_end(tmp_path, data_dir, classifier_dir):
     args = ["--data.task_name=stsb", f"--data.data_dir={data_dir / 'glue'}", "--data.batch_size=4"]
     run(tmp_path, "fit", classifier_dir("bert"), *args, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1")
-    (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("version_0/checkpoints/*.ckpt")
+    (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("*/version_0/checkpoints/*.ckpt")
     got = read_results(run(tmp_path, "validate", classifier_dir("bert"), *args, f"--ckpt_path={ckpt}"))
     assert set(got) == {"val/loss", "val/pearson", "val/spearman", "val/combined_score"}
     assert got["val/combined_score"] == pytest.approx((got["val/pearson"] + got["val/spearman"]) / 2, abs=1e-9)
@@ -175,7 +175,7 @@ def test_user_files_with_string_labels_learn_a_separable_task(tmp_path, classifi
     assert dm.label_names == ["negative", "positive"] and dm.regression is False
     before = read_results(run(tmp_path, "validate", classifier_dir("bert"), *data))
     run(tmp_path, "fit", classifier_dir("bert"), *data, "--model.optim.learning_rate=3e-3", "--trainer.max_epochs=5")
-    (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("version_1/checkpoints/*.ckpt")
+    (ckpt,) = (tmp_path / "runs" / "lightning_logs").glob("*/version_1/checkpoints/*.ckpt")
     after = read_results(run(tmp_path, "validate", classifier_dir("bert"), *data, f"--ckpt_path={ckpt}"))
     assert after["val/accuracy"] >= 0.9 and after["val/loss"] < before["val/loss"] / 2
 

@@ -54,6 +54,7 @@ def test_quickstart_prints_a_few_lines_before_training_and_real_warnings_still(t
     before = [line for line in done.stdout.splitlines() if "written to" not in line and "saved to" not in line]
     before += stderr[: stderr.index(MARKER)]
     assert len(before) <= BEFORE_TRAINING, "\n".join(before)
+    assert "GPT2LMHeadModel in CausalLMTask: " in done.stdout  # the one-line model summary (off: tests/test_runs.py)
     printed = done.stdout + done.stderr
     assert not [notice for notice in GONE if notice in printed], printed
     assert "smaller than the logging interval Trainer(log_every_n_steps=10)" in done.stderr

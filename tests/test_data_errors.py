@@ -13,6 +13,7 @@ import pytest
 from datasets import Dataset, DatasetDict, Image
 from datasets.arrow_writer import ArrowWriter
 from reference import REPO
+from runs import run_dir
 
 from lit_hf.cli import main
 from lit_hf.data import ImageClassificationDataModule, TranslationDataModule
@@ -232,10 +233,7 @@ def test_translation_rows_with_differing_keys(tmp_path: Path) -> None:
 
 
 def validation_results(root: Path) -> dict[str, float]:
-    (latest,) = sorted((root / "runs" / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[
-        -1:
-    ]
-    return json.loads((latest / "results.json").read_text())
+    return json.loads((run_dir(root / "runs") / "results.json").read_text())
 
 
 def test_damaged_caches_are_built_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

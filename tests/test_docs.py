@@ -36,9 +36,9 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # What the docs write for a user's own files, and what stands in for them here (any value parses; these are the
 # names a run would make). A capitalised word not listed here is reported as an unknown placeholder.
 PLACEHOLDERS = {
-    "CKPT": "lightning_logs/version_0/checkpoints/last.ckpt",
-    "RUN": "lightning_logs/version_0",
-    "MODEL_DIR": "lightning_logs/version_0/huggingface",
+    "CKPT": "lightning_logs/causal_lm-gpt2/version_0/checkpoints/last.ckpt",
+    "RUN": "lightning_logs/causal_lm-gpt2/version_0",
+    "MODEL_DIR": "lightning_logs/causal_lm-gpt2/version_0/huggingface",
     "DIR": "exported-model",
 }
 SKIPPED = {"pip", "pytest", "tensorboard", "export", "cd"}  # installing, testing, logs, the shell: no lit_hf options

@@ -56,8 +56,11 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal
     (root / "unseen.csv").write_text("text,label\nhello,a\nbye,c\n")
     (ckpt,) = (root / "runs").rglob("*.ckpt")
     (root / "truncated.ckpt").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    (root / "cut" / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)  # a fit killed mid-copy
-    shutil.copy(root / "truncated.ckpt", root / "cut" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    cut = root / "cut" / "lightning_logs" / f"causal_lm-{causal_lm_dir().name}" / "version_0" / "checkpoints"
+    cut.mkdir(parents=True)  # a fit killed mid-copy
+    shutil.copy(root / "truncated.ckpt", cut / "last.ckpt")
+    (root / "older" / "lightning_logs" / "version_0" / "checkpoints").mkdir(parents=True)  # before runs were named
+    shutil.copy(ckpt, root / "older" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
     torch.save({"state_dict": {}, "hyper_parameters": {"x": argparse.Namespace(a=1)}}, root / "unsafe.ckpt")
     (root / "empty.yaml").write_text("# nothing set here\n")
     (root / "tab.yaml").write_text("trainer:\n\tmax_epochs: 3\n")
@@ -149,6 +152,19 @@ CASES = {
         ["validate", *CLM, V, "--ckpt_path=last", "--trainer.default_root_dir=CUT"],
         ["last.ckpt' is not a complete checkpoint"],
     ),
+    "ckpt-last-only-in-an-older-run-folder": (  # its model is unknown: the user says whether it is meant
+        [
+            "fit",
+            *CLM,
+            "--data.train_file=TEXT",
+            V,
+            "--data.batch_size=2",
+            "--trainer.max_steps=1",
+            "--ckpt_path=last",
+            "--trainer.default_root_dir=OLDER",
+        ],
+        ["no last.ckpt;", "version_0/checkpoints/last.ckpt is from a run folder of before runs were named", "move"],
+    ),
     "ckpt-best": (["test", *CLM, "--data.test_file=TEXT", "--ckpt_path=best"], ["--ckpt_path=best", "'last'"]),
     "ckpt-other-model-size": (
         ["validate", *CLM, V, "--ckpt_path=CKPT", "--model.model_name_or_path=NARROW"],
@@ -224,6 +240,7 @@ def swapped(root: Path, args: list[str]) -> list[str]:
         "UNSEEN_CSV": root / "unseen.csv", "NOWHERE": root / "nowhere.ckpt", "TRUNCATED": root / "truncated.ckpt",
         "UNSAFE": root / "unsafe.ckpt", "EMPTY_YAML": root / "empty.yaml", "TAB_YAML": root / "tab.yaml",
         "LIST_YAML": root / "list.yaml", "NARROW": root / "narrow-gpt2", "FRESH": root / "fresh", "CUT": root / "cut",
+        "OLDER": root / "older",
         "QS_CLASSIFICATION": REPO / "configs" / "quickstart_classification.yaml",
         "QS_TRANSLATION": REPO / "configs" / "quickstart_translation.yaml",
         "CKPT": checkpoint(root), "RUN_DIR": checkpoint(root).parents[1], "BAD_YAML": root / "bad.yaml",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import family_args
+from runs import family_args, run_dir
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline, set_seed
 
@@ -27,16 +27,12 @@ BRIEF = [
 ]
 
 
-def newest_run(root: Path) -> Path:
-    return max((root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-
-
 def quickstart(root: Path, name: str, *extra: str) -> tuple[list[str], Path | None]:
     """A brief fit of `configs/<name>.yaml`; the config arguments (for export and predict) and its checkpoint."""
     config = [f"--config={REPO / 'configs' / f'{name}.yaml'}", f"--data.data_cache_dir={root / 'cache'}"]
     main(["fit", *config, *BRIEF, *extra, f"--trainer.default_root_dir={root}"])
     config += [arg for arg in extra if not arg.startswith("--trainer.")]
-    ckpts = sorted((newest_run(root) / "checkpoints").glob("*.ckpt"))
+    ckpts = sorted((run_dir(root) / "checkpoints").glob("*.ckpt"))
     return config, ckpts[0] if ckpts else None
 
 
@@ -47,7 +43,7 @@ def export(config: list[str], ckpt: Path, target: Path) -> Path:
 
 def predict(root: Path, config: list[str], ckpt: Path, *extra: str) -> Path:
     main(["predict", *config, f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={root}", *extra])
-    return newest_run(root)
+    return run_dir(root)
 
 
 def test_classification_export_matches_predict_in_pipeline(tmp_path):
@@ -99,7 +95,7 @@ def test_causal_lm_export_generates_as_predict_and_best_checkpoint_is_exported(t
         "--model.generation.max_new_tokens=12",
     ]
     config, _ = quickstart(tmp_path, "quickstart_clm", *monitor)
-    run = newest_run(tmp_path)
+    run = run_dir(tmp_path)
     best = Path(json.loads((run / "results.json").read_text())["best_model_path"])
     assert best.name.startswith("epoch=0-")
     exported = load_file(run / "huggingface" / "model.safetensors")
@@ -201,7 +197,7 @@ def test_export_writes_the_run_prefix_over_a_pretrained_configs():
 
 def test_fit_export_switched_off_and_another_tasks_checkpoint_is_one_line(tmp_path, capsys):
     config, ckpt = quickstart(tmp_path, "quickstart_clm", "--save_pretrained.enabled=false")
-    run = newest_run(tmp_path)
+    run = run_dir(tmp_path)
     assert (run / "config.yaml").is_file() and ckpt is not None and not (run / "huggingface").exists()
     other = [f"--config={REPO / 'configs/quickstart_classification.yaml'}"]
     with pytest.raises(SystemExit) as exit_info:

@@ -77,9 +77,9 @@ def cli_args(tmp_path: Path, model_dir: Path, *extra: str) -> list[str]:
 
 
 def new_run(tmp_path: Path, launch, command: str, model_dir: Path, *extra: str) -> Path:
-    before = set((tmp_path / "runs" / "lightning_logs").glob("version_*"))
+    before = set((tmp_path / "runs" / "lightning_logs").glob("*/version_*"))
     launch(command, *cli_args(tmp_path, model_dir, *extra))
-    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("version_*")) - before
+    (new,) = set((tmp_path / "runs" / "lightning_logs").glob("*/version_*")) - before
     return new
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +119,7 @@ def test_kill_at_each_point_then_rerun(tmp_path) -> None:
     out = run_child(tmp_path, "export", [*args, "--ckpt_path=last"])  # resumes at step 2, reaches 8, killed exporting
     assert f"Restoring states from the checkpoint path at {checkpoints / 'last.ckpt'}" in out
     assert not leftovers(checkpoints)  # the killed run's half checkpoint went with the next save
-    run = max((tmp_path / "runs" / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
+    run = run_dir(tmp_path / "runs")
     assert not (run / "huggingface").exists()  # the export cut short is not there under its real name
     assert [p.name.split(".tmp-")[0] for p in leftovers(run)] == ["huggingface"]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 8

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from reference import run_lit_hf
-from runs import cpu_run, family_args
+from runs import cpu_run, family_args, run_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_hf.cli import main
@@ -38,8 +38,7 @@ def predict(tmp_path: Path, model_dir: Path, prompts: Path, *extra: str) -> list
 
 
 def newest_predictions(tmp_path: Path) -> list[dict]:
-    runs = sorted((tmp_path / "runs" / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    lines = (runs[-1] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (run_dir(tmp_path / "runs") / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 

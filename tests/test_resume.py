@@ -4,6 +4,7 @@ A streamed fit resumed on two processes: test_streaming.py; kills while writing 
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def last_resume(chain: Chain) -> list[str]:
     """`--ckpt_path=last`, or for classification the path of the Ctrl-C'd fit's last.ckpt (both ways users resume)."""
     if chain.name != "classification":
         return ["--ckpt_path=last"]
-    (path,) = (chain.root / "cut" / "lightning_logs" / "version_1" / "checkpoints").glob("last.ckpt")
+    (path,) = (chain.root / "cut" / "lightning_logs").glob("*/version_1/checkpoints/last.ckpt")
     return [f"--ckpt_path={path}"]
 
 
@@ -168,9 +169,11 @@ def test_quickstart_sigkilled_and_interrupted_resumes_exactly(chains, name):
     assert differences(chain.root / "whole", chain.root / "cut") == dict.fromkeys(TAGS, 0.0), chain.where
 
 
-def test_last_checkpoint_is_a_link_and_resumes(tmp_path: Path) -> None:
+def test_last_checkpoint_is_a_link_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """configs/quickstart_clm.yaml's `save_last: link`: `last.ckpt` is a link to the newest step checkpoint, the
-    only full copy, and `--ckpt_path=last` resumes from it (2 steps an epoch, a checkpoint every 2 steps)."""
+    only full copy, and `--ckpt_path=last` resumes from it (2 steps an epoch, a checkpoint every 2 steps), in the
+    run's folder named after task and model. Another model's `last` is not that run's (nothing to validate), and a
+    run folder from before runs were named is named back to the user, not taken."""
     args = [
         "fit", f"--config={REPO / 'configs' / 'quickstart_clm.yaml'}", "--data.max_train_samples=32",
         "--data.max_eval_samples=16", f"--data.data_cache_dir={tmp_path / 'cache'}", "--trainer.max_epochs=2",
@@ -184,6 +187,21 @@ def test_last_checkpoint_is_a_link_and_resumes(tmp_path: Path) -> None:
     assert last.is_symlink() and files == ["epoch=1-step=4.ckpt", "last.ckpt"], files
     assert last.resolve() == last.parent / "epoch=1-step=4.ckpt"
     main([*args, "--trainer.max_epochs=3", "--ckpt_path=last"])
-    runs = tmp_path / "lightning_logs"
+    runs = tmp_path / "lightning_logs" / "causal_lm-byte-gpt2"  # the config's task and model folder's name
     steps = [len(logged(runs / version, "train/loss")) for version in ("version_0", "version_1")]
     assert steps == [4, 2]  # the resumed fit trained steps 5 and 6 only: it went on from the link's step 4
+    other = shutil.copytree(REPO / "configs" / "quickstart" / "byte-gpt2", tmp_path / "other-gpt2")
+    validate = ["validate", *args[1:], f"--model.model_name_or_path={other}", "--ckpt_path=last"]
+    assert refusal(validate, capsys).startswith(f"lit_hf: error: --ckpt_path=last: no last.ckpt under {tmp_path}")
+    (tmp_path / "lightning_logs" / "version_0").mkdir()  # the resumed run's checkpoints, as an older run's
+    (runs / "version_1" / "checkpoints").rename(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
+    assert "lightning_logs/version_0/checkpoints/last.ckpt is from a run folder of before" in refusal(validate, capsys)
+
+
+def refusal(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The one line a command refused with (status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]

@@ -135,7 +135,8 @@ def test_fit_then_validate_on_two_torchrun_nodes_equals_one_process(tmp_path, da
             f"--ckpt_path={checkpoint}",
         ]
     )
-    two, one = read_results(tmp_path / "nodes" / "lightning_logs" / "version_1"), read_results(tmp_path / "one")
+    (two_nodes,) = (tmp_path / "nodes" / "lightning_logs").glob("*/version_1")
+    two, one = read_results(two_nodes), read_results(tmp_path / "one")
     assert set(one) == {"val/loss", "val/ppl", "val/accuracy", "val/scored_tokens"} == set(two)
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-6), key

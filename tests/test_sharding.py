@@ -44,7 +44,7 @@ def test_fsdp_on_two_cpu_processes_trains_evaluates_like_one_and_exports_full_we
     assert "--trainer.strategy=fsdp runs as lit_hf.sharding.ShardedStrategy" in done.stdout
     fitted = read_results(tmp_path / "fsdp")
     assert fitted["val/loss"] < read_results(tmp_path / "before")["val/loss"] - 0.01  # it trained
-    run_dir = tmp_path / "fsdp" / "lightning_logs" / "version_0"
+    (run_dir,) = (tmp_path / "fsdp" / "lightning_logs").glob("*/version_0")
     (checkpoint,) = (run_dir / "checkpoints").iterdir()  # a folder: one shard file per process
     assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     dcp_to_torch_save(checkpoint, tmp_path / "consolidated.pt")  # PyTorch's own gathering of the shards

@@ -237,7 +237,8 @@ def test_two_processes_resume_each_at_its_own_place(tmp_path, data_dir, causal_l
     run_lit_hf(*base, f"--trainer.max_steps={steps + 3}", f"--trainer.default_root_dir={tmp_path / 'whole'}")
     cut = [f"--trainer.default_root_dir={tmp_path / 'cut'}"]
     run_lit_hf(*base, f"--trainer.max_steps={steps + 1}", *cut)
-    saved = torch.load(tmp_path / "cut/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    (last,) = (tmp_path / "cut" / "lightning_logs").glob("*/version_0/checkpoints/last.ckpt")
+    saved = torch.load(last, weights_only=False)
     (state,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert state["seen"] == 1 and len(state["places"]) == 2 and state["places"][0] != state["places"][1]
     run_lit_hf(*base, f"--trainer.max_steps={steps + 3}", *cut, "--ckpt_path=last")

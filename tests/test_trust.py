@@ -45,7 +45,7 @@ def root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, causal_lm_dir
     model = f"--model.model_name_or_path={causal_lm_dir()}"
     main(["fit", *TASK, model, *data_args(root), *MONITOR, "--trainer.callbacks.save_last=true",
           "--trainer.max_epochs=1"])  # fmt: skip
-    run = root / "runs" / "lightning_logs" / "version_0"
+    run = root / run_path(root)
     assert len(list((run / "checkpoints").glob("*.ckpt"))) == 2
     (root / "mine" / "sub").mkdir(parents=True)
     (root / "mine" / "notes.txt").write_text("my own notes")
@@ -88,8 +88,14 @@ def sharded(folder: Path, state: dict) -> None:
     torch.save({"epoch": 0, "global_step": 2}, folder / "meta.pt")
 
 
+def run_path(root: Path) -> str:
+    """The fit's run folder, relative to `root`: `runs/lightning_logs/causal_lm-<model>/version_0`."""
+    (run,) = (root / "runs" / "lightning_logs").glob("*/version_0")
+    return str(run.relative_to(root))
+
+
 def best(root: Path) -> Path:
-    return next((root / "runs" / "lightning_logs" / "version_0" / "checkpoints").glob("epoch=*.ckpt"))
+    return next((root / run_path(root) / "checkpoints").glob("epoch=*.ckpt"))
 
 
 def snapshot(root: Path) -> dict[str, str | None]:
@@ -112,7 +118,7 @@ def refused(root: Path, args: list[str], capsys: pytest.CaptureFixture) -> str:
     return lines[0]
 
 
-RUN = "runs/lightning_logs/version_0"
+RUN = "RUN"  # the fit's run folder (`run_path`), put in by the test
 EXPORT = ["export", f"--config={RUN}/config.yaml", "--ckpt_path=BEST"]
 VALIDATE = ["validate", *TASK, "--data.validation_file=text.txt", *QUIET, "--trainer.default_root_dir=runs"]
 CASES = {
@@ -171,6 +177,7 @@ def test_refused_with_one_line_and_nothing_changed(root, causal_lm_dir, capsys, 
     monkeypatch.chdir(root)
     args, needles = CASES[case]
     swap = {"BEST": str(best(root)), "OPT": str(causal_lm_dir("opt"))}
+    args = [arg.replace(RUN, run_path(root)) for arg in args]
     args = [arg.split("=", 1)[0] + "=" + swap[arg.split("=", 1)[1]] if arg.split("=")[-1] in swap else arg
             for arg in args]  # fmt: skip
     before = snapshot(root)
@@ -186,7 +193,7 @@ def test_an_earlier_export_is_replaced_when_asked(root, capsys, monkeypatch) -> 
     target = root / "replaced"
     shutil.copytree(root / "done", target)
     (target / "model.safetensors").write_bytes(b"stale")
-    args = ["export", f"--config={RUN}/config.yaml", f"--ckpt_path={best(root)}", f"--export_dir={target}"]
+    args = ["export", f"--config={run_path(root)}/config.yaml", f"--ckpt_path={best(root)}", f"--export_dir={target}"]
     capsys.readouterr()
     main([*args, "--overwrite=true", "--weights_only=false"])
     assert "lit_hf: --weights_only=false: --ckpt_path" in capsys.readouterr().out
@@ -203,7 +210,7 @@ def test_a_checkpoint_model_is_used_only_when_none_is_given(root, capsys, monkey
     monkeypatch.chdir(root)
     main(["validate", *TASK, *data_args(root), f"--ckpt_path={best(root)}", "--trainer.default_root_dir=validated"])
     (results,) = (root / "validated").rglob("results.json")
-    fitted = json.loads((root / RUN / "results.json").read_text())
+    fitted = json.loads((root / run_path(root) / "results.json").read_text())
     assert json.loads(results.read_text())["val/loss"] == pytest.approx(fitted["val/loss"], rel=1e-6)
     shutil.rmtree(root / "validated")
 
@@ -220,8 +227,9 @@ def test_a_resumed_best_checkpoint_outside_the_run_is_not_loaded(root, causal_lm
     args += ["--trainer.max_epochs=2", "--trainer.limit_val_batches=0"]
     line = refused(root, ["fit", *args, "--ckpt_path=names-a-best.ckpt"], capsys)
     assert "the best checkpoint" in line and "pickled.ckpt" in line and "not in this run's checkpoint folder" in line
-    resumed = root / "runs" / "lightning_logs" / "version_1"  # it saved no checkpoint: only its start files, removed
-    assert [p.relative_to(root) for p in root.rglob("huggingface*")] == [Path(RUN, "huggingface")]  # the fit's own
+    resumed = (root / run_path(root)).with_name("version_1")  # it saved no checkpoint: only its start files, removed
+    exports = [Path(run_path(root), "huggingface")]  # the fit's own
+    assert [p.relative_to(root) for p in root.rglob("huggingface*")] == exports
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
     shutil.rmtree(resumed, ignore_errors=True)
     (root / "names-a-best.ckpt").unlink()

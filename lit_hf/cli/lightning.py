@@ -36,7 +36,7 @@ from lit_hf.machine import (
 from lit_hf.options import LoraOptions, grouped_hparams
 from lit_hf.paths import plain
 from lit_hf.resume import FitLoopResume, RandomState, last_checkpoint
-from lit_hf.runs import checkpoint_run, run_logger
+from lit_hf.runs import checkpoint_run, last_to_evaluate, named_logger, older_runs_last, run_logger
 
 
 class HelpFormatter(DefaultHelpFormatter):
@@ -93,7 +93,10 @@ class LitHFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """The `--ckpt_path` checkpoint's options join the config (`_checkpoint_options`), trainer options out of
         range and output folders that cannot be written are refused, and values the data decides join the task's
-        arguments (`_link_data_to_task`), before anything is built."""
+        arguments (`_link_data_to_task`), before anything is built. `validate`/`test`/`predict --ckpt_path=last` is
+        the checkpoint found first, so that it is read and placed as the path given would be (`lit_hf.runs`)."""
+        if self.subcommand and (found := last_to_evaluate(self.subcommand, self.config[self.subcommand])):
+            self.config[self.subcommand].ckpt_path = found
         self._checkpoint_options()
         config = self.config[self.subcommand] if self.subcommand else self.config
         saving = config.get("save_pretrained")
@@ -152,10 +155,14 @@ class LitHFCLI(LightningCLI):
         self._start("predict")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """With a run's checkpoint, validate/test/predict log into that run (`lit_hf.runs`); trainer options
-        Lightning refuses (with a traceback from inside the Trainer) end in one line."""
+        """Runs log to `lightning_logs/<task>-<model>/version_N`, and with a run's checkpoint validate/test/predict
+        into that run, unless the user chose a logger (`lit_hf.runs`); trainer options Lightning refuses (with a
+        traceback from inside the Trainer) end in one line."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
         if getattr(self, "_run_folder", None) is not None:
             kwargs["logger"] = run_logger(self._run_folder, self.subcommand)
+        elif (logger := named_logger(config.trainer, config.model)) is not None:
+            kwargs["logger"] = logger
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:
@@ -163,11 +170,18 @@ class LitHFCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Checkpoints are renamed into place, so a kill never leaves half of one (set here rather than as a
-        `plugins` default: an instance there cannot be written to config.yaml, and a user's own plugin wins)."""
+        `plugins` default: an instance there cannot be written to config.yaml, and a user's own plugin wins).
+        `--trainer.enable_model_summary=false` (or `barebones`) drops lit_hf's one-line summary: Lightning keeps
+        any `ModelSummary` among the callbacks, as it keeps one the user gave."""
         super().after_instantiate_classes()
-        strategy = getattr(self, "trainer", None) and self.trainer.strategy
-        if strategy is not None and type(strategy.checkpoint_io) is TorchCheckpointIO:
-            strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        options = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer
+        if options.get("enable_model_summary") is False or options.get("barebones"):
+            trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, OneLineSummary)]
 
     def parse_arguments(self, parser, args) -> None:  # (LightningArgumentParser, ArgsType)
         """jsonargparse's error (some 60 lines) becomes one line naming the option and its close matches; the
@@ -245,9 +259,10 @@ class LitHFCLI(LightningCLI):
         quantized.calibration = self.datamodule.calibrate_on(quantized.options.calibration_split)
 
     def _checkpoint_to_load(self, subcommand: str) -> None:
-        """`--ckpt_path=last` is the newest `last.ckpt` of earlier runs (Lightning looks only in this run's new
-        `version_N` folder). A fit without one starts afresh, as Lightning's does; validate, test and predict stop,
-        since they would score the untrained weights. The checkpoint's weights must then fit the model."""
+        """`--ckpt_path=last` is the newest `last.ckpt` of earlier runs of the same task and model (Lightning looks
+        only in this run's new `version_N` folder). A fit without one starts afresh, as Lightning's does; validate,
+        test and predict stop, since they would score the untrained weights; a `last.ckpt` only in a run folder of
+        before runs were named stops both (`refuse_older_runs`). The checkpoint's weights must then fit the model."""
         config = self.config_init[subcommand]
         if config.get("ckpt_path") == "best":  # Lightning's name for the best checkpoint of a fit in this process
             raise LitHFError(
@@ -256,15 +271,31 @@ class LitHFCLI(LightningCLI):
             )
         if config.get("ckpt_path") == "last":
             found = last_checkpoint(self.trainer)
+            if found is None:
+                refuse_older_runs(self.trainer)
             if found is None and subcommand != "fit":
+                runs = getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir
                 raise LitHFError(
-                    f"--ckpt_path=last: no last.ckpt under {self.trainer.default_root_dir} (nothing was trained "
+                    f"--ckpt_path=last: no last.ckpt under {runs} (nothing of this task and model was trained "
                     f"there); give the checkpoint file, or the --trainer.default_root_dir of the fit that wrote it."
                 )
             config["ckpt_path"] = found or "last"
         if checks.is_local_checkpoint(config.get("ckpt_path")) and os.path.isfile(config["ckpt_path"]):
             weights_only = config.get("weights_only") is not False  # an explicit false was said back at parse time
             checks.check_checkpoint_weights(config["ckpt_path"], self.model, weights_only)
+
+
+def refuse_older_runs(trainer: Trainer) -> None:
+    """`--ckpt_path=last` found nothing in this run's named folder, but a run folder from before runs were named
+    (`lightning_logs/version_N`) holds a `last.ckpt`: its model is unknown, so the user says whether it is meant."""
+    runs = getattr(trainer.logger, "root_dir", None)
+    older = older_runs_last(Path(runs)) if runs and Path(runs).parent.name == "lightning_logs" else None
+    if older is not None:
+        raise LitHFError(
+            f"--ckpt_path=last: {runs} holds no last.ckpt; {older} is from a run folder of before runs were named "
+            "after task and model: give it as --ckpt_path to go on from it, or move the version_N folders out of "
+            f"{Path(runs).parent} to start afresh."
+        )
 
 
 def group_help(group: type, key: str) -> None:
