@@ -24,7 +24,6 @@ from lit_hf.errors import ConfigError
 from lit_hf.predictions import log_dir
 
 IGNORE_INDEX = -100  # labels that predict nothing: padding of the decoder's targets
-CHUNK_VALUES = 2**15  # values per chunk: 256 KB of float64, reused memory rather than fresh pages
 COLUMNS = ("module", "count", "absmax", "min", "max", "mean", "std", "kurtosis", "outliers", "outlier_fraction")
 
 
@@ -49,33 +48,102 @@ def linear_names(model: nn.Module) -> list[str]:
 
 @dataclass
 class Sums:
-    """One evaluation's exact states for M modules: int64 counts and float64 sums, so N processes add up to one."""
+    """One evaluation's exact states for M modules: int64 counts and float64 sums, so N processes add up to one.
 
-    counts: Tensor  # (M, 2) int64: values, outliers
-    histogram: Tensor  # (M, bins + 2) int64: below the range, each bin, at or above its end
+    One tensor per kind for all modules (three all-reduces in all); `of_module` gives the views into one module's rows
+    that its hook adds to in place. The number of values is the histogram's total: every value is in one of its bins."""
+
+    counts: Tensor  # (M, bins + 3) int64: outliers, then the histogram: below the range, each bin, at or above its end
     moments: Tensor  # (M, 4) float64: sum of x, x^2, x^3, x^4
-    low: Tensor  # (M,) float64 minimum
-    high: Tensor  # (M,) float64 maximum
+    extremes: Tensor  # (M, 2) float64: -minimum, maximum (one MAX reduction for both)
 
     @classmethod
     def zeros(cls, modules: int, bins: int, device: torch.device) -> "Sums":
-        f64 = {"dtype": torch.float64, "device": device}
         return cls(
-            torch.zeros(modules, 2, dtype=torch.int64, device=device),
-            torch.zeros(modules, bins + 2, dtype=torch.int64, device=device),
-            torch.zeros(modules, 4, **f64),
-            torch.full((modules,), math.inf, **f64),
-            torch.full((modules,), -math.inf, **f64),
+            torch.zeros(modules, bins + 3, dtype=torch.int64, device=device),
+            torch.zeros(modules, 4, dtype=torch.float64, device=device),
+            torch.full((modules, 2), -math.inf, dtype=torch.float64, device=device),
         )
+
+    def of_module(self, index: int) -> "ModuleSums":
+        moments = self.moments[index]
+        return ModuleSums(self.counts[index, 0], self.counts[index, 1:], moments[:2], moments[2], moments[3],
+                          self.extremes[index])  # fmt: skip
+
+    def histogram(self, index: int) -> Tensor:
+        return self.counts[index, 1:]
 
     def all_reduce(self) -> None:
         """Sums over every process (counts and histograms exactly; float64 sums in the reduction's order)."""
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return
-        for tensor in (self.counts, self.histogram, self.moments):
-            dist.all_reduce(tensor, dist.ReduceOp.SUM)
-        dist.all_reduce(self.low, dist.ReduceOp.MIN)
-        dist.all_reduce(self.high, dist.ReduceOp.MAX)
+        dist.all_reduce(self.counts, dist.ReduceOp.SUM)
+        dist.all_reduce(self.moments, dist.ReduceOp.SUM)
+        dist.all_reduce(self.extremes, dist.ReduceOp.MAX)
+
+
+@dataclass(frozen=True)
+class ModuleSums:
+    """Views into one module's rows of `Sums`: a hook adds to them in place, with no indexing per batch."""
+
+    outliers: Tensor  # () int64
+    histogram: Tensor  # (bins + 2,) int64
+    sums: Tensor  # (2,) float64: sum of x, x^2
+    cubes: Tensor  # () float64: sum of x^3
+    fourths: Tensor  # () float64: sum of x^4
+    extremes: Tensor  # (2,) float64: -minimum, maximum
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """One batch's counted tokens for one of its masks: which (example, token) rows count and whose they are, found
+    once per batch for every hooked module."""
+
+    shape: tuple[int, ...]  # (examples, tokens), the mask's
+    index: Tensor | None  # (rows,) the counted rows' places among examples x tokens; None when all count
+    example: Tensor  # (rows,) each counted row's example
+    per_example: Tensor  # (examples, 1) float64: each example's counted rows, at least 1
+
+    @classmethod
+    def of(cls, mask: Tensor) -> "Tokens":
+        examples, tokens = mask.shape
+        flat = mask.reshape(-1)
+        index = None if bool(flat.all()) else flat.nonzero().squeeze(1)
+        places = torch.arange(len(flat), device=mask.device) if index is None else index
+        return cls((examples, tokens), index, places // tokens, mask.sum(1, keepdim=True).clamp(min=1).double())
+
+
+@dataclass(frozen=True)
+class Bins:
+    """The histogram's bins, float64 edges `low + i * width`, and how a value's bin is found from them."""
+
+    edges: Tensor  # (bins + 1,) float64
+    scale: float | None  # 1 / width where x * scale is exact and its floor is the bin (see `indices`), else None
+    offset: float  # low / width - 1: floor(x * scale) - offset is the bin's index
+
+    @classmethod
+    def of(cls, low: float, high: float, bins: int, device: torch.device | None = None) -> "Bins":
+        width = (high - low) / bins
+        first = low / width
+        power_of_two = math.frexp(width)[0] == 0.5
+        exact = power_of_two and width <= 1 and first.is_integer() and abs(first) + bins + 1 < 2**24
+        return cls(histogram_edges(low, high, bins, device), 1 / width if exact else None, first - 1)
+
+    def counts(self, values: Tensor, wide: Tensor) -> Tensor:
+        """(bins + 2,) int64 counts of `values` (their float64 copy `wide`): below the range, in each bin, at or
+        above its end."""
+        return torch.bincount(self.indices(values, wide).reshape(-1), minlength=len(self.edges) + 1)
+
+    def indices(self, values: Tensor, wide: Tensor) -> Tensor:
+        """Each value's bin, as `bin_indices` gives it. With a width of 1/2^k (the default's 1/4) and `low` a multiple
+        of it, x * 2^k is exact in float32 (a power-of-two scaling up: only an overflow to inf, clamped like any value
+        past the end, changes it), so floor(x * 2^k) is the bin exactly: four float32 operations on the values, not
+        a dozen float64 ones; otherwise `bin_indices` on the float64 values."""
+        if self.scale is None:
+            return bin_indices(wide, self.edges)
+        exact = values.float() if values.element_size() < 4 else values  # integers to 2^24: float32 at least
+        position = (exact * self.scale).floor_().clamp_(self.offset, self.offset + len(self.edges)).sub_(self.offset)
+        return position.int()  # a quarter of int64's conversion time; bincount counts in int64 anyway
 
 
 class ActivationStatistics(L.Callback):
@@ -128,8 +196,9 @@ class ActivationStatistics(L.Callback):
         self.names: list[str] = []
         self.sums: Sums | None = None
         self._handles: list[RemovableHandle] = []
-        self._masks: dict[str, Tensor] = {}
-        self._edges = torch.empty(0)
+        self._tokens: dict[str, Tokens] = {}
+        self._states: list[ModuleSums] = []
+        self._bins = Bins.of(*histogram_range, bins)
         self._encoder_output: int | None = None  # data pointer of the encoder's output, whose tokens are the encoder's
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -139,7 +208,8 @@ class ActivationStatistics(L.Callback):
     def on_validation_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._masks = token_masks(batch, model_of(pl_module)) if self._handles else {}
+        masks = token_masks(batch, model_of(pl_module)) if self._handles else {}
+        self._tokens = {key: Tokens.of(mask) for key, mask in masks.items()}
         self._encoder_output = None  # until this batch's encoder has run
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -177,7 +247,8 @@ class ActivationStatistics(L.Callback):
         model = model_of(pl_module)
         self.names = self._chosen(model)
         self.sums = Sums.zeros(len(self.names), self.bins, pl_module.device)
-        self._edges = histogram_edges(*self.histogram_range, self.bins, pl_module.device)
+        self._states = [self.sums.of_module(index) for index in range(len(self.names))]
+        self._bins = Bins.of(*self.histogram_range, self.bins, pl_module.device)
         decoder = model.get_decoder() if is_encoder_decoder(model) else None
         in_decoder = {id(m) for m in decoder.modules()} if decoder is not None else set()
         for index, name in enumerate(self.names):
@@ -222,9 +293,10 @@ class ActivationStatistics(L.Callback):
             return
         if x.data_ptr() == self._encoder_output:
             side = "encoder"  # cross-attention reads the encoder's tokens inside the decoder
-        mask = example_tokens(x, self._masks, side)
-        if mask is not None:
-            add_values(self.sums, index, x, mask, self._edges, self.outlier_threshold, self.outlier_unit)
+        found = counted_rows(x, self._tokens, side)
+        if found is not None and found[0].numel():
+            rows, tokens = found
+            add_values(self._states[index], rows, tokens, self._bins, self.outlier_threshold, self.outlier_unit)
 
     def _finish(self, trainer: L.Trainer) -> None:
         assert self.sums is not None
@@ -254,15 +326,15 @@ class ActivationStatistics(L.Callback):
     def _raw(self, index: int) -> dict[str, Any]:
         """TensorBoard's raw histogram: the bins' right edges, the out-of-range bins ending at min and max."""
         assert self.sums is not None
-        counts = self.sums.histogram[index].tolist()
-        low, high = self.sums.low[index].item(), self.sums.high[index].item()
-        edges = self._edges.tolist()
+        counts = self.sums.histogram(index).tolist()
+        low, high = -self.sums.extremes[index, 0].item(), self.sums.extremes[index, 1].item()
+        edges = self._bins.edges.tolist()
         limits = [edges[0], *edges[1:], max(high, 2 * edges[-1] - edges[-2])]  # increasing, as TensorBoard needs
         moments = self.sums.moments[index].tolist()
         return {
             "min": low,
             "max": high,
-            "num": int(self.sums.counts[index, 0]),
+            "num": sum(counts),
             "sum": moments[0],
             "sum_squares": moments[1],
             "bucket_limits": limits,
@@ -279,8 +351,8 @@ class ActivationStatistics(L.Callback):
             "modules": self.modules,
             "pattern": self.pattern,
             "outliers": f"|x| > {self.outlier_threshold}" + (" sigma" if self.outlier_unit == "sigma" else ""),
-            "histogram_edges": self._edges.tolist(),
-            "statistics": [{**row, "histogram": self.sums.histogram[index].tolist()} for index, row in enumerate(rows)],
+            "histogram_edges": self._bins.edges.tolist(),
+            "statistics": [{**row, "histogram": self.sums.histogram(index).tolist()} for index, row in enumerate(rows)],
         }
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / f"{stem}.json", json.dumps(document, indent=1) + "\n")
@@ -290,7 +362,7 @@ class ActivationStatistics(L.Callback):
     def _remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
-        self._handles, self._masks, self._encoder_output = [], {}, None
+        self._handles, self._tokens, self._encoder_output = [], {}, None
 
 
 def check_options(
@@ -354,58 +426,54 @@ def token_masks(batch: Any, model: nn.Module) -> dict[str, Tensor]:
     return masks
 
 
-def example_tokens(x: Tensor, masks: dict[str, Tensor], side: str) -> Tensor | None:
-    """Which of `x`'s (examples, tokens) rows count: a bool mask, all-true for values without padding; None for a
+def counted_rows(x: Tensor, tokens: dict[str, Tokens], side: str) -> tuple[Tensor, Tokens | None] | None:
+    """`x`'s counted values as (rows, values) and whose rows they are: a text model's non-padding tokens, with the
+    batch's `Tokens`; else one row per example (images, pooled vectors, text without padding), with None. None for a
     text model's per-token values matching no mask of the batch (a generation step)."""
     if x.ndim == 0:
         return None
-    if x.ndim < 3 or not masks:  # images, pooled vectors, text without padding
-        return torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)
-    order = ("decoder", "encoder") if side == "decoder" else ("encoder", "decoder")
-    for key in order:
-        if key in masks and tuple(masks[key].shape) == tuple(x.shape[:2]):
-            return masks[key]
+    if x.ndim < 3 or not tokens:
+        return x.reshape(len(x), -1), None
+    for key in ("decoder", "encoder") if side == "decoder" else ("encoder", "decoder"):
+        found = tokens.get(key)
+        if found is not None and found.shape == tuple(x.shape[:2]):
+            flat = x.reshape(found.shape[0] * found.shape[1], -1)  # (examples x tokens, values)
+            return (flat if found.index is None else flat.index_select(0, found.index)), found
     return None
 
 
-def add_values(sums: Sums, index: int, x: Tensor, mask: Tensor, edges: Tensor, threshold: float, unit: str) -> None:
-    """Adds the values of `x` (examples, tokens, ...) at the mask's true (example, token) rows to module `index`.
+def add_values(state: ModuleSums, rows: Tensor, tokens: Tokens | None, bins: Bins, threshold: float, unit: str) -> None:
+    """Adds `rows` (rows, values), one module's counted values in one batch, to its sums.
 
-    Everything in float64 (float32 and bfloat16 values and their squares are exact there), in chunks of rows of
-    about CHUNK_VALUES values: whole-tensor float64 temporaries are fresh memory each time, and the page faults that
-    zero it cost more than the arithmetic. No operation mixes dtypes (that copies its operands)."""
-    per_token = x.ndim >= 3 and tuple(x.shape[:2]) == tuple(mask.shape)
-    rows = x.reshape(*mask.shape, -1)[mask] if per_token else x.reshape(len(x), -1)  # (rows, values)
-    if rows.numel() == 0:
-        return
-    chunks = rows.split(max(1, CHUNK_VALUES // rows.shape[1]))
-    row_sums = torch.cat([sum_and_squares(chunk.double()) for chunk in chunks])  # (rows, 2)
-    if unit == "sigma":  # (rows, 1): the threshold of each row's example
-        limits = threshold * example_std(row_sums, mask, rows.shape[1])[mask.nonzero()[:, 0]].unsqueeze(1)
+    Sums in float64 (float32 and bfloat16 values and their squares are exact there): one float64 copy and its
+    squares, their row sums (the examples' standard deviations for sigma outliers come from them) and two dot
+    products for x^3 and x^4; min, max and the bins (`Bins.indices`) on the values in their
+    own dtype. Whole tensors, not chunks: every operation has a fixed cost that chunks would repeat."""
+    wide = rows.double()
+    squares = wide * wide
+    row_sums = torch.stack((wide.sum(1), squares.sum(1)), 1)  # (rows, 2)
+    limits = squared_limits(row_sums, tokens, rows.shape[1], threshold) if unit == "sigma" else threshold * threshold
+    if bool((squares.amax(1, keepdim=True) > limits).any()):  # rarely: only then are the values counted one by one
+        state.outliers.add_((squares > limits).sum())  # |x| > limit, without abs()
+    state.sums.add_(row_sums.sum(0))
+    flat, flat_squares = wide.view(-1), squares.view(-1)
+    state.cubes.add_(flat_squares.dot(flat))
+    state.fourths.add_(flat_squares.dot(flat_squares))
+    low, high = torch.aminmax(rows)
+    torch.maximum(state.extremes, torch.stack((-low, high)), out=state.extremes)
+    state.histogram.add_(bins.counts(rows, wide))
+
+
+def squared_limits(row_sums: Tensor, tokens: Tokens | None, width: int, threshold: float) -> Tensor:
+    """(rows, 1): the square of each row's outlier limit, `threshold` population standard deviations of its
+    example's counted values, from the rows' sums of x and x^2 (`row_sums`, (rows, 2)) of `width` values each."""
+    if tokens is None:  # a row is an example
+        means = row_sums / width  # (examples, 2): the mean of x and of x^2
     else:
-        limits = torch.full((len(rows), 1), threshold, dtype=torch.float64, device=x.device)
-    moments = torch.stack([row_sums[:, 0].sum(), row_sums[:, 1].sum(), *row_sums.new_zeros(2)])
-    for chunk, limit in zip(chunks, limits.split(len(chunks[0])), strict=True):
-        add_chunk(sums, index, chunk.double().view(-1), limit, chunk.shape[1], edges, moments)
-    sums.moments[index] += moments
-    sums.counts[index, 0] += rows.numel()
-
-
-def sum_and_squares(rows: Tensor) -> Tensor:
-    """(rows, 2): each row's sum of x and of x^2."""
-    return torch.stack([rows.sum(1), rows.square().sum(1)], 1)
-
-
-def add_chunk(sums: Sums, index: int, flat: Tensor, limit: Tensor, width: int, edges: Tensor, moments: Tensor) -> None:
-    """One chunk's float64 values (rows of `width`, flattened): x^3 and x^4 sums, outliers, bins, min and max."""
-    squares = flat * flat
-    moments[2] += squares.dot(flat)
-    moments[3] += squares.dot(squares)
-    sums.counts[index, 1] += (squares.view(-1, width) > limit * limit).sum()  # |x| > limit, without abs()
-    sums.histogram[index] += torch.bincount(bin_indices(flat, edges), minlength=len(edges) + 1)
-    low, high = torch.aminmax(flat)
-    sums.low[index] = torch.minimum(sums.low[index], low)
-    sums.high[index] = torch.maximum(sums.high[index], high)
+        sums = row_sums.new_zeros(len(tokens.per_example), 2).index_add_(0, tokens.example, row_sums)
+        means = sums / (tokens.per_example * width)
+    limits = (means[:, 1:] - means[:, :1].square()).clamp_(min=0).sqrt_().mul_(threshold).square_()
+    return limits if tokens is None else limits.index_select(0, tokens.example)
 
 
 def histogram_edges(low: float, high: float, bins: int, device: torch.device | None = None) -> Tensor:
@@ -429,25 +497,15 @@ def bin_indices(values: Tensor, edges: Tensor) -> Tensor:
     return index
 
 
-def example_std(row_sums: Tensor, mask: Tensor, width: int) -> Tensor:
-    """(examples,) the population std of each example's counted values, from its rows' sums of x and x^2."""
-    per_token = torch.zeros(*mask.shape, 2, dtype=torch.float64, device=row_sums.device)
-    per_token[mask] = row_sums
-    totals = per_token.sum(1)  # (examples, 2)
-    count = (mask.sum(1) * width).clamp(min=1).double()
-    mean = totals[:, 0] / count
-    return (totals[:, 1] / count - mean * mean).clamp(min=0).sqrt()
-
-
 def module_row(name: str, sums: Sums, index: int) -> dict[str, Any]:
     """The statistics of module `index` from its reduced sums; None for those of a module that counted nothing."""
-    count, outliers = (int(v) for v in sums.counts[index])
+    count, outliers = int(sums.histogram(index).sum()), int(sums.counts[index, 0])
     if count == 0:
         return {"module": name, "count": 0, "outliers": 0} | dict.fromkeys(COLUMNS[2:8]) | {"outlier_fraction": None}
     s1, s2, s3, s4 = (v / count for v in sums.moments[index].tolist())
     var = max(s2 - s1 * s1, 0.0)
     central4 = s4 - 4 * s1 * s3 + 6 * s1 * s1 * s2 - 3 * s1**4
-    low, high = sums.low[index].item(), sums.high[index].item()
+    low, high = -sums.extremes[index, 0].item(), sums.extremes[index, 1].item()
     return {
         "module": name,
         "count": count,

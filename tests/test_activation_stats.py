@@ -26,6 +26,7 @@ from transformers import (
 )
 
 import lit_hf
+import lit_hf.activation_stats
 from lit_hf.activation_stats import block_names
 from lit_hf.cli import main
 from lit_hf.errors import ConfigError
@@ -175,6 +176,68 @@ def test_a_torchao_quantized_model_is_measured_as_quantized(tmp_path, classifier
         assert stats[name]["histogram"] == reference["histogram"]
         assert stats[name]["outliers"] == reference["outliers"]
         assert abs(stats[name]["mean"] / reference_stats(full[name])["mean"] - 1) > 1e-6  # quantization shows
+
+
+class Passes(torch.nn.Module):
+    """Two blocks that pass the given hidden states on: their outputs are values the test chose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Identity(), torch.nn.Identity()])
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            inputs_embeds = layer(inputs_embeds)
+        return inputs_embeds
+
+
+@pytest.mark.parametrize("padded", [True, False])
+@pytest.mark.parametrize("unit, threshold", [("sigma", 6.0), ("absolute", 3.0)])
+def test_outliers_counted_per_example_equal_numpys(tmp_path, padded, unit, threshold):
+    """Heavy-tailed values with outliers planted in some examples (and padding of 1000, never counted): outliers,
+    histogram, min and max equal numpy's, per example's std for sigma; with padding and without (one row per
+    example then)."""
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(2):
+        values = torch.randn(4, 10, 16, generator=generator) * torch.rand(4, 10, 1, generator=generator) * 2
+        values[0, 2, :2], values[1, 3, 5], values[2, 0, :3], values[3, 0, 0] = 30.0, 40.0, -25.0, 9.0
+        lengths = torch.tensor([10, 7, 4, 1])
+        mask = (torch.arange(10) < lengths[:, None]).long()
+        values[mask == 0] = 1000.0 if padded else values[mask == 0]
+        batches.append({"inputs_embeds": values} | ({"attention_mask": mask} if padded else {}))
+    stats = callback_stats(Passes(), batches, tmp_path, outlier_unit=unit, outlier_threshold=threshold)
+    examples = [
+        (b["inputs_embeds"][e][b["attention_mask"][e].bool()] if padded else b["inputs_embeds"][e]).numpy()
+        for b in batches
+        for e in range(4)
+    ]
+    reference = reference_stats(examples, threshold)
+    if unit == "absolute":
+        reference["outliers"] = int((np.abs(np.concatenate([e.ravel() for e in examples])) > threshold).sum())
+    assert reference["outliers"] >= 6 and reference["histogram"][-1] > 0  # 30 and 40 past 6 sigma, twice
+    for name in ("layers.0", "layers.1"):
+        assert_close(stats[name], reference, rel=1e-12)
+        assert stats[name]["outliers"] == reference["outliers"]
+        assert stats[name]["histogram"] == reference["histogram"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("low, high, bins", [(-16.0, 16.0, 128), (-16.0, 16.0, 16), (-3.0, 3.0, 10), (0.0, 1.0, 1024)])
+def test_bins_equal_a_search_in_the_float64_edges(low, high, bins, dtype):
+    """Each value's bin (below, each bin, at or above the end) equals numpy's search in the edges `low + i * width`,
+    for values on the edges, next to them, tiny (subnormal, signed zeros), huge and infinite: the fast exact path
+    (a width of 1/2^k) and the general one (a width of 2 or 0.6)."""
+    edges = low + np.arange(bins + 1) * ((high - low) / bins)
+    tiny = np.finfo(np.float32).smallest_subnormal
+    values = np.concatenate(
+        [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [tiny, -tiny, 0.0, -0.0, 1e-30, -1e-30]]
+        + [[np.inf, -np.inf, 1e30, -1e30], np.random.default_rng(0).normal(0, 8, 1000)]
+    )
+    values = torch.from_numpy(values).to(dtype)
+    indices = lit_hf.activation_stats.Bins.of(low, high, bins).indices(values, values.double())
+    expected = np.searchsorted(edges, values.double().numpy(), side="right")
+    np.testing.assert_array_equal(indices.long().numpy(), expected)
 
 
 def test_three_processes_equal_one(tmp_path, data_dir, causal_lm_dir):
