@@ -2,7 +2,7 @@
 LightningCLI's, and building it imports Lightning (about 6 s of CPU on a 2-core machine, most of it torchmetrics
 importing scipy and transformers, a floor lit_hf cannot lower), so a command's help text is printed from a copy made
 by the live parser under the same stamp. Two copies are looked for: the one shipped in lit_hf/cli/help/ (made by
-`python -m lit_hf.cli.help_cache` for the pinned versions, so a fresh clone's first `--help` is fast), then the
+`python -m lit_hf.cli.help_cache` under the versions CI installs, so a fresh first `--help` is fast), then the
 user's cache, written by the first live `--help`. The stamp holds everything the text depends on: the Python and
 package versions, the help's width (the terminal's, at most 80 columns), jsonargparse's environment settings and
 the content of every lit_hf source file; a copy under another stamp is never printed. `LIT_HF_NO_HELP_CACHE=1`
@@ -26,8 +26,22 @@ from lit_hf.cli.help import COPIED_HELP
 
 SHIPPED = Path(__file__).parent / "help"  # <command>.txt and the stamp.json they were made under
 MAX_COLUMNS = 80  # lit_hf's help is wrapped at the terminal's width up to this (cli/lightning.py's HelpFormatter)
-# Where there is no shipped stamp to name them: the packages whose classes and formatting make the help text.
-PACKAGES = ("torch", "lightning", "jsonargparse", "docstring_parser", "typeshed_client", "transformers", "datasets")
+# The distributions whose classes, signatures, docstrings and formatting make the help text (it names classes of
+# lightning, torch, torchao and lit_hf). Not every one the live build imports: a newer pandas (through datasets)
+# would void the copy for nothing; tests/test_cli_help.py compares the copy with a live build wherever it matches.
+PACKAGES = (
+    "jsonargparse",
+    "docstring_parser",
+    "typeshed_client",
+    "lightning",
+    "lightning-utilities",
+    "torch",
+    "torchmetrics",
+    "torchao",
+    "transformers",
+    "datasets",
+    "peft",
+)
 
 
 def help_columns() -> int:
@@ -70,8 +84,7 @@ def print_help(command: str, build_help: Callable[[], None]) -> None:
     if os.environ.get("LIT_HF_NO_HELP_CACHE"):
         build_help()
         return
-    packages = shipped_packages()
-    current = stamp(packages)
+    current = stamp(PACKAGES)
     text = shipped_help(command, current) or cached_help(command, current)
     if text is not None:
         sys.stdout.write(text)
@@ -86,14 +99,6 @@ def print_help(command: str, build_help: Callable[[], None]) -> None:
             store(cache_dir() / f"{command}.json", {"stamp": current, "text": out.getvalue()})
         raise
     sys.stdout.write(out.getvalue())
-
-
-def shipped_packages() -> list[str]:
-    """The distributions the shipped help's stamp names (those its live build imported), else `PACKAGES`."""
-    try:
-        return list(json.loads((SHIPPED / "stamp.json").read_text(encoding="utf-8"))["packages"])
-    except (OSError, ValueError, KeyError):
-        return list(PACKAGES)
 
 
 def shipped_help(command: str, current: dict) -> str | None:
@@ -130,35 +135,24 @@ def store(path: Path, entry: dict) -> None:
         pass
 
 
-def live_help(command: str) -> tuple[str, set[str]]:
-    """`python -m lit_hf COMMAND --help` as the live parser prints it at `MAX_COLUMNS`, and the modules it imported,
-    in a fresh process (the classes a process has imported are the subclasses the help lists)."""
+def live_help(command: str) -> str:
+    """`python -m lit_hf COMMAND --help` as the live parser prints it at `MAX_COLUMNS`, in a fresh process (the
+    classes a process has imported are the subclasses the help lists)."""
     env = {**os.environ, "COLUMNS": str(MAX_COLUMNS), "LIT_HF_NO_HELP_CACHE": "1"}
     run = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "lit_hf", command, "--help"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-m", "lit_hf", command, "--help"], env=env, capture_output=True, text=True, check=True
     )
-    lines = run.stderr.splitlines()
-    return run.stdout, {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    return run.stdout
 
 
 def ship() -> None:
-    """Write lit_hf/cli/help/: each command's live help, and the stamp it was made under, whose packages are the
-    distributions of every module the live builds imported (`python -m lit_hf.cli.help_cache`, after changing
-    lit_hf or upgrading a package)."""
+    """Write lit_hf/cli/help/: each command's live help, and the stamp it was made under (`python -m
+    lit_hf.cli.help_cache`, after changing lit_hf or upgrading one of `PACKAGES`)."""
     SHIPPED.mkdir(exist_ok=True)
-    imported = set()
     for command in COPIED_HELP:
-        text, modules = live_help(command)
-        (SHIPPED / f"{command}.txt").write_text(text, encoding="utf-8")
-        imported |= modules
-    owners = metadata.packages_distributions()
-    packages = {owner for module in imported for owner in owners.get(module.partition(".")[0], ())}
+        (SHIPPED / f"{command}.txt").write_text(live_help(command), encoding="utf-8")
     os.environ["COLUMNS"] = str(MAX_COLUMNS)
-    text = json.dumps(stamp(packages), indent=1, sort_keys=True)
+    text = json.dumps(stamp(PACKAGES), indent=1, sort_keys=True)
     (SHIPPED / "stamp.json").write_text(text + "\n", encoding="utf-8")
 
 
