@@ -113,10 +113,10 @@ def last_checkpoint(trainer: L.Trainer) -> str | None:
     return newest_last_checkpoint(getattr(trainer.logger, "root_dir", None), dirpaths)
 
 
-def newest_last_checkpoint(root: str | Path | None, dirpaths: list[str | None]) -> str | None:
-    """The newest `last*.ckpt` in `root/*/checkpoints/` (a logger's runs) or in one of `dirpaths`, by the time its
-    file (a link's target) was written; the path as found, so a link names the run folder that holds it."""
-    found = list(Path(root).glob("*/checkpoints/last*.ckpt")) if root else []
+def newest_last_checkpoint(root: str | Path | None, dirpaths: list[str | None], runs: str = "*") -> str | None:
+    """The newest `last*.ckpt` in `root/<runs>/checkpoints/` (a logger's runs) or in one of `dirpaths`, by the time
+    its file (a link's target) was written; the path as found, so a link names the run folder that holds it."""
+    found = list(Path(root).glob(f"{runs}/checkpoints/last*.ckpt")) if root else []
     for dirpath in dirpaths:
         if dirpath:
             found += Path(dirpath).glob("last*.ckpt")

@@ -101,11 +101,10 @@ def log_root(trainer: Namespace) -> str:
     return os.path.join(root if "://" in root else os.path.expanduser(root), "lightning_logs")
 
 
-def older_runs_last(runs: Path) -> Path | None:
+def older_runs_last(runs: Path) -> str | None:
     """The newest `last*.ckpt` of a run folder from before runs were named (`lightning_logs/version_N`, beside the
     named folder `runs`), which `--ckpt_path=last` no longer takes."""
-    found = [path for path in runs.parent.glob("version_*/checkpoints/last*.ckpt") if path.is_file()]
-    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+    return newest_last_checkpoint(runs.parent, [], runs="version_*")
 
 
 def callback_dirpaths(callbacks: Any) -> list[str | None]:
